@@ -1,0 +1,296 @@
+/* td_dispatch.c - CPU detection, the active kernel table, and the public entry points of td_kernels.h. */
+#include <math.h>
+#include <string.h>
+
+#include "td_internal.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define TD_X86_64 1
+#if defined(_MSC_VER)
+#include <immintrin.h>
+#include <intrin.h>
+#else
+#include <cpuid.h>
+#endif
+#endif
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Detection                                                                                            */
+/* ---------------------------------------------------------------------------------------------------- */
+
+#if defined(TD_X86_64)
+static void cpuid_(unsigned leaf, unsigned subleaf, unsigned regs[4]) {
+#if defined(_MSC_VER)
+    int r[4];
+    __cpuidex(r, (int)leaf, (int)subleaf);
+    for (int i = 0; i < 4; ++i) regs[i] = (unsigned)r[i];
+#else
+    __cpuid_count(leaf, subleaf, regs[0], regs[1], regs[2], regs[3]);
+#endif
+}
+
+/* XCR0: which register states the OS saves on a context switch. Only valid when OSXSAVE is set. */
+static unsigned long long xgetbv0_(void) {
+#if defined(_MSC_VER)
+    return _xgetbv(0);
+#else
+    unsigned eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((unsigned long long)edx << 32) | eax;
+#endif
+}
+
+static unsigned detect_x86_(void) {
+    unsigned r1[4], r7[4], found = TD_ISA_SCALAR;
+    unsigned long long xcr0;
+    cpuid_(0, 0, r1);
+    if (r1[0] < 7) return found;
+    cpuid_(1, 0, r1);
+    cpuid_(7, 0, r7);
+    if (!(r1[2] & (1u << 27))) return found; /* OSXSAVE: without it XGETBV faults */
+    xcr0 = xgetbv0_();
+    int os_ymm = (xcr0 & 0x6) == 0x6;    /* SSE + AVX state */
+    int os_zmm = (xcr0 & 0xE6) == 0xE6;  /* + opmask, ZMM_Hi256, Hi16_ZMM state */
+    int avx = (r1[2] >> 28) & 1, fma = (r1[2] >> 12) & 1, avx2 = (r7[1] >> 5) & 1;
+    int f = (r7[1] >> 16) & 1, dq = (r7[1] >> 17) & 1, bw = (r7[1] >> 30) & 1, vl = (r7[1] >> 31) & 1;
+    if (os_ymm && avx && fma && avx2) {
+        found |= TD_ISA_AVX2;
+        if (os_zmm && f && dq && bw && vl) found |= TD_ISA_AVX512;
+    }
+    return found;
+}
+#endif
+
+unsigned td_isa_detected(void) {
+    static unsigned cached = 0; /* CPUID costs 100+ cycles; probe once */
+    if (!cached) {
+#if defined(TD_X86_64)
+        cached = detect_x86_();
+#elif defined(__aarch64__) || defined(_M_ARM64)
+        cached = TD_ISA_SCALAR | TD_ISA_NEON;
+#else
+        cached = TD_ISA_SCALAR;
+#endif
+    }
+    return cached;
+}
+
+unsigned td_isa_compiled(void) {
+    unsigned isas = TD_ISA_SCALAR;
+#if defined(TD_HAVE_AVX2)
+    isas |= TD_ISA_AVX2;
+#endif
+#if defined(TD_HAVE_AVX512)
+    isas |= TD_ISA_AVX512;
+#endif
+#if defined(TD_HAVE_NEON)
+    isas |= TD_ISA_NEON;
+#endif
+    return isas;
+}
+
+unsigned td_isa_usable(void) { return td_isa_detected() & td_isa_compiled(); }
+
+unsigned td_isa_best(void) {
+    unsigned usable = td_isa_usable();
+    if (usable & TD_ISA_AVX512) return TD_ISA_AVX512;
+    if (usable & TD_ISA_AVX2) return TD_ISA_AVX2;
+    if (usable & TD_ISA_NEON) return TD_ISA_NEON;
+    return TD_ISA_SCALAR;
+}
+
+static const td_kernel_table *table_for_(unsigned isa) {
+    switch (isa) {
+#if defined(TD_HAVE_AVX512)
+    case TD_ISA_AVX512: return &td_table_avx512;
+#endif
+#if defined(TD_HAVE_AVX2)
+    case TD_ISA_AVX2: return &td_table_avx2;
+#endif
+#if defined(TD_HAVE_NEON)
+    case TD_ISA_NEON: return &td_table_neon;
+#endif
+    default: return &td_table_scalar;
+    }
+}
+
+static const td_kernel_table *volatile active_table_ = NULL;
+static volatile unsigned active_isa_ = 0;
+
+static void select_best_(void) {
+    unsigned best = td_isa_best();
+    active_table_ = table_for_(best);
+    active_isa_ = best;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((constructor)) static void td_dispatch_init_(void) { select_best_(); }
+#endif
+
+const td_kernel_table *td_active_table_(void) {
+    const td_kernel_table *t = active_table_;
+    if (!t) { /* no constructor support: the first call selects (every racer writes the same values) */
+        select_best_();
+        t = active_table_;
+    }
+    return t;
+}
+
+unsigned td_isa_active(void) {
+    td_active_table_();
+    return active_isa_;
+}
+
+int td_isa_select(unsigned isa) {
+    if (isa == 0 || (isa & (isa - 1)) != 0 || (isa & td_isa_usable()) != isa) return -1;
+    active_table_ = table_for_(isa);
+    active_isa_ = isa;
+    return 0;
+}
+
+const char *td_isa_name(unsigned isa) {
+    switch (isa) {
+    case TD_ISA_SCALAR: return "scalar";
+    case TD_ISA_AVX2: return "avx2";
+    case TD_ISA_AVX512: return "avx512";
+    case TD_ISA_NEON: return "neon";
+    default: return NULL;
+    }
+}
+
+unsigned td_isa_from_name(const char *name) {
+    static const unsigned all[] = {TD_ISA_SCALAR, TD_ISA_AVX2, TD_ISA_AVX512, TD_ISA_NEON};
+    if (!name) return 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
+        if (strcmp(name, td_isa_name(all[i])) == 0) return all[i];
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Cosine and mat-vec entry points                                                                      */
+/* ---------------------------------------------------------------------------------------------------- */
+
+double td_cosine_f32(const float *a, const float *b, size_t n) {
+    double dots[3];
+    td_active_table_()->dot3_f32(a, b, n, dots);
+    return td_cosine_from_dots_(dots[0], dots[1], dots[2]);
+}
+
+void td_cosine_batch_f32(const float *query, const float *rows, size_t n_rows, size_t dim,
+                         const float *row_norms, float *out) {
+    const td_kernel_table *t = td_active_table_();
+    t->cosine_batch_f32(query, sqrt(t->sumsq_f32(query, dim)), rows, n_rows, dim, row_norms, out);
+}
+
+void td_l2_norms_f32(const float *rows, size_t n_rows, size_t dim, float *out) {
+    const td_kernel_table *t = td_active_table_();
+    for (size_t r = 0; r < n_rows; ++r) out[r] = (float)sqrt(t->sumsq_f32(rows + r * dim, dim));
+}
+
+void td_matvec_i8_f32(const int8_t *w, const float *scales, const float *bias, const float *x, size_t rows,
+                      size_t cols, float *y) {
+    td_active_table_()->matvec_i8_f32(w, scales, bias, x, rows, cols, y);
+}
+
+void td_matvec_i8_i32(const int8_t *w, const int8_t *x, size_t rows, size_t cols, int32_t *acc) {
+    td_active_table_()->matvec_i8_i32(w, x, rows, cols, acc);
+}
+
+void td_csr_matvec_i8_f32(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                          const float *scales, const float *bias, const float *x, size_t rows, float *y) {
+    td_active_table_()->csr_matvec_i8_f32(values, indices, indptr, scales, bias, x, rows, y);
+}
+
+void td_csr_matvec_i8_i32(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                          const int8_t *x, size_t rows, int32_t *acc) {
+    td_active_table_()->csr_matvec_i8_i32(values, indices, indptr, x, rows, acc);
+}
+
+void td_csr_matvec_f32(const float *values, const int32_t *indices, const int32_t *indptr, const float *bias,
+                       const float *x, size_t rows, float *y) {
+    td_active_table_()->csr_matvec_f32(values, indices, indptr, bias, x, rows, y);
+}
+
+int td_csr_check(const int32_t *indices, const int32_t *indptr, size_t rows, size_t cols, size_t nnz) {
+    if (!indptr || indptr[0] != 0 || (size_t)indptr[rows] != nnz || (nnz > 0 && !indices)) return -1;
+    for (size_t i = 0; i < rows; ++i)
+        if (indptr[i + 1] < indptr[i]) return -1;
+    for (size_t k = 0; k < nnz; ++k)
+        if (indices[k] < 0 || (size_t)indices[k] >= cols) return -1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* FastGRNN                                                                                             */
+/* ---------------------------------------------------------------------------------------------------- */
+
+static int matrix_check_(const td_matrix *m, int32_t rows, int32_t cols) {
+    if (m->rows != rows || m->cols != cols || rows <= 0 || cols <= 0) return -1;
+    switch (m->kind) {
+    case TD_MATRIX_DENSE_F32: return m->f32 ? 0 : -1;
+    case TD_MATRIX_LOWRANK_F32:
+        return m->f32 && m->f32_right && m->rank > 0 && m->rank <= TD_FASTGRNN_MAX_DIM ? 0 : -1;
+    case TD_MATRIX_DENSE_I8: return m->i8 && m->scales ? 0 : -1;
+    case TD_MATRIX_SPARSE_I8:
+        if (!m->i8 || !m->scales || !m->indptr) return -1;
+        return td_csr_check(m->indices, m->indptr, (size_t)rows, (size_t)cols, (size_t)m->indptr[rows]);
+    case TD_MATRIX_SPARSE_F32:
+        if (!m->f32 || !m->indptr) return -1;
+        return td_csr_check(m->indices, m->indptr, (size_t)rows, (size_t)cols, (size_t)m->indptr[rows]);
+    default: return -1;
+    }
+}
+
+int td_fastgrnn_check(const td_fastgrnn *m) {
+    if (!m || m->input_dim <= 0 || m->timesteps <= 0) return -1;
+    if (m->hidden_dim <= 0 || m->hidden_dim > TD_FASTGRNN_MAX_DIM) return -1;
+    if (m->output_dim <= 0 || m->output_dim > TD_FASTGRNN_MAX_DIM) return -1;
+    if (!m->b_z || !m->b_h || !m->w_out || !m->b_out) return -1;
+    if (matrix_check_(&m->w, m->hidden_dim, m->input_dim) != 0) return -1;
+    return matrix_check_(&m->u, m->hidden_dim, m->hidden_dim);
+}
+
+void td_fastgrnn_forward(const td_fastgrnn *m, const float *x, float *out) {
+    td_active_table_()->fastgrnn_batch(m, x, 1, out);
+}
+
+void td_fastgrnn_forward_batch(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
+    td_active_table_()->fastgrnn_batch(m, x, batch, out);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Fused candidate scoring                                                                              */
+/* ---------------------------------------------------------------------------------------------------- */
+
+#define TD_SCORE_CHUNK 64 /* candidates staged at once: features live on the stack, nothing is allocated */
+
+int td_score_candidates(const td_fastgrnn *m, const td_feature_config *cfg, const float *query, size_t dim,
+                        const float *embeddings, const float *embedding_norms, size_t n,
+                        const double *created_at, const int64_t *access_count, const float *success_rate,
+                        const float *metadata_overlap, double now, float *features_out, float *scores_out) {
+    const td_kernel_table *t = td_active_table_();
+    float sims[TD_SCORE_CHUNK], features[TD_SCORE_CHUNK * TD_NUM_FEATURES];
+    const double inv_log_cap = 1.0 / log1p(10000.0);
+    double query_norm;
+    if (!m || !cfg || m->input_dim != TD_NUM_FEATURES || m->timesteps != 1 || m->output_dim != 1) return -1;
+    query_norm = sqrt(t->sumsq_f32(query, dim));
+    for (size_t start = 0; start < n; start += TD_SCORE_CHUNK) {
+        size_t count = n - start < TD_SCORE_CHUNK ? n - start : TD_SCORE_CHUNK;
+        float *f = features_out ? features_out + start * TD_NUM_FEATURES : features;
+        t->cosine_batch_f32(query, query_norm, embeddings + start * dim, count, dim,
+                            embedding_norms ? embedding_norms + start : NULL, sims);
+        for (size_t i = 0; i < count; ++i) {
+            size_t c = start + i;
+            double age = now - created_at[c];
+            double freq = log1p((double)access_count[c]) * inv_log_cap;
+            float *row = f + i * TD_NUM_FEATURES;
+            row[0] = cfg->similarity_weight * sims[i];
+            row[1] = cfg->recency_weight * (float)exp(-cfg->recency_decay * (age > 0.0 ? age : 0.0));
+            row[2] = cfg->frequency_weight * (float)(freq < 1.0 ? freq : 1.0);
+            row[3] = cfg->success_weight * success_rate[c];
+            row[4] = metadata_overlap ? cfg->metadata_weight * metadata_overlap[c] : 0.0f;
+        }
+        t->fastgrnn_batch(m, f, count, scores_out + start);
+    }
+    return 0;
+}

@@ -1,0 +1,981 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, nonecheck=False
+# cython: initializedcheck=False, embedsignature=True
+"""Validated Python wrappers over the C kernels of ``csrc/``.
+
+Arguments are checked with the GIL held: a NumPy array that is already C-contiguous, aligned and of the
+kernel's dtype goes straight to C (about 15 ns of checks); anything else (lists, other dtypes, strided,
+unaligned, byte-swapped or read-only views) is converted once, or rejected with an
+:class:`~tinydancer.errors.InvalidInputError` that names the argument. The kernels run without the GIL
+when the work is large enough for releasing it to pay off.
+"""
+
+cimport numpy as cnp
+from libc.math cimport isfinite, isnan, sqrt
+from libc.stdint cimport int8_t, int32_t, int64_t
+from libc.string cimport memcpy
+
+from tinydancer cimport _ckernels as ck
+
+import numpy as np
+
+from tinydancer.errors import ConfigError, InvalidInputError
+
+cnp.import_array()
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyThreadState:
+        pass
+    PyThreadState *PyEval_SaveThread()
+    void PyEval_RestoreThread(PyThreadState *state)
+
+cdef enum:
+    # Work (in multiply-adds) above which a kernel releases the GIL; below it the release costs more than it frees.
+    NOGIL_WORK = 16384
+    # Exact int32 accumulation of int8 x int8 products holds up to this many terms (2^31 / 128^2 - 1).
+    MAX_EXACT_TERMS = 131071
+
+_ISA_ORDER = ("scalar", "avx2", "avx512", "neon")
+
+# ---------------------------------------------------------------------------------------------------------
+# Dispatch
+# ---------------------------------------------------------------------------------------------------------
+
+
+cdef list _names(unsigned mask):
+    return [name for name in _ISA_ORDER if mask & ck.td_isa_from_name(name.encode())]
+
+
+def available_isas():
+    """The ISAs this CPU can run and this build contains, slowest first (``"scalar"`` is always there)."""
+    return _names(ck.td_isa_usable())
+
+
+def compiled_isas():
+    """The ISAs compiled into this build, whether or not this CPU can run them."""
+    return _names(ck.td_isa_compiled())
+
+
+def detected_isas():
+    """The ISAs this CPU and operating system support, whether or not this build contains them."""
+    return _names(ck.td_isa_detected())
+
+
+def best_isa():
+    """The fastest ISA available here: the one selected at import unless ``TINYDANCER_ISA`` says otherwise."""
+    return ck.td_isa_name(ck.td_isa_best()).decode()
+
+
+def active_isa():
+    """The ISA the kernels run now."""
+    return ck.td_isa_name(ck.td_isa_active()).decode()
+
+
+def set_isa(name):
+    """Make every kernel run ``name`` (``"scalar"``, ``"avx2"``, ``"avx512"`` or ``"neon"``).
+
+    A hook for tests and benchmarks: do not call it while other threads are running kernels.
+
+    Raises:
+        ConfigError: ``name`` is not an ISA, or this CPU or build cannot run it.
+    """
+    if not isinstance(name, str):
+        raise ConfigError(f"ISA name must be a string, not {type(name).__name__}")
+    cdef unsigned isa = ck.td_isa_from_name(name.lower().encode())
+    if isa == 0:
+        raise ConfigError(f"unknown ISA {name!r}; known: {', '.join(_ISA_ORDER)}")
+    if ck.td_isa_select(isa) != 0:
+        raise ConfigError(
+            f"ISA {name!r} is not available here (available: {', '.join(available_isas())})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Argument checking
+# ---------------------------------------------------------------------------------------------------------
+
+cdef inline bint _ready(object a, int typenum, int ndim) noexcept:
+    """True when ``a`` can go to C as it is: an exact ndarray, right dtype and rank, C-contiguous, aligned."""
+    if not cnp.PyArray_CheckExact(a):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_NDIM(arr) == ndim
+            and cnp.PyArray_ISCARRAY_RO(arr) and cnp.PyArray_ISNOTSWAPPED(arr))
+
+
+_KIND_NAMES = {
+    cnp.NPY_FLOAT32: "float32",
+    cnp.NPY_FLOAT64: "float64",
+    cnp.NPY_INT8: "int8",
+    cnp.NPY_INT32: "int32",
+    cnp.NPY_INT64: "int64",
+}
+_INT_RANGES = {
+    cnp.NPY_INT8: (-128, 127),
+    cnp.NPY_INT32: (-2147483648, 2147483647),
+    cnp.NPY_INT64: (-9223372036854775808, 9223372036854775807),
+}
+
+
+cdef cnp.ndarray _convert(object a, str name, int typenum, int ndim):
+    """Slow path of :func:`_arr`: read ``a`` as an array of ``typenum`` and rank ``ndim``, or raise."""
+    if a is None:
+        raise InvalidInputError(f"{name} is None; expected a {ndim}-D array")
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} cannot be read as an array: {exc}") from None
+    target = _KIND_NAMES[typenum]
+    kind = arr.dtype.kind
+    if arr.ndim != ndim:
+        raise InvalidInputError(f"{name} must be a {ndim}-D array, got shape {arr.shape}")
+    if typenum == cnp.NPY_FLOAT32 or typenum == cnp.NPY_FLOAT64:
+        if kind not in "fiu":
+            raise InvalidInputError(f"{name} must hold real numbers ({target}), got dtype {arr.dtype}")
+    else:
+        if kind not in "iub":
+            raise InvalidInputError(f"{name} must hold integers ({target}), got dtype {arr.dtype}")
+        if arr.size and kind != "b" and not np.can_cast(arr.dtype, np.dtype(target)):
+            lo, hi = _INT_RANGES[typenum]
+            if int(arr.min()) < lo or int(arr.max()) > hi:
+                raise InvalidInputError(f"{name} holds values outside the {target} range [{lo}, {hi}]")
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 -> float32 overflow is caught as Inf later
+        return <cnp.ndarray>np.require(arr, dtype=np.dtype(target), requirements=["C", "A"])
+
+
+cdef inline cnp.ndarray _arr(object a, str name, int typenum, int ndim):
+    """``a`` as a C-contiguous, aligned, native-order array of ``typenum`` and rank ``ndim``, or raise."""
+    if _ready(a, typenum, ndim):
+        return <cnp.ndarray>a
+    return _convert(a, name, typenum, ndim)
+
+
+cdef inline void *_release(bint big) noexcept:
+    """Release the GIL when the coming kernel call is big enough to be worth it (pair with _reacquire)."""
+    return <void *>PyEval_SaveThread() if big else NULL
+
+
+cdef inline void _reacquire(void *state) noexcept:
+    if state != NULL:
+        PyEval_RestoreThread(<PyThreadState *>state)
+
+
+cdef inline Py_ssize_t _dim(cnp.ndarray a, int axis) noexcept:
+    return cnp.PyArray_DIM(a, axis)
+
+
+cdef Py_ssize_t _first_nonfinite_f32(const float *p, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not isfinite(p[i]):
+            return i
+    return -1
+
+
+cdef Py_ssize_t _first_nonfinite_f64(const double *p, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not isfinite(p[i]):
+            return i
+    return -1
+
+
+cdef inline const float *_f32p(cnp.ndarray a) noexcept:
+    return <const float *>cnp.PyArray_DATA(a)
+
+
+cdef inline float *_out_f32(cnp.ndarray a) noexcept:
+    return <float *>cnp.PyArray_DATA(a)
+
+
+cdef int _require_finite(cnp.ndarray a, str name) except -1:
+    """Raise if a float32 or float64 array holds NaN or Inf, naming the first offending element."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a), bad
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+        bad = _first_nonfinite_f32(_f32p(a), n)
+    else:
+        bad = _first_nonfinite_f64(<const double *>cnp.PyArray_DATA(a), n)
+    if bad >= 0:
+        where = np.unravel_index(bad, (<object>a).shape)
+        index = ", ".join(str(int(i)) for i in where)
+        raise InvalidInputError(f"{name} holds a non-finite value ({float(a.flat[bad])}) at [{index}]")
+    return 0
+
+
+cdef int _require_nonempty(Py_ssize_t n, str name) except -1:
+    if n == 0:
+        raise InvalidInputError(f"{name} is empty")
+    return 0
+
+
+cdef cnp.ndarray _out_array(object out, str name, Py_ssize_t n):
+    """A writable float32 vector of length ``n``: ``out`` itself when it fits, else a new array."""
+    if out is None:
+        return cnp.PyArray_EMPTY(1, [n], cnp.NPY_FLOAT32, 0)
+    if not (_ready(out, cnp.NPY_FLOAT32, 1) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
+        raise InvalidInputError(f"{name} must be a writable, C-contiguous 1-D float32 array")
+    if _dim(<cnp.ndarray>out, 0) != n:
+        raise InvalidInputError(f"{name} must have length {n}, got {_dim(<cnp.ndarray>out, 0)}")
+    return <cnp.ndarray>out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cosine
+# ---------------------------------------------------------------------------------------------------------
+
+
+def cosine(a, b):
+    """Cosine similarity of two float32 vectors of the same length.
+
+    Returns a float in [-1, 1]; 0.0 when either vector is all zeros.
+
+    Raises:
+        InvalidInputError: an argument is not a non-empty 1-D real vector, the lengths differ, or a value
+            is NaN or infinite.
+    """
+    cdef cnp.ndarray x = _arr(a, "a", cnp.NPY_FLOAT32, 1)
+    cdef cnp.ndarray y = _arr(b, "b", cnp.NPY_FLOAT32, 1)
+    cdef Py_ssize_t n = _dim(x, 0)
+    cdef double result
+    cdef double dots[3]
+    if _dim(y, 0) != n:
+        raise InvalidInputError(f"a and b must have the same length, got {n} and {_dim(y, 0)}")
+    _require_nonempty(n, "a")
+    cdef void *state = _release(n >= NOGIL_WORK)
+    result = ck.td_cosine_f32(_f32p(x), _f32p(y), <size_t>n)
+    _reacquire(state)
+    if not isnan(result):
+        return result
+    _require_finite(x, "a")
+    _require_finite(y, "b")
+    # Finite inputs whose f32 products overflow: the f64 reference path cannot overflow.
+    ck.td_table_scalar.dot3_f32(_f32p(x), _f32p(y), <size_t>n, dots)
+    return ck.td_cosine_from_dots_(dots[0], dots[1], dots[2])
+
+
+cdef int _check_batch_output(cnp.ndarray q, cnp.ndarray rows, object norms, cnp.ndarray out) except -1:
+    """After a batch cosine: turn NaN results into an error naming the input, or recompute overflows."""
+    cdef Py_ssize_t n = _dim(rows, 0), dim = _dim(rows, 1), bad, nxt
+    cdef float *o = _out_f32(out)
+    cdef const float *rp = _f32p(rows)
+    cdef const float *np_ = NULL
+    bad = _first_nonfinite_f32(o, n)
+    if bad < 0:
+        return 0
+    _require_finite(q, "query")
+    cdef double qnorm = sqrt(ck.td_table_scalar.sumsq_f32(_f32p(q), <size_t>dim))
+    if norms is not None:
+        np_ = _f32p(<cnp.ndarray>norms)
+    while bad >= 0:
+        if _first_nonfinite_f32(rp + bad * dim, dim) >= 0:
+            raise InvalidInputError(f"rows[{bad}] holds a non-finite value")
+        ck.td_table_scalar.cosine_batch_f32(_f32p(q), qnorm, rp + bad * dim, 1, <size_t>dim,
+                                            np_ + bad if np_ != NULL else NULL, o + bad)
+        nxt = _first_nonfinite_f32(o + bad + 1, n - bad - 1)
+        bad = bad + 1 + nxt if nxt >= 0 else -1
+    return 0
+
+
+def cosine_batch(query, rows, row_norms=None, out=None):
+    """Cosine similarity of ``query`` (D,) against each row of ``rows`` (N, D), as a float32 array (N,).
+
+    Args:
+        query: the query vector.
+        rows: a row-major matrix with one candidate per row. N may be 0 (the result is then empty).
+        row_norms: optional precomputed L2 norms of the rows (from :func:`l2_norms`); they are trusted,
+            so only dot products are computed.
+        out: optional float32 array (N,) to write into, to avoid an allocation per call.
+
+    Raises:
+        InvalidInputError: bad shapes or dtypes, NaN or Inf in any input, negative norms.
+    """
+    cdef cnp.ndarray q = _arr(query, "query", cnp.NPY_FLOAT32, 1)
+    cdef cnp.ndarray r = _arr(rows, "rows", cnp.NPY_FLOAT32, 2)
+    cdef Py_ssize_t n = _dim(r, 0), dim = _dim(q, 0)
+    cdef cnp.ndarray norms = None
+    cdef const float *norms_p = NULL
+    _require_nonempty(dim, "query")
+    if _dim(r, 1) != dim:
+        raise InvalidInputError(f"rows must have {dim} columns to match query, got shape {(<object>r).shape}")
+    if row_norms is not None:
+        norms = _arr(row_norms, "row_norms", cnp.NPY_FLOAT32, 1)
+        if _dim(norms, 0) != n:
+            raise InvalidInputError(f"row_norms must have length {n} (one per row), got {_dim(norms, 0)}")
+        _require_finite(norms, "row_norms")
+        if n and float(np.min(norms)) < 0.0:
+            raise InvalidInputError("row_norms must not be negative")
+        norms_p = _f32p(norms)
+    cdef cnp.ndarray result = _out_array(out, "out", n)
+    cdef void *state = _release(n * dim >= NOGIL_WORK)
+    ck.td_cosine_batch_f32(_f32p(q), _f32p(r), <size_t>n, <size_t>dim, norms_p, _out_f32(result))
+    _reacquire(state)
+    _check_batch_output(q, r, norms, result)
+    return result
+
+
+def l2_norms(rows):
+    """The L2 norm of each row of a float32 matrix (N, D), as float32 (N,): the ``row_norms`` of
+    :func:`cosine_batch`.
+
+    Raises:
+        InvalidInputError: not a 2-D real matrix, or NaN or Inf in it.
+    """
+    cdef cnp.ndarray r = _arr(rows, "rows", cnp.NPY_FLOAT32, 2)
+    cdef Py_ssize_t n = _dim(r, 0), dim = _dim(r, 1)
+    _require_finite(r, "rows")
+    cdef cnp.ndarray result = cnp.PyArray_EMPTY(1, [n], cnp.NPY_FLOAT32, 0)
+    cdef void *state = _release(n * dim >= NOGIL_WORK)
+    ck.td_l2_norms_f32(_f32p(r), <size_t>n, <size_t>dim, _out_f32(result))
+    _reacquire(state)
+    if _first_nonfinite_f32(_out_f32(result), n) >= 0:  # |x| > 1.8e19 overflows f32 squares: use f64
+        result = np.sqrt(np.einsum("ij,ij->i", r.astype(np.float64), r.astype(np.float64))).astype(np.float32)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# int8 mat-vec
+# ---------------------------------------------------------------------------------------------------------
+
+cdef cnp.ndarray _row_vector(object a, str name, Py_ssize_t n, bint finite):
+    cdef cnp.ndarray v = _arr(a, name, cnp.NPY_FLOAT32, 1)
+    if _dim(v, 0) != n:
+        raise InvalidInputError(f"{name} must have length {n}, got {_dim(v, 0)}")
+    if finite:
+        _require_finite(v, name)
+    return v
+
+
+cdef const float *_opt_bias(object bias, Py_ssize_t rows, list keep) except? NULL:
+    if bias is None:
+        return NULL
+    cdef cnp.ndarray b = _row_vector(bias, "bias", rows, True)
+    keep.append(b)
+    return _f32p(b)
+
+
+def int8_matvec(w, scales, x, bias=None):
+    """``y = scales * (w @ x) + bias`` for int8 weights ``w`` (R, C), float32 ``scales`` (R,), float32
+    ``x`` (C,) and optional float32 ``bias`` (R,). Returns float32 (R,).
+
+    Raises:
+        InvalidInputError: bad shapes or dtypes (weights must be int8 or integers within its range), NaN
+            or Inf in ``scales``, ``x`` or ``bias``.
+    """
+    cdef cnp.ndarray W = _arr(w, "w", cnp.NPY_INT8, 2)
+    cdef Py_ssize_t rows = _dim(W, 0), cols = _dim(W, 1)
+    cdef cnp.ndarray s = _row_vector(scales, "scales", rows, True)
+    cdef cnp.ndarray v = _row_vector(x, "x", cols, True)
+    cdef list keep = []
+    cdef const float *b = _opt_bias(bias, rows, keep)
+    cdef cnp.ndarray y = cnp.PyArray_EMPTY(1, [rows], cnp.NPY_FLOAT32, 0)
+    cdef void *state = _release(rows * cols >= NOGIL_WORK)
+    ck.td_matvec_i8_f32(<const int8_t *>cnp.PyArray_DATA(W), _f32p(s), b, _f32p(v), <size_t>rows,
+                        <size_t>cols, _out_f32(y))
+    _reacquire(state)
+    return y
+
+
+def int8_matvec_int32(w, x):
+    """Exact ``w @ x`` for int8 ``w`` (R, C) and int8 ``x`` (C,), accumulated in int32. Returns int32 (R,).
+
+    Raises:
+        InvalidInputError: bad shapes or dtypes, or C > 131071 (beyond that int32 could overflow).
+    """
+    cdef cnp.ndarray W = _arr(w, "w", cnp.NPY_INT8, 2)
+    cdef Py_ssize_t rows = _dim(W, 0), cols = _dim(W, 1)
+    cdef cnp.ndarray v = _arr(x, "x", cnp.NPY_INT8, 1)
+    if _dim(v, 0) != cols:
+        raise InvalidInputError(f"x must have length {cols} (the columns of w), got {_dim(v, 0)}")
+    if cols > MAX_EXACT_TERMS:
+        raise InvalidInputError(f"w has {cols} columns; exact int32 accumulation allows at most {MAX_EXACT_TERMS}")
+    cdef cnp.ndarray acc = cnp.PyArray_EMPTY(1, [rows], cnp.NPY_INT32, 0)
+    cdef void *state = _release(rows * cols >= NOGIL_WORK)
+    ck.td_matvec_i8_i32(<const int8_t *>cnp.PyArray_DATA(W), <const int8_t *>cnp.PyArray_DATA(v),
+                        <size_t>rows, <size_t>cols, <int32_t *>cnp.PyArray_DATA(acc))
+    _reacquire(state)
+    return acc
+
+
+cdef tuple _csr(object values, object indices, object indptr, Py_ssize_t cols, int value_type):
+    """Validated CSR arrays (values, indices, indptr) for a matrix with ``cols`` columns."""
+    cdef cnp.ndarray v = _arr(values, "values", value_type, 1)
+    cdef cnp.ndarray idx = _arr(indices, "indices", cnp.NPY_INT32, 1)
+    cdef cnp.ndarray ptr = _arr(indptr, "indptr", cnp.NPY_INT32, 1)
+    cdef Py_ssize_t nnz = _dim(v, 0), rows = _dim(ptr, 0) - 1
+    if rows < 0:
+        raise InvalidInputError("indptr is empty; it needs rows + 1 entries")
+    if _dim(idx, 0) != nnz:
+        raise InvalidInputError(f"indices must have one entry per value ({nnz}), got {_dim(idx, 0)}")
+    if value_type == cnp.NPY_FLOAT32:
+        _require_finite(v, "values")
+    if ck.td_csr_check(<const int32_t *>cnp.PyArray_DATA(idx), <const int32_t *>cnp.PyArray_DATA(ptr),
+                       <size_t>rows, <size_t>cols, <size_t>nnz) != 0:
+        raise InvalidInputError(
+            f"indices/indptr do not describe a CSR matrix of {rows} rows, {cols} columns and {nnz} values "
+            "(indptr must start at 0, never decrease and end at the number of values; every index must "
+            f"lie in [0, {cols}))"
+        )
+    return v, idx, ptr, rows
+
+
+def csr_int8_matvec(values, indices, indptr, scales, x, bias=None):
+    """``y = scales * (W @ x) + bias`` for a sparse int8 matrix W in CSR form (``values`` int8,
+    ``indices`` and ``indptr`` int32) with R = len(indptr) - 1 rows and C = len(x) columns.
+    Returns float32 (R,).
+
+    Raises:
+        InvalidInputError: bad shapes or dtypes, a malformed CSR structure, or NaN/Inf in the floats.
+    """
+    cdef cnp.ndarray v = _arr(x, "x", cnp.NPY_FLOAT32, 1)
+    _require_finite(v, "x")
+    cdef cnp.ndarray vals, idx, ptr
+    cdef Py_ssize_t rows
+    vals, idx, ptr, rows = _csr(values, indices, indptr, _dim(v, 0), cnp.NPY_INT8)
+    cdef cnp.ndarray s = _row_vector(scales, "scales", rows, True)
+    cdef list keep = []
+    cdef const float *b = _opt_bias(bias, rows, keep)
+    cdef cnp.ndarray y = cnp.PyArray_EMPTY(1, [rows], cnp.NPY_FLOAT32, 0)
+    cdef void *state = _release(_dim(vals, 0) >= NOGIL_WORK)
+    ck.td_csr_matvec_i8_f32(<const int8_t *>cnp.PyArray_DATA(vals), <const int32_t *>cnp.PyArray_DATA(idx),
+                            <const int32_t *>cnp.PyArray_DATA(ptr), _f32p(s), b, _f32p(v), <size_t>rows,
+                            _out_f32(y))
+    _reacquire(state)
+    return y
+
+
+def csr_int8_matvec_int32(values, indices, indptr, x):
+    """Exact ``W @ x`` for a sparse int8 CSR matrix W and an int8 vector ``x``, in int32. Returns int32 (R,).
+
+    Raises:
+        InvalidInputError: bad shapes or dtypes, a malformed CSR structure, or a row with more than
+            131071 entries (int32 could overflow).
+    """
+    cdef cnp.ndarray v = _arr(x, "x", cnp.NPY_INT8, 1)
+    cdef cnp.ndarray vals, idx, ptr
+    cdef Py_ssize_t rows
+    vals, idx, ptr, rows = _csr(values, indices, indptr, _dim(v, 0), cnp.NPY_INT8)
+    if rows and int(np.max(np.diff(ptr))) > MAX_EXACT_TERMS:
+        raise InvalidInputError(f"a row has more than {MAX_EXACT_TERMS} entries; int32 could overflow")
+    cdef cnp.ndarray acc = cnp.PyArray_EMPTY(1, [rows], cnp.NPY_INT32, 0)
+    cdef void *state = _release(_dim(vals, 0) >= NOGIL_WORK)
+    ck.td_csr_matvec_i8_i32(<const int8_t *>cnp.PyArray_DATA(vals), <const int32_t *>cnp.PyArray_DATA(idx),
+                            <const int32_t *>cnp.PyArray_DATA(ptr), <const int8_t *>cnp.PyArray_DATA(v),
+                            <size_t>rows, <int32_t *>cnp.PyArray_DATA(acc))
+    _reacquire(state)
+    return acc
+
+
+def csr_matvec(values, indices, indptr, x, bias=None):
+    """``y = W @ x + bias`` for a sparse float32 CSR matrix W. Returns float32 (R,).
+
+    Raises:
+        InvalidInputError: bad shapes or dtypes, a malformed CSR structure, or NaN/Inf anywhere.
+    """
+    cdef cnp.ndarray v = _arr(x, "x", cnp.NPY_FLOAT32, 1)
+    _require_finite(v, "x")
+    cdef cnp.ndarray vals, idx, ptr
+    cdef Py_ssize_t rows
+    vals, idx, ptr, rows = _csr(values, indices, indptr, _dim(v, 0), cnp.NPY_FLOAT32)
+    cdef list keep = []
+    cdef const float *b = _opt_bias(bias, rows, keep)
+    cdef cnp.ndarray y = cnp.PyArray_EMPTY(1, [rows], cnp.NPY_FLOAT32, 0)
+    cdef void *state = _release(_dim(vals, 0) >= NOGIL_WORK)
+    ck.td_csr_matvec_f32(_f32p(vals), <const int32_t *>cnp.PyArray_DATA(idx),
+                         <const int32_t *>cnp.PyArray_DATA(ptr), b, _f32p(v), <size_t>rows, _out_f32(y))
+    _reacquire(state)
+    return y
+
+
+# ---------------------------------------------------------------------------------------------------------
+# FastGRNN
+# ---------------------------------------------------------------------------------------------------------
+
+cdef cnp.ndarray _frozen(cnp.ndarray a):
+    """A private, read-only copy: bound weights cannot change under a running kernel."""
+    cdef cnp.ndarray c = np.array(a, copy=True, order="C")
+    c.setflags(write=False)
+    return c
+
+
+cdef class KernelMatrix:
+    """A weight matrix bound in the layout the FastGRNN kernels read: dense float32, low-rank float32,
+    dense int8 with per-row scales, or sparse (CSR) int8 or float32.
+
+    Build one with the class methods :meth:`dense`, :meth:`low_rank`, :meth:`int8`, :meth:`sparse_int8`
+    or :meth:`sparse`. The arrays are copied and frozen, so the matrix is immutable and thread-safe.
+    """
+
+    cdef ck.td_matrix m
+    cdef readonly str kind
+    cdef tuple _arrays
+
+    def __init__(self):
+        raise TypeError("use KernelMatrix.dense, .low_rank, .int8, .sparse_int8 or .sparse")
+
+    @staticmethod
+    cdef KernelMatrix _new(str kind, Py_ssize_t rows, Py_ssize_t cols, tuple arrays):
+        cdef KernelMatrix self = KernelMatrix.__new__(KernelMatrix)
+        if rows <= 0 or cols <= 0:
+            raise InvalidInputError(f"a weight matrix needs at least one row and column, got ({rows}, {cols})")
+        if rows > 0x7FFFFFFF or cols > 0x7FFFFFFF:
+            raise InvalidInputError(f"matrix shape ({rows}, {cols}) is too large")
+        self.kind = kind
+        self._arrays = arrays
+        self.m.rows = <int32_t>rows
+        self.m.cols = <int32_t>cols
+        self.m.rank = 0
+        self.m.f32 = NULL
+        self.m.f32_right = NULL
+        self.m.i8 = NULL
+        self.m.scales = NULL
+        self.m.indices = NULL
+        self.m.indptr = NULL
+        return self
+
+    @staticmethod
+    def dense(a):
+        """A dense float32 matrix (rows, cols)."""
+        cdef cnp.ndarray A = _arr(a, "matrix", cnp.NPY_FLOAT32, 2)
+        _require_finite(A, "matrix")
+        cdef cnp.ndarray cm = _frozen(np.ascontiguousarray(A.T))  # column-major for the kernels
+        cdef KernelMatrix self = KernelMatrix._new("dense", _dim(A, 0), _dim(A, 1), (cm,))
+        self.m.kind = ck.TD_MATRIX_DENSE_F32
+        self.m.f32 = _f32p(cm)
+        return self
+
+    @staticmethod
+    def low_rank(left, right):
+        """The product ``left @ right`` of float32 (rows, rank) and (rank, cols), kept factored."""
+        cdef cnp.ndarray L = _arr(left, "left", cnp.NPY_FLOAT32, 2)
+        cdef cnp.ndarray R = _arr(right, "right", cnp.NPY_FLOAT32, 2)
+        _require_finite(L, "left")
+        _require_finite(R, "right")
+        cdef Py_ssize_t rank = _dim(L, 1)
+        if _dim(R, 0) != rank:
+            raise InvalidInputError(f"left is {(<object>L).shape} and right is {(<object>R).shape}: the ranks differ")
+        if rank < 1 or rank > ck.TD_FASTGRNN_MAX_DIM:
+            raise InvalidInputError(f"rank must lie in [1, {ck.TD_FASTGRNN_MAX_DIM}], got {rank}")
+        cdef cnp.ndarray lc = _frozen(np.ascontiguousarray(L.T))
+        cdef cnp.ndarray rc = _frozen(np.ascontiguousarray(R.T))
+        cdef KernelMatrix self = KernelMatrix._new("low_rank", _dim(L, 0), _dim(R, 1), (lc, rc))
+        self.m.kind = ck.TD_MATRIX_LOWRANK_F32
+        self.m.rank = <int32_t>rank
+        self.m.f32 = _f32p(lc)
+        self.m.f32_right = _f32p(rc)
+        return self
+
+    @staticmethod
+    def int8(values, scales):
+        """A dense int8 matrix (rows, cols) whose element (i, j) is ``scales[i] * values[i, j]``."""
+        cdef cnp.ndarray V = _arr(values, "values", cnp.NPY_INT8, 2)
+        cdef cnp.ndarray s = _frozen(_row_vector(scales, "scales", _dim(V, 0), True))
+        cdef cnp.ndarray cm = _frozen(np.ascontiguousarray(V.T))
+        cdef KernelMatrix self = KernelMatrix._new("int8", _dim(V, 0), _dim(V, 1), (cm, s))
+        self.m.kind = ck.TD_MATRIX_DENSE_I8
+        self.m.i8 = <const int8_t *>cnp.PyArray_DATA(cm)
+        self.m.scales = _f32p(s)
+        return self
+
+    @staticmethod
+    def sparse_int8(values, indices, indptr, scales, shape):
+        """A sparse int8 matrix in CSR form; element = ``scales[row] * value``. ``shape`` = (rows, cols)."""
+        rows, cols = _shape2(shape)
+        vals, idx, ptr, n = _csr(values, indices, indptr, cols, cnp.NPY_INT8)
+        if n != rows:
+            raise InvalidInputError(f"indptr describes {n} rows but shape says {rows}")
+        cdef cnp.ndarray s = _frozen(_row_vector(scales, "scales", rows, True))
+        vals, idx, ptr = _frozen(vals), _frozen(idx), _frozen(ptr)
+        cdef KernelMatrix self = KernelMatrix._new("sparse_int8", rows, cols, (vals, idx, ptr, s))
+        self.m.kind = ck.TD_MATRIX_SPARSE_I8
+        self.m.i8 = <const int8_t *>cnp.PyArray_DATA(vals)
+        self.m.indices = <const int32_t *>cnp.PyArray_DATA(idx)
+        self.m.indptr = <const int32_t *>cnp.PyArray_DATA(ptr)
+        self.m.scales = _f32p(s)
+        return self
+
+    @staticmethod
+    def sparse(values, indices, indptr, shape):
+        """A sparse float32 matrix in CSR form. ``shape`` = (rows, cols)."""
+        rows, cols = _shape2(shape)
+        vals, idx, ptr, n = _csr(values, indices, indptr, cols, cnp.NPY_FLOAT32)
+        if n != rows:
+            raise InvalidInputError(f"indptr describes {n} rows but shape says {rows}")
+        vals, idx, ptr = _frozen(vals), _frozen(idx), _frozen(ptr)
+        cdef KernelMatrix self = KernelMatrix._new("sparse", rows, cols, (vals, idx, ptr))
+        self.m.kind = ck.TD_MATRIX_SPARSE_F32
+        self.m.f32 = _f32p(vals)
+        self.m.indices = <const int32_t *>cnp.PyArray_DATA(idx)
+        self.m.indptr = <const int32_t *>cnp.PyArray_DATA(ptr)
+        return self
+
+    @property
+    def shape(self):
+        """(rows, cols)."""
+        return (self.m.rows, self.m.cols)
+
+    @property
+    def rank(self):
+        """The inner dimension of a low-rank matrix; None for the other kinds."""
+        if self.m.kind == ck.TD_MATRIX_LOWRANK_F32:
+            return int(self.m.rank)
+        return None
+
+    @property
+    def nnz(self):
+        """Stored values: rows * cols when dense, the CSR entries when sparse, rank * (rows + cols) when low-rank."""
+        if self.m.kind in (ck.TD_MATRIX_SPARSE_I8, ck.TD_MATRIX_SPARSE_F32):
+            return int(self.m.indptr[self.m.rows])
+        if self.m.kind == ck.TD_MATRIX_LOWRANK_F32:
+            return int(self.m.rank) * (self.m.rows + self.m.cols)
+        return int(self.m.rows) * self.m.cols
+
+    @property
+    def nbytes(self):
+        """Bytes of the parameters as stored: values, indices, row pointers and scales."""
+        return int(sum(a.nbytes for a in self._arrays))
+
+    def arrays(self):
+        """The stored arrays (read-only), in the order the constructor took them; dense forms transposed
+        back to (rows, cols)."""
+        if self.m.kind in (ck.TD_MATRIX_DENSE_F32, ck.TD_MATRIX_DENSE_I8, ck.TD_MATRIX_LOWRANK_F32):
+            return tuple(a.T if a.ndim == 2 else a for a in self._arrays)
+        return self._arrays
+
+    def to_dense(self):
+        """The matrix as a dense float32 (rows, cols) array, with scales applied and factors multiplied."""
+        rows, cols = self.shape
+        if self.m.kind == ck.TD_MATRIX_DENSE_F32:
+            return np.array(self._arrays[0].T, dtype=np.float32)
+        if self.m.kind == ck.TD_MATRIX_LOWRANK_F32:
+            return (self._arrays[0].T.astype(np.float64) @ self._arrays[1].T.astype(np.float64)).astype(np.float32)
+        if self.m.kind == ck.TD_MATRIX_DENSE_I8:
+            return (self._arrays[0].T.astype(np.float32) * self._arrays[1][:, None]).astype(np.float32)
+        out = np.zeros((rows, cols), dtype=np.float32)
+        vals, idx, ptr = self._arrays[0], self._arrays[1], self._arrays[2]
+        row_of = np.repeat(np.arange(rows), np.diff(ptr))
+        scale = self._arrays[3][row_of] if self.m.kind == ck.TD_MATRIX_SPARSE_I8 else 1.0
+        out[row_of, idx] = vals.astype(np.float32) * scale
+        return out
+
+    def __repr__(self):
+        return f"KernelMatrix.{self.kind}(shape={self.shape}, nbytes={self.nbytes})"
+
+
+cdef tuple _shape2(object shape):
+    try:
+        rows, cols = (int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"shape must be a pair of integers (rows, cols), got {shape!r}") from None
+    if rows <= 0 or cols <= 0:
+        raise InvalidInputError(f"shape must be positive, got {shape!r}")
+    return rows, cols
+
+
+cdef KernelMatrix _as_matrix(object m, str name):
+    if isinstance(m, KernelMatrix):
+        return <KernelMatrix>m
+    return KernelMatrix.dense(_arr(m, name, cnp.NPY_FLOAT32, 2))
+
+
+cdef class FastGRNNCell:
+    """FastGRNN weights bound once for repeated inference (Kusupati et al., NeurIPS 2018)::
+
+        z_t  = sigmoid(W x_t + U h_{t-1} + b_z)
+        h~_t = tanh(W x_t + U h_{t-1} + b_h)
+        h_t  = z_t * h_{t-1} + (sigmoid(zeta) * (1 - z_t) + sigmoid(nu)) * h~_t,   h_0 = 0
+        p    = sigmoid(w_out . h_T + b_out)      (softmax over outputs when output_dim > 1)
+
+    Args:
+        W: (hidden, input) weights: a float32 array or a :class:`KernelMatrix` of any kind.
+        U: (hidden, hidden) weights, likewise.
+        b_z, b_h: (hidden,) biases.
+        w_out: (output_dim, hidden) or (hidden,) output weights; b_out: (output_dim,) or a scalar.
+        zeta, nu: the gate scalars before the sigmoid.
+        timesteps: T, the number of input steps per example.
+
+    All arrays are copied and frozen: the cell is immutable and may be shared between threads.
+    """
+
+    cdef ck.td_fastgrnn m
+    cdef readonly KernelMatrix W
+    cdef readonly KernelMatrix U
+    cdef readonly object b_z
+    cdef readonly object b_h
+    cdef readonly object w_out
+    cdef readonly object b_out
+    cdef Py_ssize_t _step  # floats per example: timesteps * input_dim
+
+    def __init__(self, W, U, b_z, b_h, w_out, b_out, double zeta, double nu, int timesteps=1):
+        self.W = _as_matrix(W, "W")
+        self.U = _as_matrix(U, "U")
+        hidden, inputs = self.W.shape
+        if self.U.shape != (hidden, hidden):
+            raise InvalidInputError(f"U must be ({hidden}, {hidden}) to match W {self.W.shape}, got {self.U.shape}")
+        if hidden > ck.TD_FASTGRNN_MAX_DIM:
+            raise InvalidInputError(f"hidden_dim {hidden} exceeds the limit of {ck.TD_FASTGRNN_MAX_DIM}")
+        if timesteps < 1:
+            raise InvalidInputError(f"timesteps must be at least 1, got {timesteps}")
+        if not (isfinite(zeta) and isfinite(nu)):
+            raise InvalidInputError(f"zeta and nu must be finite, got {zeta} and {nu}")
+        self.b_z = _frozen(_row_vector(b_z, "b_z", hidden, True))
+        self.b_h = _frozen(_row_vector(b_h, "b_h", hidden, True))
+        wo = np.asarray(w_out) if w_out is not None else None
+        if wo is not None and wo.ndim == 1:
+            wo = wo.reshape(1, -1)
+        cdef cnp.ndarray wout = _arr(wo, "w_out", cnp.NPY_FLOAT32, 2)
+        if _dim(wout, 1) != hidden:
+            raise InvalidInputError(f"w_out must have {hidden} columns (hidden_dim), got shape {(<object>wout).shape}")
+        outputs = _dim(wout, 0)
+        if outputs > ck.TD_FASTGRNN_MAX_DIM:
+            raise InvalidInputError(f"output_dim {outputs} exceeds the limit of {ck.TD_FASTGRNN_MAX_DIM}")
+        _require_finite(wout, "w_out")
+        self.w_out = _frozen(wout)
+        bo = np.atleast_1d(np.asarray(b_out)) if b_out is not None else None
+        self.b_out = _frozen(_row_vector(bo, "b_out", outputs, True))
+        self.m.input_dim = <int32_t>inputs
+        self.m.hidden_dim = <int32_t>hidden
+        self.m.output_dim = <int32_t>outputs
+        self.m.timesteps = timesteps
+        self.m.w = self.W.m
+        self.m.u = self.U.m
+        self.m.b_z = _f32p(self.b_z)
+        self.m.b_h = _f32p(self.b_h)
+        self.m.w_out = _f32p(self.w_out)
+        self.m.b_out = _f32p(self.b_out)
+        self.m.zeta = <float>zeta
+        self.m.nu = <float>nu
+        self._step = <Py_ssize_t>timesteps * inputs
+        if ck.td_fastgrnn_check(&self.m) != 0:
+            raise InvalidInputError("the FastGRNN weights are inconsistent")
+
+    @property
+    def input_dim(self):
+        return self.m.input_dim
+
+    @property
+    def hidden_dim(self):
+        return self.m.hidden_dim
+
+    @property
+    def output_dim(self):
+        return self.m.output_dim
+
+    @property
+    def timesteps(self):
+        return self.m.timesteps
+
+    @property
+    def zeta(self):
+        return self.m.zeta
+
+    @property
+    def nu(self):
+        return self.m.nu
+
+    @property
+    def nbytes(self):
+        """Bytes of every parameter as stored."""
+        return (self.W.nbytes + self.U.nbytes + self.b_z.nbytes + self.b_h.nbytes + self.w_out.nbytes
+                + self.b_out.nbytes + 8)
+
+    cdef cnp.ndarray _input(self, object x, str name, int batch_axes):
+        """``x`` as C-contiguous float32 of shape (..., T, I), or (..., I) when T is 1; checked finite."""
+        cdef int ndim = batch_axes + (1 if self.m.timesteps == 1 else 2)
+        cdef cnp.ndarray a
+        if _ready(x, cnp.NPY_FLOAT32, ndim):
+            a = <cnp.ndarray>x
+        elif _ready(x, cnp.NPY_FLOAT32, ndim + 1) and self.m.timesteps == 1:
+            a = <cnp.ndarray>x  # (..., 1, I) is accepted for T = 1 too
+        else:
+            arr = np.asarray(x) if x is not None else None
+            want = ndim + 1 if (self.m.timesteps == 1 and arr is not None and arr.ndim == ndim + 1) else ndim
+            a = _convert(x, name, cnp.NPY_FLOAT32, want)
+        shape = (<object>a).shape
+        if a.ndim - batch_axes == 2:
+            expected = (int(self.m.timesteps), int(self.m.input_dim))
+        else:
+            expected = (int(self.m.input_dim),)
+        if shape[batch_axes:] != expected:
+            lead = "(batch, " if batch_axes else "("
+            raise InvalidInputError(
+                f"{name} must have shape {lead}{', '.join(map(str, expected))}), got {shape}"
+            )
+        _require_finite(a, name)
+        return a
+
+    def forward(self, x):
+        """The output for one example ``x`` of shape (input_dim,) when T = 1, or (T, input_dim).
+
+        Returns a float (the probability) when output_dim is 1, else a float32 array of output_dim
+        probabilities.
+
+        Raises:
+            InvalidInputError: wrong shape or dtype, NaN or Inf in ``x``.
+        """
+        cdef cnp.ndarray a = self._input(x, "x", 0)
+        cdef float out[ck.TD_FASTGRNN_MAX_DIM]
+        ck.td_fastgrnn_forward(&self.m, _f32p(a), out)
+        if self.m.output_dim == 1:
+            return out[0]
+        cdef cnp.ndarray result = cnp.PyArray_EMPTY(1, [self.m.output_dim], cnp.NPY_FLOAT32, 0)
+        memcpy(cnp.PyArray_DATA(result), out, self.m.output_dim * sizeof(float))
+        return result
+
+    def forward_batch(self, X, out=None):
+        """Outputs for a batch ``X`` of shape (B, input_dim) when T = 1, or (B, T, input_dim).
+
+        Returns float32 (B,) when output_dim is 1, else (B, output_dim). ``out`` may be a preallocated
+        float32 array of that shape (B,) for output_dim 1. B may be 0.
+
+        Raises:
+            InvalidInputError: wrong shape or dtype, NaN or Inf in ``X``.
+        """
+        cdef cnp.ndarray a = self._input(X, "X", 1)
+        cdef Py_ssize_t batch = _dim(a, 0)
+        cdef cnp.ndarray result
+        if self.m.output_dim == 1:
+            result = _out_array(out, "out", batch)
+        elif out is not None:
+            raise InvalidInputError("out is only supported for output_dim 1")
+        else:
+            result = cnp.PyArray_EMPTY(2, [batch, self.m.output_dim], cnp.NPY_FLOAT32, 0)
+        cdef void *state = _release(batch * self.m.hidden_dim * (self.m.hidden_dim + self.m.input_dim) >= NOGIL_WORK)
+        ck.td_fastgrnn_forward_batch(&self.m, _f32p(a), <size_t>batch, _out_f32(result))
+        _reacquire(state)
+        return result
+
+    def __repr__(self):
+        return (f"FastGRNNCell(input_dim={self.m.input_dim}, hidden_dim={self.m.hidden_dim}, "
+                f"output_dim={self.m.output_dim}, timesteps={self.m.timesteps}, W={self.W.kind}, U={self.U.kind})")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fused candidate scoring
+# ---------------------------------------------------------------------------------------------------------
+
+cdef cnp.ndarray _per_candidate(object a, str name, Py_ssize_t n, int typenum):
+    cdef cnp.ndarray v = _arr(a, name, typenum, 1)
+    if _dim(v, 0) != n:
+        raise InvalidInputError(f"{name} must have one entry per candidate ({n}), got {_dim(v, 0)}")
+    return v
+
+
+cdef int _require_unit_interval(cnp.ndarray v, str name) except -1:
+    cdef const float *p = _f32p(v)
+    cdef Py_ssize_t i, n = _dim(v, 0)
+    for i in range(n):
+        if not (p[i] >= 0.0 and p[i] <= 1.0):  # also false for NaN
+            raise InvalidInputError(f"{name}[{i}] = {p[i]!r} is outside [0, 1]")
+    return 0
+
+
+def score_candidates(FastGRNNCell model not None, query, embeddings, created_at, access_count, success_rate,
+                     double now, metadata_overlap=None, embedding_norms=None, weights=(0.4, 0.2, 0.15, 0.15, 0.1),
+                     double recency_decay=0.001, features_out=None, out=None):
+    """Score N candidates against a query in one call: 5 features, then the model, without the GIL.
+
+    Features of candidate i (weighted by ``weights``)::
+
+        similarity = cosine(query, embeddings[i])
+        recency    = exp(-recency_decay * max(now - created_at[i], 0))      (seconds)
+        frequency  = min(log(1 + access_count[i]) / log(1 + 10000), 1)
+        success    = success_rate[i]
+        metadata   = metadata_overlap[i] (0 when None)
+
+    Args:
+        model: a cell with input_dim 5, timesteps 1 and output_dim 1.
+        query: (D,) float32; embeddings: (N, D) float32; created_at: (N,) float64 unix seconds;
+        access_count: (N,) int64 >= 0; success_rate and metadata_overlap: (N,) float32 in [0, 1];
+        now: the current time in unix seconds; embedding_norms: optional (N,) precomputed row norms.
+        weights: the five feature weights; recency_decay: per second, >= 0.
+        features_out: optional writable float32 (N, 5) array that receives the weighted features.
+        out: optional writable float32 (N,) array for the scores.
+
+    Returns:
+        float32 (N,) scores in [0, 1]. N may be 0.
+
+    Raises:
+        InvalidInputError: any bad shape, dtype or value, naming the argument.
+    """
+    if model.m.input_dim != ck.TD_NUM_FEATURES or model.m.timesteps != 1 or model.m.output_dim != 1:
+        raise InvalidInputError(
+            f"model must have input_dim {ck.TD_NUM_FEATURES}, timesteps 1 and output_dim 1, got {model!r}")
+    cdef cnp.ndarray q = _arr(query, "query", cnp.NPY_FLOAT32, 1)
+    cdef cnp.ndarray E = _arr(embeddings, "embeddings", cnp.NPY_FLOAT32, 2)
+    cdef Py_ssize_t n = _dim(E, 0), dim = _dim(q, 0)
+    _require_nonempty(dim, "query")
+    if _dim(E, 1) != dim:
+        raise InvalidInputError(f"embeddings must have {dim} columns to match query, got shape {(<object>E).shape}")
+    cdef cnp.ndarray created = _per_candidate(created_at, "created_at", n, cnp.NPY_FLOAT64)
+    _require_finite(created, "created_at")
+    cdef cnp.ndarray counts = _per_candidate(access_count, "access_count", n, cnp.NPY_INT64)
+    if n and int(np.min(counts)) < 0:
+        raise InvalidInputError(f"access_count must not be negative (index {int(np.argmin(counts))})")
+    cdef cnp.ndarray success = _per_candidate(success_rate, "success_rate", n, cnp.NPY_FLOAT32)
+    _require_unit_interval(success, "success_rate")
+    cdef cnp.ndarray overlap = None
+    cdef const float *overlap_p = NULL
+    if metadata_overlap is not None:
+        overlap = _per_candidate(metadata_overlap, "metadata_overlap", n, cnp.NPY_FLOAT32)
+        _require_unit_interval(overlap, "metadata_overlap")
+        overlap_p = _f32p(overlap)
+    cdef cnp.ndarray norms = None
+    cdef const float *norms_p = NULL
+    if embedding_norms is not None:
+        norms = _per_candidate(embedding_norms, "embedding_norms", n, cnp.NPY_FLOAT32)
+        _require_finite(norms, "embedding_norms")
+        if n and float(np.min(norms)) < 0.0:
+            raise InvalidInputError("embedding_norms must not be negative")
+        norms_p = _f32p(norms)
+    if not isfinite(now):
+        raise InvalidInputError(f"now must be finite, got {now}")
+    if not (isfinite(recency_decay) and recency_decay >= 0.0):
+        raise InvalidInputError(f"recency_decay must be finite and >= 0, got {recency_decay}")
+    cdef ck.td_feature_config cfg
+    try:
+        w = [float(v) for v in weights]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"weights must be five numbers, got {weights!r}") from None
+    if len(w) != ck.TD_NUM_FEATURES or not all(np.isfinite(w)):
+        raise InvalidInputError(f"weights must be five finite numbers, got {weights!r}")
+    cfg.similarity_weight = w[0]
+    cfg.recency_weight = w[1]
+    cfg.frequency_weight = w[2]
+    cfg.success_weight = w[3]
+    cfg.metadata_weight = w[4]
+    cfg.recency_decay = recency_decay
+    cdef float *features_p = NULL
+    if features_out is not None:
+        if not (_ready(features_out, cnp.NPY_FLOAT32, 2) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>features_out)
+                and (<object>features_out).shape == (n, ck.TD_NUM_FEATURES)):
+            raise InvalidInputError(f"features_out must be a writable C-contiguous float32 array of shape ({n}, 5)")
+        features_p = _out_f32(<cnp.ndarray>features_out)
+    cdef cnp.ndarray scores = _out_array(out, "out", n)
+    cdef int rc
+    cdef void *state = _release(n * dim >= NOGIL_WORK)
+    rc = ck.td_score_candidates(&model.m, &cfg, _f32p(q), <size_t>dim, _f32p(E), norms_p, <size_t>n,
+                                <const double *>cnp.PyArray_DATA(created), <const int64_t *>cnp.PyArray_DATA(counts),
+                                _f32p(success), overlap_p, now, features_p, _out_f32(scores))
+    _reacquire(state)
+    if rc != 0:
+        raise InvalidInputError("model does not have the shape of a candidate scorer")
+    if _first_nonfinite_f32(_out_f32(scores), n) >= 0:
+        _require_finite(q, "query")
+        _require_finite(E, "embeddings")
+        # Finite embeddings whose f32 products overflow: score those candidates again on the f64 path.
+        sims = cosine_batch(q, E, norms)
+        feats = _features_f64(sims, created, counts, success, overlap, now, cfg.recency_decay, w)
+        scores[...] = model.forward_batch(feats)
+        if features_out is not None:
+            features_out[...] = feats
+    return scores
+
+
+cdef object _features_f64(object sims, object created, object counts, object success, object overlap,
+                          double now, double decay, list w):
+    age = np.maximum(now - created, 0.0)
+    freq = np.minimum(np.log1p(counts.astype(np.float64)) / np.log1p(10000.0), 1.0)
+    meta = overlap if overlap is not None else np.zeros(len(sims), dtype=np.float32)
+    cols = [sims, np.exp(-decay * age), freq, success, meta]
+    return np.ascontiguousarray(np.stack([np.float32(wi) * np.asarray(c, dtype=np.float32)
+                                          for wi, c in zip(w, cols)], axis=1))
