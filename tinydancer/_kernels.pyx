@@ -133,7 +133,7 @@ cdef cnp.ndarray _convert(object a, str name, int typenum, int ndim):
         if kind not in "fiu":
             raise InvalidInputError(f"{name} must hold real numbers ({target}), got dtype {arr.dtype}")
     else:
-        if kind not in "iub":
+        if kind not in "iub" and not (arr.size == 0 and kind == "f"):  # np.array([]) is float64
             raise InvalidInputError(f"{name} must hold integers ({target}), got dtype {arr.dtype}")
         if arr.size and kind != "b" and not np.can_cast(arr.dtype, np.dtype(target)):
             lo, hi = _INT_RANGES[typenum]

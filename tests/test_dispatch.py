@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+import tinydancer
+from tinydancer import kernels
+from tinydancer.errors import ConfigError
+
+
+def test_scalar_is_always_available():
+    assert kernels.available_isas()[0] == "scalar"
+    assert set(kernels.available_isas()) <= set(kernels.compiled_isas())
+    assert set(kernels.available_isas()) <= set(kernels.detected_isas())
+
+
+def test_best_is_selected_at_import():
+    code = "from tinydancer import kernels; print(kernels.active_isa(), kernels.best_isa())"
+    env = {k: v for k, v in os.environ.items() if k != "TINYDANCER_ISA"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    active, best = out.stdout.split()
+    assert active == best == kernels.available_isas()[-1]
+
+
+def test_architecture_isas_are_compiled():
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        assert {"avx2", "avx512"} <= set(kernels.compiled_isas())
+    elif machine in ("aarch64", "arm64"):
+        assert "neon" in kernels.compiled_isas()
+
+
+def test_set_isa_round_trip():
+    before = kernels.active_isa()
+    try:
+        for isa in kernels.available_isas():
+            kernels.set_isa(isa)
+            assert kernels.active_isa() == isa
+        kernels.set_isa("SCALAR")
+        assert kernels.active_isa() == "scalar"
+    finally:
+        kernels.set_isa(before)
+
+
+def test_set_isa_errors():
+    with pytest.raises(ConfigError, match="unknown ISA 'sse9'"):
+        kernels.set_isa("sse9")
+    with pytest.raises(ConfigError, match="must be a string"):
+        kernels.set_isa(3)
+    missing = [isa for isa in ("scalar", "avx2", "avx512", "neon") if isa not in kernels.available_isas()]
+    for isa in missing:
+        with pytest.raises(ConfigError, match="not available here"):
+            kernels.set_isa(isa)
+
+
+@pytest.mark.parametrize("isa", kernels.available_isas())
+def test_environment_variable_selects(isa):
+    code = "from tinydancer import kernels; print(kernels.active_isa())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={**os.environ, "TINYDANCER_ISA": isa},
+    )
+    assert out.stdout.strip() == isa
+
+
+@pytest.mark.parametrize("value, message", [("avx1024", "unknown ISA"), ("nothing", "unknown ISA")])
+def test_environment_variable_errors(value, message):
+    code = "import tinydancer"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True,
+        env={**os.environ, "TINYDANCER_ISA": value},
+    )
+    assert out.returncode != 0
+    assert "ConfigError" in out.stderr and "TINYDANCER_ISA" in out.stderr and message in out.stderr
+
+
+def test_package_exports():
+    assert tinydancer.cosine is kernels.cosine
+    assert isinstance(tinydancer.__version__, str)

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import reference as ref
+from tinydancer import kernels
+from tinydancer.errors import InvalidInputError
+from tinydancer.kernels import FastGRNNCell
+
+WEIGHTS = (0.4, 0.2, 0.15, 0.15, 0.1)
+NOW = 1_800_000_000.0
+
+
+def scorer(rng: np.random.Generator) -> FastGRNNCell:
+    return FastGRNNCell(rng.standard_normal((8, 5)), rng.standard_normal((8, 8)), rng.standard_normal(8),
+                        rng.standard_normal(8), rng.standard_normal(8), 0.1, zeta=1.0, nu=-4.0)
+
+
+def candidates(rng: np.random.Generator, n: int, dim: int = 384) -> dict:
+    return dict(
+        query=rng.standard_normal(dim).astype(np.float32),
+        embeddings=rng.standard_normal((n, dim)).astype(np.float32),
+        created_at=NOW - rng.uniform(-100, 5000, n),  # some in the future: age clamps to 0
+        access_count=rng.integers(0, 30000, n),
+        success_rate=rng.uniform(0, 1, n).astype(np.float32),
+        now=NOW,
+    )
+
+
+def expected_scores(cell, args, overlap=None, weights=WEIGHTS, decay=0.001):
+    feats = ref.features(args["query"], args["embeddings"], args["created_at"], args["access_count"],
+                         args["success_rate"], overlap, args["now"], weights, decay)
+    w = cell.W.to_dense()
+    u = cell.U.to_dense()
+    scores = np.array([ref.fastgrnn(f, w, u, cell.b_z, cell.b_h, cell.w_out, cell.b_out, cell.zeta, cell.nu)[0]
+                       for f in feats])
+    return feats, scores
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 10, 63, 64, 65, 100, 129, 1000])
+def test_against_reference(isa, rng, n):
+    cell = scorer(rng)
+    args = candidates(rng, n)
+    overlap = rng.uniform(0, 1, n).astype(np.float32)
+    feats_out = np.empty((n, 5), np.float32)
+    got = kernels.score_candidates(cell, **args, metadata_overlap=overlap, features_out=feats_out)
+    feats, scores = expected_scores(cell, args, overlap)
+    assert got.shape == (n,) and got.dtype == np.float32
+    np.testing.assert_allclose(feats_out, feats, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(got, scores, atol=1e-5, rtol=0)
+
+
+def test_norms_weights_and_no_metadata(isa, rng):
+    cell = scorer(rng)
+    args = candidates(rng, 50, dim=33)
+    weights = (1.0, 0.0, 0.5, 0.25, 3.0)
+    norms = kernels.l2_norms(args["embeddings"])
+    got = kernels.score_candidates(cell, **args, embedding_norms=norms, weights=weights, recency_decay=0.01)
+    _, scores = expected_scores(cell, args, None, weights, 0.01)
+    np.testing.assert_allclose(got, scores, atol=1e-5)
+
+
+def test_zero_vectors_and_identical_candidate(isa, rng):
+    cell = scorer(rng)
+    args = candidates(rng, 3, dim=16)
+    args["embeddings"][0] = args["query"]
+    args["embeddings"][1] = 0.0
+    feats = np.empty((3, 5), np.float32)
+    kernels.score_candidates(cell, **args, features_out=feats)
+    assert feats[0, 0] == pytest.approx(0.4, abs=1e-6)
+    assert feats[1, 0] == 0.0
+    assert feats[2, 4] == 0.0
+
+
+def test_views_and_dtypes_convert(isa, rng):
+    cell = scorer(rng)
+    args = candidates(rng, 20, dim=40)
+    reference = kernels.score_candidates(cell, **args)
+    wide = np.zeros((20, 80), np.float64)
+    wide[:, ::2] = args["embeddings"]
+    args2 = dict(args, embeddings=wide[:, ::2], access_count=args["access_count"].astype(np.int32),
+                 success_rate=args["success_rate"].astype(np.float64), created_at=list(args["created_at"]))
+    np.testing.assert_allclose(kernels.score_candidates(cell, **args2), reference, atol=1e-6)
+
+
+def test_overflowing_embeddings_are_scored_in_float64(isa, rng):
+    cell = scorer(rng)
+    args = candidates(rng, 4, dim=8)
+    args["embeddings"][2, 0] = 3e19
+    got = kernels.score_candidates(cell, **args)
+    _, scores = expected_scores(cell, args)
+    np.testing.assert_allclose(got, scores, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(embeddings=np.ones((3, 7), np.float32)), "embeddings must have 384 columns"),
+        (dict(query=np.ones(0, np.float32), embeddings=np.ones((3, 0), np.float32)), "query is empty"),
+        (dict(created_at=np.ones(2)), "created_at must have one entry per candidate"),
+        (dict(created_at=[0.0, np.nan, 0.0]), "created_at holds"),
+        (dict(access_count=[1, -1, 2]), "access_count must not be negative"),
+        (dict(access_count=[1.5, 1, 2]), "access_count must hold integers"),
+        (dict(success_rate=[0.5, 1.5, 0.2]), r"success_rate\[1\] = 1.5 is outside \[0, 1\]"),
+        (dict(success_rate=[0.5, np.nan, 0.2]), r"success_rate\[1\]"),
+        (dict(metadata_overlap=[0.5, 0.5, -0.1]), r"metadata_overlap\[2\]"),
+        (dict(embedding_norms=[1.0, 1.0]), "embedding_norms must have one entry"),
+        (dict(now=float("inf")), "now must be finite"),
+        (dict(recency_decay=-1.0), "recency_decay must be finite and >= 0"),
+        (dict(weights=(1, 2, 3)), "weights must be five finite numbers"),
+        (dict(weights=None), "weights must be five numbers"),
+        (dict(features_out=np.empty((3, 4), np.float32)), "features_out must be"),
+        (dict(query=np.full(384, np.nan, np.float32)), "query holds"),
+    ],
+)
+def test_bad_input(rng, change, match):
+    cell = scorer(rng)
+    args = candidates(rng, 3)
+    args.update(change)
+    with pytest.raises(InvalidInputError, match=match):
+        kernels.score_candidates(cell, **args)
+
+
+def test_nan_embedding_named(isa, rng):
+    cell = scorer(rng)
+    args = candidates(rng, 5)
+    args["embeddings"][3, 100] = np.nan
+    with pytest.raises(InvalidInputError, match=r"embeddings holds a non-finite value \(nan\) at \[3, 100\]"):
+        kernels.score_candidates(cell, **args)
+
+
+def test_wrong_model_shape(rng):
+    cell = FastGRNNCell(np.zeros((8, 4)), np.zeros((8, 8)), np.zeros(8), np.zeros(8), np.ones(8), 0.0, 1.0, -4.0)
+    with pytest.raises(InvalidInputError, match="input_dim 5"):
+        kernels.score_candidates(cell, **candidates(rng, 3))
+    with pytest.raises(TypeError):
+        kernels.score_candidates(None, **candidates(rng, 3))
