@@ -1,0 +1,315 @@
+/* td_test.c - the C library on its own: every kernel, on every ISA this CPU runs, against double-precision
+ * and int64 references written here. Exit status 0 when everything passes. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "td_kernels.h"
+
+static int failures = 0;
+static const char *current_isa = "?";
+
+#define CHECK(cond, ...)                                                                                   \
+    do {                                                                                                   \
+        if (!(cond)) {                                                                                     \
+            ++failures;                                                                                    \
+            fprintf(stderr, "[%s] %s:%d: ", current_isa, __FILE__, __LINE__);                              \
+            fprintf(stderr, __VA_ARGS__);                                                                  \
+            fputc('\n', stderr);                                                                           \
+        }                                                                                                  \
+    } while (0)
+
+/* xorshift64*: deterministic, no libc rand state. */
+static unsigned long long rng_state = 0x9E3779B97F4A7C15ull;
+static unsigned long long next_u64(void) {
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1Dull;
+}
+static float uniform(void) { return (float)((next_u64() >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f; }
+static int8_t random_i8(void) { return (int8_t)(next_u64() >> 56); }
+static void fill(float *p, size_t n) {
+    for (size_t i = 0; i < n; ++i) p[i] = uniform();
+}
+
+static double ref_cosine(const float *a, const float *b, size_t n) {
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t i = 0; i < n; ++i) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    return aa == 0 || bb == 0 ? 0.0 : ab / sqrt(aa * bb);
+}
+
+static void test_cosine(void) {
+    float *a = malloc(1101 * sizeof(float)), *b = malloc(1101 * sizeof(float));
+    for (size_t n = 1; n <= 1100; ++n) {
+        fill(a, n);
+        fill(b, n);
+        double got = td_cosine_f32(a, b, n), want = ref_cosine(a, b, n);
+        CHECK(fabs(got - want) < 1e-6, "cosine n=%zu: %.9f vs %.9f", n, got, want);
+        /* unaligned by one float */
+        got = td_cosine_f32(a + 1, b, n - 1 > 0 ? n - 1 : 0);
+        want = ref_cosine(a + 1, b, n - 1);
+        CHECK(fabs(got - want) < 1e-6, "unaligned cosine n=%zu", n);
+    }
+    memset(a, 0, 384 * sizeof(float));
+    fill(b, 384);
+    CHECK(td_cosine_f32(a, b, 384) == 0.0, "zero vector");
+    CHECK(td_cosine_f32(a, a, 384) == 0.0, "two zero vectors");
+    a[7] = NAN;
+    CHECK(isnan(td_cosine_f32(a, b, 384)), "NaN must give NaN");
+    a[7] = INFINITY;
+    CHECK(isnan(td_cosine_f32(b, a, 384)), "Inf must give NaN");
+    free(a);
+    free(b);
+}
+
+static void test_cosine_batch(void) {
+    const size_t dims[] = {1, 3, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 127, 383, 384, 385, 1100};
+    const size_t rows = 13;
+    float *q = malloc(1100 * sizeof(float)), *m = malloc(rows * 1100 * sizeof(float));
+    float out[13], out2[13], norms[13];
+    for (size_t d = 0; d < sizeof dims / sizeof dims[0]; ++d) {
+        size_t dim = dims[d];
+        fill(q, dim);
+        fill(m, rows * dim);
+        memset(m + 4 * dim, 0, dim * sizeof(float)); /* a zero row */
+        td_cosine_batch_f32(q, m, rows, dim, NULL, out);
+        td_l2_norms_f32(m, rows, dim, norms);
+        td_cosine_batch_f32(q, m, rows, dim, norms, out2);
+        for (size_t r = 0; r < rows; ++r) {
+            double want = ref_cosine(q, m + r * dim, dim);
+            CHECK(fabs(out[r] - want) < 1e-6, "batch dim=%zu row=%zu: %f vs %f", dim, r, out[r], want);
+            CHECK(fabs(out2[r] - want) < 1e-6, "batch with norms dim=%zu row=%zu", dim, r);
+        }
+        CHECK(out[4] == 0.0f, "zero row gives 0");
+    }
+    m[2 * 384 + 5] = NAN;
+    td_cosine_batch_f32(q, m, rows, 384, NULL, out);
+    CHECK(isnan(out[2]) && !isnan(out[1]) && !isnan(out[3]), "a NaN row gives NaN for that row only");
+    td_cosine_batch_f32(q, m, 0, 384, NULL, out); /* no rows: nothing to do, nothing touched */
+    free(q);
+    free(m);
+}
+
+static void test_matvec(void) {
+    const size_t shapes[][2] = {{1, 1}, {3, 5}, {8, 32}, {9, 33}, {17, 64}, {31, 65}, {5, 1100}, {64, 384}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+        size_t rows = shapes[s][0], cols = shapes[s][1];
+        int8_t *w = malloc(rows * cols), *xi = malloc(cols);
+        float *x = malloc(cols * sizeof(float)), *scales = malloc(rows * sizeof(float));
+        float *bias = malloc(rows * sizeof(float)), *y = malloc(rows * sizeof(float));
+        int32_t *acc = malloc(rows * sizeof(int32_t));
+        for (size_t i = 0; i < rows * cols; ++i) w[i] = random_i8();
+        for (size_t j = 0; j < cols; ++j) xi[j] = random_i8();
+        if (s == 0) w[0] = xi[0] = -128;
+        fill(x, cols);
+        fill(bias, rows);
+        for (size_t i = 0; i < rows; ++i) scales[i] = 0.01f + 0.01f * (float)i;
+        td_matvec_i8_i32(w, xi, rows, cols, acc);
+        td_matvec_i8_f32(w, scales, bias, x, rows, cols, y);
+        for (size_t i = 0; i < rows; ++i) {
+            long long exact = 0;
+            double fl = 0, mag = 0;
+            for (size_t j = 0; j < cols; ++j) {
+                exact += (long long)w[i * cols + j] * xi[j];
+                fl += (double)w[i * cols + j] * x[j];
+                mag += fabs((double)w[i * cols + j] * x[j]);
+            }
+            CHECK(acc[i] == exact, "i8 exact %zux%zu row %zu: %d vs %lld", rows, cols, i, acc[i], exact);
+            double want = scales[i] * fl + bias[i];
+            CHECK(fabs(y[i] - want) <= 1e-6 * scales[i] * mag + 1e-6, "i8 f32 %zux%zu row %zu", rows, cols, i);
+        }
+
+        /* The same matrix as CSR with every third entry dropped and row 0 empty. */
+        int32_t *indptr = malloc((rows + 1) * sizeof(int32_t)), *indices = malloc(rows * cols * sizeof(int32_t));
+        int8_t *values = malloc(rows * cols);
+        float *fvalues = malloc(rows * cols * sizeof(float));
+        size_t nnz = 0;
+        indptr[0] = 0;
+        for (size_t i = 0; i < rows; ++i) {
+            for (size_t j = 0; j < cols; ++j)
+                if (i > 0 && (i + j) % 3 != 0) {
+                    indices[nnz] = (int32_t)j;
+                    values[nnz] = w[i * cols + j];
+                    fvalues[nnz] = (float)w[i * cols + j] * 0.25f;
+                    ++nnz;
+                }
+            indptr[i + 1] = (int32_t)nnz;
+        }
+        CHECK(td_csr_check(indices, indptr, rows, cols, nnz) == 0, "valid CSR rejected");
+        if (nnz > 0) {
+            int32_t saved = indices[0];
+            indices[0] = (int32_t)cols;
+            CHECK(td_csr_check(indices, indptr, rows, cols, nnz) != 0, "out-of-range index accepted");
+            indices[0] = saved;
+        }
+        td_csr_matvec_i8_i32(values, indices, indptr, xi, rows, acc);
+        td_csr_matvec_i8_f32(values, indices, indptr, scales, NULL, x, rows, y);
+        float *y2 = malloc(rows * sizeof(float));
+        td_csr_matvec_f32(fvalues, indices, indptr, bias, x, rows, y2);
+        for (size_t i = 0; i < rows; ++i) {
+            long long exact = 0;
+            double fl = 0, mag = 0;
+            for (int32_t k = indptr[i]; k < indptr[i + 1]; ++k) {
+                exact += (long long)values[k] * xi[indices[k]];
+                fl += (double)values[k] * x[indices[k]];
+                mag += fabs((double)values[k] * x[indices[k]]);
+            }
+            CHECK(acc[i] == exact, "csr i8 exact row %zu", i);
+            CHECK(fabs(y[i] - scales[i] * fl) <= 1e-6 * scales[i] * mag + 1e-6, "csr i8 f32 row %zu", i);
+            CHECK(fabs(y2[i] - (0.25 * fl + bias[i])) <= 1e-6 * mag + 1e-6, "csr f32 row %zu", i);
+        }
+        free(w), free(xi), free(x), free(scales), free(bias), free(y), free(y2), free(acc);
+        free(indptr), free(indices), free(values), free(fvalues);
+    }
+}
+
+static double sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
+
+/* Double-precision FastGRNN with dense row-major W (hidden x input) and U (hidden x hidden). */
+static double ref_fastgrnn(const float *W, const float *U, const float *bz, const float *bh, const float *wo,
+                           float bo, float zeta, float nu, const float *x, int in, int hid, int T) {
+    double h[64] = {0}, hn[64];
+    for (int t = 0; t < T; ++t) {
+        for (int i = 0; i < hid; ++i) {
+            double a = 0;
+            for (int j = 0; j < in; ++j) a += (double)W[i * in + j] * x[t * in + j];
+            for (int j = 0; j < hid; ++j) a += (double)U[i * hid + j] * h[j];
+            double z = sigmoid(a + bz[i]), c = tanh(a + bh[i]);
+            hn[i] = z * h[i] + (sigmoid(zeta) * (1 - z) + sigmoid(nu)) * c;
+        }
+        memcpy(h, hn, sizeof h);
+    }
+    double logit = bo;
+    for (int i = 0; i < hid; ++i) logit += (double)wo[i] * h[i];
+    return sigmoid(logit);
+}
+
+static void transpose(const float *rowmajor, int rows, int cols, float *colmajor) {
+    for (int i = 0; i < rows; ++i)
+        for (int j = 0; j < cols; ++j) colmajor[j * rows + i] = rowmajor[i * cols + j];
+}
+
+static void test_fastgrnn(void) {
+    const int cases[][3] = {{5, 8, 1}, {3, 7, 3}, {20, 33, 2}, {1, 1, 1}, {9, 16, 4}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
+        int in = cases[c][0], hid = cases[c][1], T = cases[c][2];
+        float W[64 * 20], U[64 * 64], Wc[64 * 20], Uc[64 * 64], bz[64], bh[64], wo[64], bo;
+        float x[4 * 20 * 5], out[5];
+        int8_t Wq[64 * 20], Uq[64 * 64];
+        float sw[64], su[64];
+        fill(W, (size_t)hid * in);
+        fill(U, (size_t)hid * hid);
+        fill(bz, (size_t)hid);
+        fill(bh, (size_t)hid);
+        fill(wo, (size_t)hid);
+        bo = uniform();
+        fill(x, (size_t)5 * T * in);
+        transpose(W, hid, in, Wc);
+        transpose(U, hid, hid, Uc);
+
+        td_fastgrnn m = {0};
+        m.input_dim = in, m.hidden_dim = hid, m.output_dim = 1, m.timesteps = T;
+        m.w = (td_matrix){TD_MATRIX_DENSE_F32, hid, in, 0, Wc, NULL, NULL, NULL, NULL, NULL};
+        m.u = (td_matrix){TD_MATRIX_DENSE_F32, hid, hid, 0, Uc, NULL, NULL, NULL, NULL, NULL};
+        m.b_z = bz, m.b_h = bh, m.w_out = wo, m.b_out = &bo, m.zeta = 1.0f, m.nu = -4.0f;
+        CHECK(td_fastgrnn_check(&m) == 0, "valid model rejected");
+        td_fastgrnn_forward_batch(&m, x, 5, out);
+        for (int n = 0; n < 5; ++n) {
+            double want = ref_fastgrnn(W, U, bz, bh, wo, bo, 1.0f, -4.0f, x + n * T * in, in, hid, T);
+            CHECK(fabs(out[n] - want) < 1e-5, "fastgrnn dense case %zu item %d: %f vs %f", c, n, out[n], want);
+        }
+
+        /* int8 weights: quantise per row, then compare against the dequantised matrix. */
+        for (int i = 0; i < hid; ++i) {
+            float mw = 0, mu = 0;
+            for (int j = 0; j < in; ++j) mw = fmaxf(mw, fabsf(W[i * in + j]));
+            for (int j = 0; j < hid; ++j) mu = fmaxf(mu, fabsf(U[i * hid + j]));
+            sw[i] = mw / 127.0f, su[i] = mu / 127.0f;
+            for (int j = 0; j < in; ++j) {
+                Wq[j * hid + i] = (int8_t)lrintf(W[i * in + j] / sw[i]);
+                W[i * in + j] = sw[i] * Wq[j * hid + i];
+            }
+            for (int j = 0; j < hid; ++j) {
+                Uq[j * hid + i] = (int8_t)lrintf(U[i * hid + j] / su[i]);
+                U[i * hid + j] = su[i] * Uq[j * hid + i];
+            }
+        }
+        m.w = (td_matrix){TD_MATRIX_DENSE_I8, hid, in, 0, NULL, NULL, Wq, sw, NULL, NULL};
+        m.u = (td_matrix){TD_MATRIX_DENSE_I8, hid, hid, 0, NULL, NULL, Uq, su, NULL, NULL};
+        CHECK(td_fastgrnn_check(&m) == 0, "valid int8 model rejected");
+        td_fastgrnn_forward(&m, x, out);
+        double want = ref_fastgrnn(W, U, bz, bh, wo, bo, 1.0f, -4.0f, x, in, hid, T);
+        CHECK(fabs(out[0] - want) < 1e-5, "fastgrnn int8 case %zu: %f vs %f", c, out[0], want);
+
+        m.hidden_dim = TD_FASTGRNN_MAX_DIM + 1;
+        CHECK(td_fastgrnn_check(&m) != 0, "oversized model accepted");
+        m.hidden_dim = hid;
+        m.w.rows = hid + 1;
+        CHECK(td_fastgrnn_check(&m) != 0, "mismatched W accepted");
+    }
+}
+
+static void test_score_candidates(void) {
+    enum { N = 70, D = 24 };
+    float W[8 * 5], Wc[8 * 5], U[8 * 8], Uc[8 * 8], bz[8], bh[8], wo[8], bo = 0.1f;
+    float q[D], E[N * D], success[N], overlap[N], features[N * 5], scores[N];
+    double created[N], now = 1.8e9;
+    int64_t counts[N];
+    fill(W, 40), fill(U, 64), fill(bz, 8), fill(bh, 8), fill(wo, 8), fill(q, D), fill(E, N * D);
+    transpose(W, 8, 5, Wc);
+    transpose(U, 8, 8, Uc);
+    for (int i = 0; i < N; ++i) {
+        created[i] = now - 40.0 * i + 100.0;
+        counts[i] = (int64_t)i * 300;
+        success[i] = (uniform() + 1.0f) / 2.0f;
+        overlap[i] = (float)(i % 4) / 4.0f;
+    }
+    td_fastgrnn m = {5, 8, 1, 1, {TD_MATRIX_DENSE_F32, 8, 5, 0, Wc, NULL, NULL, NULL, NULL, NULL},
+                     {TD_MATRIX_DENSE_F32, 8, 8, 0, Uc, NULL, NULL, NULL, NULL, NULL}, bz, bh, wo, &bo, 1.0f, -4.0f};
+    td_feature_config cfg = {0.4f, 0.2f, 0.15f, 0.15f, 0.1f, 0.001};
+    CHECK(td_score_candidates(&m, &cfg, q, D, E, NULL, N, created, counts, success, overlap, now, features, scores) == 0,
+          "score_candidates refused a valid model");
+    for (int i = 0; i < N; ++i) {
+        double age = now - created[i] > 0 ? now - created[i] : 0;
+        double freq = fmin(log1p((double)counts[i]) / log1p(10000.0), 1.0);
+        float f[5] = {(float)(0.4 * ref_cosine(q, E + i * D, D)), (float)(0.2 * exp(-0.001 * age)),
+                      (float)(0.15 * freq), 0.15f * success[i], 0.1f * overlap[i]};
+        for (int k = 0; k < 5; ++k) CHECK(fabs(features[i * 5 + k] - f[k]) < 1e-6, "feature %d of %d", k, i);
+        double want = ref_fastgrnn(W, U, bz, bh, wo, bo, 1.0f, -4.0f, f, 5, 8, 1);
+        CHECK(fabs(scores[i] - want) < 1e-5, "score %d: %f vs %f", i, scores[i], want);
+    }
+    m.input_dim = 4;
+    CHECK(td_score_candidates(&m, &cfg, q, D, E, NULL, N, created, counts, success, NULL, now, NULL, scores) != 0,
+          "score_candidates accepted a model with input_dim 4");
+}
+
+static void test_isa_api(void) {
+    CHECK(td_isa_usable() & TD_ISA_SCALAR, "scalar must always be usable");
+    CHECK(td_isa_from_name("avx2") == TD_ISA_AVX2 && td_isa_from_name("bogus") == 0, "isa names");
+    CHECK(td_isa_select(0) != 0 && td_isa_select(TD_ISA_AVX2 | TD_ISA_SCALAR) != 0, "select needs one usable ISA");
+    CHECK(td_isa_active() == td_isa_best(), "the best ISA is active at start-up");
+}
+
+int main(void) {
+    const unsigned all[] = {TD_ISA_SCALAR, TD_ISA_AVX2, TD_ISA_AVX512, TD_ISA_NEON};
+    test_isa_api();
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) {
+        if (!(td_isa_usable() & all[i])) continue;
+        CHECK(td_isa_select(all[i]) == 0, "select %s", td_isa_name(all[i]));
+        current_isa = td_isa_name(all[i]);
+        test_cosine();
+        test_cosine_batch();
+        test_matvec();
+        test_fastgrnn();
+        test_score_candidates();
+        printf("%-7s checked\n", current_isa);
+    }
+    if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
+    return failures ? 1 : 0;
+}
