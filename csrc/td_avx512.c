@@ -1,0 +1,563 @@
+#include <immintrin.h>
+#include "td_internal.h"
+
+/* td_avx512.c - AVX-512 (F, BW, DQ, VL) kernels, built with only those flags. Each function has the
+ * contract of its td_scalar.c counterpart. Tails use masked loads, which touch no memory in masked-off
+ * lanes, so no kernel reads past either end of an array. */
+#include <string.h>
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define TD_INLINE static __forceinline
+#else
+#define TD_INLINE static inline __attribute__((always_inline))
+#endif
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Helpers                                                                                              */
+/* ---------------------------------------------------------------------------------------------------- */
+
+/* The low rem lanes, rem in [0, 16]. */
+TD_INLINE __mmask16 mask16_(size_t rem) { return (__mmask16)((1u << rem) - 1u); }
+
+/* The low rem lanes, rem in [0, 32]. */
+TD_INLINE __mmask32 mask32_(size_t rem) { return rem >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << rem) - 1u); }
+
+TD_INLINE size_t min_(size_t a, size_t b) { return a < b ? a : b; }
+
+/* acc + the 16 f32 lanes of block_f32x16, widened to f64 (lane i and lane i + 8 go to f64 lane i). */
+TD_INLINE __m512d widen_add_(__m512d acc_f64x8, __m512 block_f32x16) {
+    __m512d lo_f64x8 = _mm512_cvtps_pd(_mm512_castps512_ps256(block_f32x16));
+    __m512d hi_f64x8 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(block_f32x16, 1));
+    return _mm512_add_pd(acc_f64x8, _mm512_add_pd(lo_f64x8, hi_f64x8));
+}
+
+/* 16 int8 -> 16 f32. */
+TD_INLINE __m512 cvt_i8_f32_(__m128i v_i8x16) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v_i8x16)); }
+
+/* e^v. Cephes expf: n = round(v log2 e), r = v - n ln 2 (two-part ln 2), degree-6 polynomial, scaled by
+ * 2^n with scalef (exact, also into the subnormal range). v is clamped to [-88, 88]; a NaN stays NaN. */
+TD_INLINE __m512 exp_f32x16_(__m512 v) {
+    __m512 n, r, p;
+    v = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-88.0f), v));
+    n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), v);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* 1 / (1 + e^-v), with a true division. */
+TD_INLINE __m512 sigmoid_f32x16_(__m512 v) {
+    __m512 one = _mm512_set1_ps(1.0f);
+    return _mm512_div_ps(one, _mm512_add_ps(one, exp_f32x16_(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+}
+
+/* sign(v) (1 - e) / (1 + e) with e = e^-2|v|: no overflow, saturates to +-1. */
+TD_INLINE __m512 tanh_f32x16_(__m512 v) {
+    __m512 one = _mm512_set1_ps(1.0f);
+    __m512 sign = _mm512_and_ps(v, _mm512_set1_ps(-0.0f));
+    __m512 e = exp_f32x16_(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(v)));
+    return _mm512_xor_ps(sign, _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e)));
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Cosine                                                                                               */
+/* ---------------------------------------------------------------------------------------------------- */
+
+/* Each 64-element block is summed in f32 (4 products a lane), then widened into the f64 accumulators. */
+static void dot3_f32_avx512(const float *a, const float *b, size_t n, double out[3]) {
+    __m512d ab_f64x8 = _mm512_setzero_pd(), aa_f64x8 = _mm512_setzero_pd(), bb_f64x8 = _mm512_setzero_pd();
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512 ab_f32x16 = _mm512_setzero_ps(), aa_f32x16 = _mm512_setzero_ps(), bb_f32x16 = _mm512_setzero_ps();
+        for (size_t k = 0; k < 64; k += 16) {
+            __m512 x_f32x16 = _mm512_loadu_ps(a + i + k), y_f32x16 = _mm512_loadu_ps(b + i + k);
+            ab_f32x16 = _mm512_fmadd_ps(x_f32x16, y_f32x16, ab_f32x16);
+            aa_f32x16 = _mm512_fmadd_ps(x_f32x16, x_f32x16, aa_f32x16);
+            bb_f32x16 = _mm512_fmadd_ps(y_f32x16, y_f32x16, bb_f32x16);
+        }
+        ab_f64x8 = widen_add_(ab_f64x8, ab_f32x16);
+        aa_f64x8 = widen_add_(aa_f64x8, aa_f32x16);
+        bb_f64x8 = widen_add_(bb_f64x8, bb_f32x16);
+    }
+    if (i < n) { /* one last block of fewer than 64 */
+        __m512 ab_f32x16 = _mm512_setzero_ps(), aa_f32x16 = _mm512_setzero_ps(), bb_f32x16 = _mm512_setzero_ps();
+        for (; i < n; i += 16) {
+            __mmask16 mask = mask16_(min_(n - i, 16));
+            __m512 x_f32x16 = _mm512_maskz_loadu_ps(mask, a + i), y_f32x16 = _mm512_maskz_loadu_ps(mask, b + i);
+            ab_f32x16 = _mm512_fmadd_ps(x_f32x16, y_f32x16, ab_f32x16);
+            aa_f32x16 = _mm512_fmadd_ps(x_f32x16, x_f32x16, aa_f32x16);
+            bb_f32x16 = _mm512_fmadd_ps(y_f32x16, y_f32x16, bb_f32x16);
+        }
+        ab_f64x8 = widen_add_(ab_f64x8, ab_f32x16);
+        aa_f64x8 = widen_add_(aa_f64x8, aa_f32x16);
+        bb_f64x8 = widen_add_(bb_f64x8, bb_f32x16);
+    }
+    out[0] = _mm512_reduce_add_pd(ab_f64x8);
+    out[1] = _mm512_reduce_add_pd(aa_f64x8);
+    out[2] = _mm512_reduce_add_pd(bb_f64x8);
+}
+
+static double sumsq_f32_avx512(const float *a, size_t n) {
+    __m512d sum_f64x8 = _mm512_setzero_pd();
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512 sum_f32x16 = _mm512_setzero_ps();
+        for (size_t k = 0; k < 64; k += 16) {
+            __m512 x_f32x16 = _mm512_loadu_ps(a + i + k);
+            sum_f32x16 = _mm512_fmadd_ps(x_f32x16, x_f32x16, sum_f32x16);
+        }
+        sum_f64x8 = widen_add_(sum_f64x8, sum_f32x16);
+    }
+    if (i < n) {
+        __m512 sum_f32x16 = _mm512_setzero_ps();
+        for (; i < n; i += 16) {
+            __m512 x_f32x16 = _mm512_maskz_loadu_ps(mask16_(min_(n - i, 16)), a + i);
+            sum_f32x16 = _mm512_fmadd_ps(x_f32x16, x_f32x16, sum_f32x16);
+        }
+        sum_f64x8 = widen_add_(sum_f64x8, sum_f32x16);
+    }
+    return _mm512_reduce_add_pd(sum_f64x8);
+}
+
+/* query . row and (if want_bb) row . row for R consecutive rows (R <= 4), sharing the query loads. */
+TD_INLINE void cosine_rows_(const float *query, const float *rows, size_t dim, int R, int want_bb, double *ab,
+                            double *bb) {
+    __m512d dot_f64x8[4], sq_f64x8[4];
+    size_t i = 0;
+    for (int r = 0; r < R; ++r) dot_f64x8[r] = sq_f64x8[r] = _mm512_setzero_pd();
+    for (; i + 64 <= dim; i += 64) {
+        __m512 q0_f32x16 = _mm512_loadu_ps(query + i), q1_f32x16 = _mm512_loadu_ps(query + i + 16);
+        __m512 q2_f32x16 = _mm512_loadu_ps(query + i + 32), q3_f32x16 = _mm512_loadu_ps(query + i + 48);
+        for (int r = 0; r < R; ++r) {
+            const float *p = rows + (size_t)r * dim + i;
+            __m512 y0_f32x16 = _mm512_loadu_ps(p), y1_f32x16 = _mm512_loadu_ps(p + 16);
+            __m512 y2_f32x16 = _mm512_loadu_ps(p + 32), y3_f32x16 = _mm512_loadu_ps(p + 48);
+            __m512 dot_f32x16 = _mm512_mul_ps(q0_f32x16, y0_f32x16);
+            dot_f32x16 = _mm512_fmadd_ps(q1_f32x16, y1_f32x16, dot_f32x16);
+            dot_f32x16 = _mm512_fmadd_ps(q2_f32x16, y2_f32x16, dot_f32x16);
+            dot_f32x16 = _mm512_fmadd_ps(q3_f32x16, y3_f32x16, dot_f32x16);
+            dot_f64x8[r] = widen_add_(dot_f64x8[r], dot_f32x16);
+            if (want_bb) {
+                __m512 sq_f32x16 = _mm512_mul_ps(y0_f32x16, y0_f32x16);
+                sq_f32x16 = _mm512_fmadd_ps(y1_f32x16, y1_f32x16, sq_f32x16);
+                sq_f32x16 = _mm512_fmadd_ps(y2_f32x16, y2_f32x16, sq_f32x16);
+                sq_f32x16 = _mm512_fmadd_ps(y3_f32x16, y3_f32x16, sq_f32x16);
+                sq_f64x8[r] = widen_add_(sq_f64x8[r], sq_f32x16);
+            }
+        }
+    }
+    if (i < dim) {
+        __m512 dot_f32x16[4], sq_f32x16[4];
+        for (int r = 0; r < R; ++r) dot_f32x16[r] = sq_f32x16[r] = _mm512_setzero_ps();
+        for (; i < dim; i += 16) {
+            __mmask16 mask = mask16_(min_(dim - i, 16));
+            __m512 q_f32x16 = _mm512_maskz_loadu_ps(mask, query + i);
+            for (int r = 0; r < R; ++r) {
+                __m512 y_f32x16 = _mm512_maskz_loadu_ps(mask, rows + (size_t)r * dim + i);
+                dot_f32x16[r] = _mm512_fmadd_ps(q_f32x16, y_f32x16, dot_f32x16[r]);
+                if (want_bb) sq_f32x16[r] = _mm512_fmadd_ps(y_f32x16, y_f32x16, sq_f32x16[r]);
+            }
+        }
+        for (int r = 0; r < R; ++r) {
+            dot_f64x8[r] = widen_add_(dot_f64x8[r], dot_f32x16[r]);
+            if (want_bb) sq_f64x8[r] = widen_add_(sq_f64x8[r], sq_f32x16[r]);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        ab[r] = _mm512_reduce_add_pd(dot_f64x8[r]);
+        bb[r] = want_bb ? _mm512_reduce_add_pd(sq_f64x8[r]) : 0.0;
+    }
+}
+
+static void cosine_batch_f32_avx512(const float *query, double query_norm, const float *rows, size_t n_rows,
+                                    size_t dim, const float *row_norms, float *out) {
+    double aa = query_norm * query_norm, ab[4], bb[4];
+    size_t r = 0;
+    if (row_norms) { /* trusted norms: only a.b per row */
+        for (; r + 4 <= n_rows; r += 4) {
+            cosine_rows_(query, rows + r * dim, dim, 4, 0, ab, bb);
+            for (size_t k = 0; k < 4; ++k) {
+                double norm = (double)row_norms[r + k];
+                out[r + k] = (float)td_cosine_from_dots_(ab[k], aa, norm * norm);
+            }
+        }
+        for (; r < n_rows; ++r) {
+            double norm = (double)row_norms[r];
+            cosine_rows_(query, rows + r * dim, dim, 1, 0, ab, bb);
+            out[r] = (float)td_cosine_from_dots_(ab[0], aa, norm * norm);
+        }
+    } else {
+        for (; r + 4 <= n_rows; r += 4) {
+            cosine_rows_(query, rows + r * dim, dim, 4, 1, ab, bb);
+            for (size_t k = 0; k < 4; ++k) {
+                double norm = sqrt(bb[k]);
+                out[r + k] = (float)td_cosine_from_dots_(ab[k], aa, norm * norm);
+            }
+        }
+        for (; r < n_rows; ++r) {
+            double norm;
+            cosine_rows_(query, rows + r * dim, dim, 1, 1, ab, bb);
+            norm = sqrt(bb[0]);
+            out[r] = (float)td_cosine_from_dots_(ab[0], aa, norm * norm);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Dense int8 mat-vec (row-major)                                                                       */
+/* ---------------------------------------------------------------------------------------------------- */
+
+/* f32 dot products of R consecutive int8 rows (R <= 4) with x, sharing the x loads. */
+TD_INLINE void i8_f32_rows_(const int8_t *w, const float *x, size_t cols, int R, float *dots) {
+    __m512 acc_f32x16[4];
+    size_t j = 0;
+    for (int r = 0; r < R; ++r) acc_f32x16[r] = _mm512_setzero_ps();
+    for (; j + 16 <= cols; j += 16) {
+        __m512 x_f32x16 = _mm512_loadu_ps(x + j);
+        for (int r = 0; r < R; ++r) {
+            __m128i w_i8x16 = _mm_loadu_si128((const __m128i *)(w + (size_t)r * cols + j));
+            acc_f32x16[r] = _mm512_fmadd_ps(cvt_i8_f32_(w_i8x16), x_f32x16, acc_f32x16[r]);
+        }
+    }
+    if (j < cols) {
+        __mmask16 mask = mask16_(cols - j);
+        __m512 x_f32x16 = _mm512_maskz_loadu_ps(mask, x + j);
+        for (int r = 0; r < R; ++r) {
+            __m128i w_i8x16 = _mm_maskz_loadu_epi8(mask, w + (size_t)r * cols + j);
+            acc_f32x16[r] = _mm512_fmadd_ps(cvt_i8_f32_(w_i8x16), x_f32x16, acc_f32x16[r]);
+        }
+    }
+    for (int r = 0; r < R; ++r) dots[r] = _mm512_reduce_add_ps(acc_f32x16[r]);
+}
+
+static void matvec_i8_f32_avx512(const int8_t *w, const float *scales, const float *bias, const float *x,
+                                 size_t rows, size_t cols, float *y) {
+    float dots[4];
+    size_t i = 0;
+    for (; i + 4 <= rows; i += 4) {
+        i8_f32_rows_(w + i * cols, x, cols, 4, dots);
+        for (size_t k = 0; k < 4; ++k) y[i + k] = scales[i + k] * dots[k] + (bias ? bias[i + k] : 0.0f);
+    }
+    for (; i < rows; ++i) {
+        i8_f32_rows_(w + i * cols, x, cols, 1, dots);
+        y[i] = scales[i] * dots[0] + (bias ? bias[i] : 0.0f);
+    }
+}
+
+/* Exact int32 dot products of R consecutive int8 rows (R <= 4) with int8 x: 32 bytes at a time are
+ * sign-extended to int16 and multiplied pairwise into int32 (madd: |2 * 128 * 128| fits, no saturation). */
+TD_INLINE void i8_i32_rows_(const int8_t *w, const int8_t *x, size_t cols, int R, int32_t *dots) {
+    __m512i acc_i32x16[4];
+    size_t j = 0;
+    for (int r = 0; r < R; ++r) acc_i32x16[r] = _mm512_setzero_si512();
+    for (; j + 32 <= cols; j += 32) {
+        __m512i x_i16x32 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(x + j)));
+        for (int r = 0; r < R; ++r) {
+            __m256i w_i8x32 = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * cols + j));
+            __m512i prod_i32x16 = _mm512_madd_epi16(_mm512_cvtepi8_epi16(w_i8x32), x_i16x32);
+            acc_i32x16[r] = _mm512_add_epi32(acc_i32x16[r], prod_i32x16);
+        }
+    }
+    if (j < cols) {
+        __mmask32 mask = mask32_(cols - j);
+        __m512i x_i16x32 = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mask, x + j));
+        for (int r = 0; r < R; ++r) {
+            __m256i w_i8x32 = _mm256_maskz_loadu_epi8(mask, w + (size_t)r * cols + j);
+            __m512i prod_i32x16 = _mm512_madd_epi16(_mm512_cvtepi8_epi16(w_i8x32), x_i16x32);
+            acc_i32x16[r] = _mm512_add_epi32(acc_i32x16[r], prod_i32x16);
+        }
+    }
+    for (int r = 0; r < R; ++r) dots[r] = _mm512_reduce_add_epi32(acc_i32x16[r]);
+}
+
+static void matvec_i8_i32_avx512(const int8_t *w, const int8_t *x, size_t rows, size_t cols, int32_t *acc) {
+    size_t i = 0;
+    for (; i + 4 <= rows; i += 4) i8_i32_rows_(w + i * cols, x, cols, 4, acc + i);
+    for (; i < rows; ++i) i8_i32_rows_(w + i * cols, x, cols, 1, acc + i);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* CSR mat-vec: one row at a time; rows of 16 or more entries gather x, shorter rows stay scalar.       */
+/* ---------------------------------------------------------------------------------------------------- */
+
+/* sum of values[k] * x[indices[k]] for k in [begin, end). */
+static inline float csr_row_f32_(const float *values, const int32_t *indices, size_t begin, size_t end,
+                                 const float *x) {
+    __m512 acc_f32x16 = _mm512_setzero_ps();
+    if (end - begin < 16) {
+        float acc = 0.0f;
+        for (size_t k = begin; k < end; ++k) acc += values[k] * x[indices[k]];
+        return acc;
+    }
+    for (size_t k = begin; k < end; k += 16) {
+        __mmask16 mask = mask16_(min_(end - k, 16));
+        __m512i idx_i32x16 = _mm512_maskz_loadu_epi32(mask, indices + k);
+        __m512 x_f32x16 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, idx_i32x16, x, 4);
+        acc_f32x16 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, values + k), x_f32x16, acc_f32x16);
+    }
+    return _mm512_reduce_add_ps(acc_f32x16);
+}
+
+/* Same with int8 values (converted to f32). */
+static inline float csr_row_i8_f32_(const int8_t *values, const int32_t *indices, size_t begin, size_t end,
+                                    const float *x) {
+    __m512 acc_f32x16 = _mm512_setzero_ps();
+    if (end - begin < 16) {
+        float acc = 0.0f;
+        for (size_t k = begin; k < end; ++k) acc += (float)values[k] * x[indices[k]];
+        return acc;
+    }
+    for (size_t k = begin; k < end; k += 16) {
+        __mmask16 mask = mask16_(min_(end - k, 16));
+        __m512i idx_i32x16 = _mm512_maskz_loadu_epi32(mask, indices + k);
+        __m512 x_f32x16 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, idx_i32x16, x, 4);
+        __m512 v_f32x16 = cvt_i8_f32_(_mm_maskz_loadu_epi8(mask, values + k));
+        acc_f32x16 = _mm512_fmadd_ps(v_f32x16, x_f32x16, acc_f32x16);
+    }
+    return _mm512_reduce_add_ps(acc_f32x16);
+}
+
+/* Exact int32 sum of values[k] * x[indices[k]] over int8 x. x[idx] is fetched as the top byte of the
+ * 32-bit word at x + idx - 3, which lies inside x whenever idx >= 3; the rare lanes with idx < 3 are
+ * added one by one. */
+static inline int32_t csr_row_i8_i32_(const int8_t *values, const int32_t *indices, size_t begin, size_t end,
+                                      const int8_t *x) {
+    const __m512i three_i32x16 = _mm512_set1_epi32(3);
+    __m512i acc_i32x16 = _mm512_setzero_si512();
+    int32_t acc = 0;
+    if (end - begin < 16) {
+        for (size_t k = begin; k < end; ++k) acc += (int32_t)values[k] * (int32_t)x[indices[k]];
+        return acc;
+    }
+    for (size_t k = begin; k < end; k += 16) {
+        __mmask16 mask = mask16_(min_(end - k, 16));
+        __m512i idx_i32x16 = _mm512_maskz_loadu_epi32(mask, indices + k);
+        __mmask16 low = _mm512_mask_cmplt_epi32_mask(mask, idx_i32x16, three_i32x16);
+        __m512i word_i32x16 = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), (__mmask16)(mask & ~low),
+                                                          _mm512_sub_epi32(idx_i32x16, three_i32x16), x, 1);
+        __m512i x_i32x16 = _mm512_srai_epi32(word_i32x16, 24); /* sign-extended top byte */
+        __m512i v_i32x16 = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, values + k));
+        acc_i32x16 = _mm512_add_epi32(acc_i32x16, _mm512_mullo_epi32(v_i32x16, x_i32x16));
+        for (unsigned lane = 0; low; ++lane, low >>= 1)
+            if (low & 1u) acc += (int32_t)values[k + lane] * (int32_t)x[indices[k + lane]];
+    }
+    return acc + _mm512_reduce_add_epi32(acc_i32x16);
+}
+
+static void csr_matvec_i8_f32_avx512(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                                     const float *scales, const float *bias, const float *x, size_t rows,
+                                     float *y) {
+    for (size_t i = 0; i < rows; ++i) {
+        float acc = csr_row_i8_f32_(values, indices, (size_t)indptr[i], (size_t)indptr[i + 1], x);
+        y[i] = scales[i] * acc + (bias ? bias[i] : 0.0f);
+    }
+}
+
+static void csr_matvec_i8_i32_avx512(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                                     const int8_t *x, size_t rows, int32_t *acc) {
+    for (size_t i = 0; i < rows; ++i)
+        acc[i] = csr_row_i8_i32_(values, indices, (size_t)indptr[i], (size_t)indptr[i + 1], x);
+}
+
+static void csr_matvec_f32_avx512(const float *values, const int32_t *indices, const int32_t *indptr,
+                                  const float *bias, const float *x, size_t rows, float *y) {
+    for (size_t i = 0; i < rows; ++i) {
+        float acc = csr_row_f32_(values, indices, (size_t)indptr[i], (size_t)indptr[i + 1], x);
+        y[i] = acc + (bias ? bias[i] : 0.0f);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* FastGRNN                                                                                             */
+/* ---------------------------------------------------------------------------------------------------- */
+
+/* One column of a column-major matrix (16 rows from off), f32 or int8 converted to f32. */
+TD_INLINE __m512 load_col_(const float *w32, const int8_t *w8, int is_i8, size_t off, __mmask16 mask) {
+    return is_i8 ? cvt_i8_f32_(_mm_maskz_loadu_epi8(mask, w8 + off)) : _mm512_maskz_loadu_ps(mask, w32 + off);
+}
+
+/* y = M x for a column-major rows x cols matrix: f32 (w32), or int8 (w8) times the per-row scales.
+ * Vectorised over rows, 64 at a time in four registers, then 16 at a time with a masked tail. */
+TD_INLINE void dense_cols_(const float *w32, const int8_t *w8, const float *scales, int is_i8, size_t rows,
+                           size_t cols, const float *x, float *y) {
+    size_t i = 0;
+    for (; i + 64 <= rows; i += 64) {
+        __m512 acc0_f32x16 = _mm512_setzero_ps(), acc1_f32x16 = _mm512_setzero_ps();
+        __m512 acc2_f32x16 = _mm512_setzero_ps(), acc3_f32x16 = _mm512_setzero_ps();
+        for (size_t j = 0; j < cols; ++j) {
+            __m512 xj_f32x16 = _mm512_set1_ps(x[j]);
+            size_t off = j * rows + i;
+            acc0_f32x16 = _mm512_fmadd_ps(load_col_(w32, w8, is_i8, off, 0xFFFF), xj_f32x16, acc0_f32x16);
+            acc1_f32x16 = _mm512_fmadd_ps(load_col_(w32, w8, is_i8, off + 16, 0xFFFF), xj_f32x16, acc1_f32x16);
+            acc2_f32x16 = _mm512_fmadd_ps(load_col_(w32, w8, is_i8, off + 32, 0xFFFF), xj_f32x16, acc2_f32x16);
+            acc3_f32x16 = _mm512_fmadd_ps(load_col_(w32, w8, is_i8, off + 48, 0xFFFF), xj_f32x16, acc3_f32x16);
+        }
+        if (is_i8) {
+            acc0_f32x16 = _mm512_mul_ps(acc0_f32x16, _mm512_loadu_ps(scales + i));
+            acc1_f32x16 = _mm512_mul_ps(acc1_f32x16, _mm512_loadu_ps(scales + i + 16));
+            acc2_f32x16 = _mm512_mul_ps(acc2_f32x16, _mm512_loadu_ps(scales + i + 32));
+            acc3_f32x16 = _mm512_mul_ps(acc3_f32x16, _mm512_loadu_ps(scales + i + 48));
+        }
+        _mm512_storeu_ps(y + i, acc0_f32x16);
+        _mm512_storeu_ps(y + i + 16, acc1_f32x16);
+        _mm512_storeu_ps(y + i + 32, acc2_f32x16);
+        _mm512_storeu_ps(y + i + 48, acc3_f32x16);
+    }
+    for (; i < rows; i += 16) {
+        __mmask16 mask = mask16_(min_(rows - i, 16));
+        __m512 acc_f32x16 = _mm512_setzero_ps();
+        for (size_t j = 0; j < cols; ++j)
+            acc_f32x16 = _mm512_fmadd_ps(load_col_(w32, w8, is_i8, j * rows + i, mask), _mm512_set1_ps(x[j]),
+                                         acc_f32x16);
+        if (is_i8) acc_f32x16 = _mm512_mul_ps(acc_f32x16, _mm512_maskz_loadu_ps(mask, scales + i));
+        _mm512_mask_storeu_ps(y + i, mask, acc_f32x16);
+    }
+}
+
+/* y = M x (rows entries) for any matrix kind; tmp holds the rank intermediate of the low-rank form. */
+static void matrix_apply_(const td_matrix *mat, const float *x, float *y, float *tmp) {
+    size_t rows = (size_t)mat->rows, cols = (size_t)mat->cols;
+    switch (mat->kind) {
+    case TD_MATRIX_DENSE_F32:
+        dense_cols_(mat->f32, NULL, NULL, 0, rows, cols, x, y);
+        break;
+    case TD_MATRIX_LOWRANK_F32:
+        dense_cols_(mat->f32_right, NULL, NULL, 0, (size_t)mat->rank, cols, x, tmp);
+        dense_cols_(mat->f32, NULL, NULL, 0, rows, (size_t)mat->rank, tmp, y);
+        break;
+    case TD_MATRIX_DENSE_I8:
+        dense_cols_(NULL, mat->i8, mat->scales, 1, rows, cols, x, y);
+        break;
+    case TD_MATRIX_SPARSE_I8:
+        for (size_t i = 0; i < rows; ++i)
+            y[i] = mat->scales[i] *
+                   csr_row_i8_f32_(mat->i8, mat->indices, (size_t)mat->indptr[i], (size_t)mat->indptr[i + 1], x);
+        break;
+    case TD_MATRIX_SPARSE_F32:
+        for (size_t i = 0; i < rows; ++i)
+            y[i] = csr_row_f32_(mat->f32, mat->indices, (size_t)mat->indptr[i], (size_t)mat->indptr[i + 1], x);
+        break;
+    default:
+        memset(y, 0, rows * sizeof(float));
+        break;
+    }
+}
+
+/* M x for a matrix of at most 16 rows, returned in one register (lanes outside mask are 0). The dense
+ * forms stay in registers; the others go through matrix_apply_ (tmp: 16 + TD_FASTGRNN_MAX_DIM floats). */
+TD_INLINE __m512 apply_small_(const td_matrix *mat, const float *x, __mmask16 mask, float *tmp) {
+    size_t rows = (size_t)mat->rows, cols = (size_t)mat->cols;
+    __m512 acc_f32x16 = _mm512_setzero_ps();
+    switch (mat->kind) {
+    case TD_MATRIX_DENSE_F32:
+        for (size_t j = 0; j < cols; ++j)
+            acc_f32x16 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, mat->f32 + j * rows), _mm512_set1_ps(x[j]),
+                                         acc_f32x16);
+        return acc_f32x16;
+    case TD_MATRIX_DENSE_I8:
+        for (size_t j = 0; j < cols; ++j)
+            acc_f32x16 = _mm512_fmadd_ps(cvt_i8_f32_(_mm_maskz_loadu_epi8(mask, mat->i8 + j * rows)),
+                                         _mm512_set1_ps(x[j]), acc_f32x16);
+        return _mm512_mul_ps(acc_f32x16, _mm512_maskz_loadu_ps(mask, mat->scales));
+    default:
+        matrix_apply_(mat, x, tmp, tmp + 16);
+        return _mm512_maskz_loadu_ps(mask, tmp);
+    }
+}
+
+/* h_t from a_t = W x_t + U h_{t-1}, for 16 hidden units. */
+TD_INLINE __m512 cell_(__m512 a_f32x16, __m512 bz_f32x16, __m512 bh_f32x16, __m512 h_f32x16, __m512 zeta_f32x16,
+                       __m512 nu_f32x16) {
+    __m512 z_f32x16 = sigmoid_f32x16_(_mm512_add_ps(a_f32x16, bz_f32x16));
+    __m512 c_f32x16 = tanh_f32x16_(_mm512_add_ps(a_f32x16, bh_f32x16));
+    __m512 g_f32x16 = _mm512_fmadd_ps(zeta_f32x16, _mm512_sub_ps(_mm512_set1_ps(1.0f), z_f32x16), nu_f32x16);
+    return _mm512_fmadd_ps(z_f32x16, h_f32x16, _mm512_mul_ps(g_f32x16, c_f32x16));
+}
+
+/* hidden_dim <= 16: the state lives in one register; hbuf mirrors it for U h and the output layer. */
+static void fastgrnn_small_(const td_fastgrnn *m, const float *x, size_t batch, float *out, float zeta, float nu) {
+    size_t inputs = (size_t)m->input_dim, outputs = (size_t)m->output_dim;
+    size_t step = (size_t)m->timesteps * inputs;
+    __mmask16 mask = mask16_((size_t)m->hidden_dim);
+    __m512 bz_f32x16 = _mm512_maskz_loadu_ps(mask, m->b_z), bh_f32x16 = _mm512_maskz_loadu_ps(mask, m->b_h);
+    __m512 zeta_f32x16 = _mm512_set1_ps(zeta), nu_f32x16 = _mm512_set1_ps(nu);
+    float hbuf[16], tmp[16 + TD_FASTGRNN_MAX_DIM];
+    for (size_t n = 0; n < batch; ++n) {
+        const float *xn = x + n * step;
+        __m512 h_f32x16 = _mm512_setzero_ps(); /* h_0 = 0 */
+        for (int32_t t = 0; t < m->timesteps; ++t) {
+            __m512 a_f32x16 = apply_small_(&m->w, xn + (size_t)t * inputs, mask, tmp);
+            if (t > 0) a_f32x16 = _mm512_add_ps(a_f32x16, apply_small_(&m->u, hbuf, mask, tmp));
+            h_f32x16 = cell_(a_f32x16, bz_f32x16, bh_f32x16, h_f32x16, zeta_f32x16, nu_f32x16);
+            _mm512_storeu_ps(hbuf, h_f32x16);
+        }
+        td_fastgrnn_output_(m, hbuf, out + n * outputs);
+    }
+}
+
+/* Any hidden_dim: a, U h and h in arrays, the cell update 16 units at a time. */
+static void fastgrnn_large_(const td_fastgrnn *m, const float *x, size_t batch, float *out, float zeta, float nu) {
+    size_t inputs = (size_t)m->input_dim, hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
+    size_t step = (size_t)m->timesteps * inputs;
+    __m512 zeta_f32x16 = _mm512_set1_ps(zeta), nu_f32x16 = _mm512_set1_ps(nu);
+    float a[TD_FASTGRNN_MAX_DIM], uh[TD_FASTGRNN_MAX_DIM], h[TD_FASTGRNN_MAX_DIM], tmp[TD_FASTGRNN_MAX_DIM];
+    for (size_t n = 0; n < batch; ++n) {
+        const float *xn = x + n * step;
+        for (int32_t t = 0; t < m->timesteps; ++t) {
+            matrix_apply_(&m->w, xn + (size_t)t * inputs, a, tmp);
+            if (t > 0) matrix_apply_(&m->u, h, uh, tmp);
+            for (size_t i = 0; i < hidden; i += 16) {
+                __mmask16 mask = mask16_(min_(hidden - i, 16));
+                __m512 a_f32x16 = _mm512_maskz_loadu_ps(mask, a + i), h_f32x16 = _mm512_setzero_ps();
+                if (t > 0) {
+                    a_f32x16 = _mm512_add_ps(a_f32x16, _mm512_maskz_loadu_ps(mask, uh + i));
+                    h_f32x16 = _mm512_maskz_loadu_ps(mask, h + i);
+                }
+                h_f32x16 = cell_(a_f32x16, _mm512_maskz_loadu_ps(mask, m->b_z + i), _mm512_maskz_loadu_ps(mask, m->b_h + i),
+                                 h_f32x16, zeta_f32x16, nu_f32x16);
+                _mm512_mask_storeu_ps(h + i, mask, h_f32x16);
+            }
+        }
+        td_fastgrnn_output_(m, h, out + n * outputs);
+    }
+}
+
+/* As in td_scalar.c (libm), so the gate constants match the reference exactly. */
+static float sigmoid_scalar_(float v) {
+    if (v >= 0.0f) return 1.0f / (1.0f + expf(-v));
+    float e = expf(v);
+    return e / (1.0f + e);
+}
+
+static void fastgrnn_batch_avx512(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
+    float zeta = sigmoid_scalar_(m->zeta), nu = sigmoid_scalar_(m->nu);
+    if (m->timesteps <= 0) { /* no steps: h = 0 */
+        float h[TD_FASTGRNN_MAX_DIM];
+        memset(h, 0, (size_t)m->hidden_dim * sizeof(float));
+        for (size_t n = 0; n < batch; ++n) td_fastgrnn_output_(m, h, out + n * (size_t)m->output_dim);
+    } else if (m->hidden_dim <= 16) {
+        fastgrnn_small_(m, x, batch, out, zeta, nu);
+    } else {
+        fastgrnn_large_(m, x, batch, out, zeta, nu);
+    }
+}
+
+const td_kernel_table td_table_avx512 = {
+    dot3_f32_avx512,
+    sumsq_f32_avx512,
+    cosine_batch_f32_avx512,
+    matvec_i8_f32_avx512,
+    matvec_i8_i32_avx512,
+    csr_matvec_i8_f32_avx512,
+    csr_matvec_i8_i32_avx512,
+    csr_matvec_f32_avx512,
+    fastgrnn_batch_avx512,
+};
