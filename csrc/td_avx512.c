@@ -31,6 +31,14 @@ TD_INLINE __m512d widen_add_(__m512d acc_f64x8, __m512 block_f32x16) {
     return _mm512_add_pd(acc_f64x8, _mm512_add_pd(lo_f64x8, hi_f64x8));
 }
 
+/* a b, which the compiler will not contract with a following add into an FMA (the explicit rounding
+ * argument prevents it). FastGRNN rounds products and sums separately, as td_scalar.c does on x86-64
+ * (baseline code has no FMA): the recurrence amplifies one-ulp differences from the reference. */
+TD_INLINE __m512 mul_(__m512 a, __m512 b) { return _mm512_mul_round_ps(a, b, _MM_FROUND_CUR_DIRECTION); }
+
+/* acc + a b with two roundings. */
+TD_INLINE __m512 mul_add_(__m512 a, __m512 b, __m512 acc) { return _mm512_add_ps(acc, mul_(a, b)); }
+
 /* 16 int8 -> 16 f32. */
 TD_INLINE __m512 cvt_i8_f32_(__m128i v_i8x16) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v_i8x16)); }
 
@@ -385,7 +393,8 @@ TD_INLINE __m512 load_col_(const float *w32, const int8_t *w8, int is_i8, size_t
 }
 
 /* y = M x for a column-major rows x cols matrix: f32 (w32), or int8 (w8) times the per-row scales.
- * Vectorised over rows, 64 at a time in four registers, then 16 at a time with a masked tail. */
+ * Vectorised over rows, 64 at a time in four registers, then 16 at a time with a masked tail. Each row
+ * sums over j in order with mul_add_, so the result equals the scalar reference bit for bit. */
 TD_INLINE void dense_cols_(const float *w32, const int8_t *w8, const float *scales, int is_i8, size_t rows,
                            size_t cols, const float *x, float *y) {
     size_t i = 0;
@@ -395,16 +404,16 @@ TD_INLINE void dense_cols_(const float *w32, const int8_t *w8, const float *scal
         for (size_t j = 0; j < cols; ++j) {
             __m512 xj_f32x16 = _mm512_set1_ps(x[j]);
             size_t off = j * rows + i;
-            acc0_f32x16 = _mm512_fmadd_ps(load_col_(w32, w8, is_i8, off, 0xFFFF), xj_f32x16, acc0_f32x16);
-            acc1_f32x16 = _mm512_fmadd_ps(load_col_(w32, w8, is_i8, off + 16, 0xFFFF), xj_f32x16, acc1_f32x16);
-            acc2_f32x16 = _mm512_fmadd_ps(load_col_(w32, w8, is_i8, off + 32, 0xFFFF), xj_f32x16, acc2_f32x16);
-            acc3_f32x16 = _mm512_fmadd_ps(load_col_(w32, w8, is_i8, off + 48, 0xFFFF), xj_f32x16, acc3_f32x16);
+            acc0_f32x16 = mul_add_(load_col_(w32, w8, is_i8, off, 0xFFFF), xj_f32x16, acc0_f32x16);
+            acc1_f32x16 = mul_add_(load_col_(w32, w8, is_i8, off + 16, 0xFFFF), xj_f32x16, acc1_f32x16);
+            acc2_f32x16 = mul_add_(load_col_(w32, w8, is_i8, off + 32, 0xFFFF), xj_f32x16, acc2_f32x16);
+            acc3_f32x16 = mul_add_(load_col_(w32, w8, is_i8, off + 48, 0xFFFF), xj_f32x16, acc3_f32x16);
         }
         if (is_i8) {
-            acc0_f32x16 = _mm512_mul_ps(acc0_f32x16, _mm512_loadu_ps(scales + i));
-            acc1_f32x16 = _mm512_mul_ps(acc1_f32x16, _mm512_loadu_ps(scales + i + 16));
-            acc2_f32x16 = _mm512_mul_ps(acc2_f32x16, _mm512_loadu_ps(scales + i + 32));
-            acc3_f32x16 = _mm512_mul_ps(acc3_f32x16, _mm512_loadu_ps(scales + i + 48));
+            acc0_f32x16 = mul_(acc0_f32x16, _mm512_loadu_ps(scales + i));
+            acc1_f32x16 = mul_(acc1_f32x16, _mm512_loadu_ps(scales + i + 16));
+            acc2_f32x16 = mul_(acc2_f32x16, _mm512_loadu_ps(scales + i + 32));
+            acc3_f32x16 = mul_(acc3_f32x16, _mm512_loadu_ps(scales + i + 48));
         }
         _mm512_storeu_ps(y + i, acc0_f32x16);
         _mm512_storeu_ps(y + i + 16, acc1_f32x16);
@@ -415,9 +424,8 @@ TD_INLINE void dense_cols_(const float *w32, const int8_t *w8, const float *scal
         __mmask16 mask = mask16_(min_(rows - i, 16));
         __m512 acc_f32x16 = _mm512_setzero_ps();
         for (size_t j = 0; j < cols; ++j)
-            acc_f32x16 = _mm512_fmadd_ps(load_col_(w32, w8, is_i8, j * rows + i, mask), _mm512_set1_ps(x[j]),
-                                         acc_f32x16);
-        if (is_i8) acc_f32x16 = _mm512_mul_ps(acc_f32x16, _mm512_maskz_loadu_ps(mask, scales + i));
+            acc_f32x16 = mul_add_(load_col_(w32, w8, is_i8, j * rows + i, mask), _mm512_set1_ps(x[j]), acc_f32x16);
+        if (is_i8) acc_f32x16 = mul_(acc_f32x16, _mm512_maskz_loadu_ps(mask, scales + i));
         _mm512_mask_storeu_ps(y + i, mask, acc_f32x16);
     }
 }
@@ -459,36 +467,37 @@ TD_INLINE __m512 apply_small_(const td_matrix *mat, const float *x, __mmask16 ma
     switch (mat->kind) {
     case TD_MATRIX_DENSE_F32:
         for (size_t j = 0; j < cols; ++j)
-            acc_f32x16 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, mat->f32 + j * rows), _mm512_set1_ps(x[j]),
-                                         acc_f32x16);
+            acc_f32x16 = mul_add_(_mm512_maskz_loadu_ps(mask, mat->f32 + j * rows), _mm512_set1_ps(x[j]), acc_f32x16);
         return acc_f32x16;
     case TD_MATRIX_DENSE_I8:
         for (size_t j = 0; j < cols; ++j)
-            acc_f32x16 = _mm512_fmadd_ps(cvt_i8_f32_(_mm_maskz_loadu_epi8(mask, mat->i8 + j * rows)),
-                                         _mm512_set1_ps(x[j]), acc_f32x16);
-        return _mm512_mul_ps(acc_f32x16, _mm512_maskz_loadu_ps(mask, mat->scales));
+            acc_f32x16 = mul_add_(cvt_i8_f32_(_mm_maskz_loadu_epi8(mask, mat->i8 + j * rows)), _mm512_set1_ps(x[j]),
+                                  acc_f32x16);
+        return mul_(acc_f32x16, _mm512_maskz_loadu_ps(mask, mat->scales));
     default:
         matrix_apply_(mat, x, tmp, tmp + 16);
         return _mm512_maskz_loadu_ps(mask, tmp);
     }
 }
 
-/* h_t from a_t = W x_t + U h_{t-1}, for 16 hidden units. */
+/* h_t from a_t = W x_t + U h_{t-1}, for 16 hidden units; the update rounds like the scalar reference. */
 TD_INLINE __m512 cell_(__m512 a_f32x16, __m512 bz_f32x16, __m512 bh_f32x16, __m512 h_f32x16, __m512 zeta_f32x16,
                        __m512 nu_f32x16) {
     __m512 z_f32x16 = sigmoid_f32x16_(_mm512_add_ps(a_f32x16, bz_f32x16));
     __m512 c_f32x16 = tanh_f32x16_(_mm512_add_ps(a_f32x16, bh_f32x16));
-    __m512 g_f32x16 = _mm512_fmadd_ps(zeta_f32x16, _mm512_sub_ps(_mm512_set1_ps(1.0f), z_f32x16), nu_f32x16);
-    return _mm512_fmadd_ps(z_f32x16, h_f32x16, _mm512_mul_ps(g_f32x16, c_f32x16));
+    __m512 g_f32x16 = mul_add_(zeta_f32x16, _mm512_sub_ps(_mm512_set1_ps(1.0f), z_f32x16), nu_f32x16);
+    return mul_add_(z_f32x16, h_f32x16, mul_(g_f32x16, c_f32x16));
 }
 
-/* hidden_dim <= 16: the state lives in one register; hbuf mirrors it for U h and the output layer. */
+/* hidden_dim <= 16: the state lives in one register; hbuf mirrors it for U h and the output layer. With
+ * output_dim 1 the logits of 16 items are collected in one register and go through one vector sigmoid. */
 static void fastgrnn_small_(const td_fastgrnn *m, const float *x, size_t batch, float *out, float zeta, float nu) {
     size_t inputs = (size_t)m->input_dim, outputs = (size_t)m->output_dim;
     size_t step = (size_t)m->timesteps * inputs;
     __mmask16 mask = mask16_((size_t)m->hidden_dim);
     __m512 bz_f32x16 = _mm512_maskz_loadu_ps(mask, m->b_z), bh_f32x16 = _mm512_maskz_loadu_ps(mask, m->b_h);
     __m512 zeta_f32x16 = _mm512_set1_ps(zeta), nu_f32x16 = _mm512_set1_ps(nu);
+    __m512 wout_f32x16 = _mm512_maskz_loadu_ps(mask, m->w_out), logit_f32x16 = _mm512_setzero_ps();
     float hbuf[16], tmp[16 + TD_FASTGRNN_MAX_DIM];
     for (size_t n = 0; n < batch; ++n) {
         const float *xn = x + n * step;
@@ -499,7 +508,15 @@ static void fastgrnn_small_(const td_fastgrnn *m, const float *x, size_t batch, 
             h_f32x16 = cell_(a_f32x16, bz_f32x16, bh_f32x16, h_f32x16, zeta_f32x16, nu_f32x16);
             _mm512_storeu_ps(hbuf, h_f32x16);
         }
-        td_fastgrnn_output_(m, hbuf, out + n * outputs);
+        if (outputs == 1) {
+            size_t lane = n % 16;
+            float logit = _mm512_reduce_add_ps(_mm512_mul_ps(wout_f32x16, h_f32x16)) + m->b_out[0];
+            logit_f32x16 = _mm512_mask_mov_ps(logit_f32x16, (__mmask16)(1u << lane), _mm512_set1_ps(logit));
+            if (lane == 15 || n + 1 == batch)
+                _mm512_mask_storeu_ps(out + n - lane, mask16_(lane + 1), sigmoid_f32x16_(logit_f32x16));
+        } else {
+            td_fastgrnn_output_(m, hbuf, out + n * outputs);
+        }
     }
 }
 
@@ -521,8 +538,9 @@ static void fastgrnn_large_(const td_fastgrnn *m, const float *x, size_t batch, 
                     a_f32x16 = _mm512_add_ps(a_f32x16, _mm512_maskz_loadu_ps(mask, uh + i));
                     h_f32x16 = _mm512_maskz_loadu_ps(mask, h + i);
                 }
-                h_f32x16 = cell_(a_f32x16, _mm512_maskz_loadu_ps(mask, m->b_z + i), _mm512_maskz_loadu_ps(mask, m->b_h + i),
-                                 h_f32x16, zeta_f32x16, nu_f32x16);
+                __m512 bz_f32x16 = _mm512_maskz_loadu_ps(mask, m->b_z + i);
+                __m512 bh_f32x16 = _mm512_maskz_loadu_ps(mask, m->b_h + i);
+                h_f32x16 = cell_(a_f32x16, bz_f32x16, bh_f32x16, h_f32x16, zeta_f32x16, nu_f32x16);
                 _mm512_mask_storeu_ps(h + i, mask, h_f32x16);
             }
         }

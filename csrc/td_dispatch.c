@@ -170,21 +170,47 @@ unsigned td_isa_from_name(const char *name) {
 /* Cosine and mat-vec entry points                                                                      */
 /* ---------------------------------------------------------------------------------------------------- */
 
+/* SIMD paths form products in f32. Sums below this (norms below 1e-15) may have lost terms to underflow,
+ * and non-finite sums may come from overflow: both are recomputed on the f64 scalar path, which neither
+ * overflows nor underflows for finite f32 input. Only truly non-finite input still gives NaN. */
+#define TD_TINY_SUMSQ 1e-30
+
+static int needs_f64_(double sumsq) { return !(sumsq >= TD_TINY_SUMSQ) || !isfinite(sumsq); }
+
 double td_cosine_f32(const float *a, const float *b, size_t n) {
     double dots[3];
     td_active_table_()->dot3_f32(a, b, n, dots);
+    if (needs_f64_(dots[1]) || needs_f64_(dots[2]) || !isfinite(dots[0]))
+        td_table_scalar.dot3_f32(a, b, n, dots);
     return td_cosine_from_dots_(dots[0], dots[1], dots[2]);
+}
+
+static double l2_norm_(const td_kernel_table *t, const float *query, size_t dim) {
+    double s = t->sumsq_f32(query, dim);
+    return sqrt(needs_f64_(s) ? td_table_scalar.sumsq_f32(query, dim) : s);
+}
+
+/* The batch kernel, then rows whose result is 0 or NaN (zero, tiny, overflowing or non-finite rows) again
+ * on the f64 path: a zero row costs one scalar row, anything else is rare. */
+static void cosine_rows_(const td_kernel_table *t, const float *query, double query_norm, const float *rows,
+                         size_t n_rows, size_t dim, const float *row_norms, float *out) {
+    t->cosine_batch_f32(query, query_norm, rows, n_rows, dim, row_norms, out);
+    if (t == &td_table_scalar) return;
+    for (size_t r = 0; r < n_rows; ++r)
+        if (out[r] == 0.0f || out[r] != out[r])
+            td_table_scalar.cosine_batch_f32(query, query_norm, rows + r * dim, 1, dim,
+                                             row_norms ? row_norms + r : NULL, out + r);
 }
 
 void td_cosine_batch_f32(const float *query, const float *rows, size_t n_rows, size_t dim,
                          const float *row_norms, float *out) {
     const td_kernel_table *t = td_active_table_();
-    t->cosine_batch_f32(query, sqrt(t->sumsq_f32(query, dim)), rows, n_rows, dim, row_norms, out);
+    cosine_rows_(t, query, l2_norm_(t, query, dim), rows, n_rows, dim, row_norms, out);
 }
 
 void td_l2_norms_f32(const float *rows, size_t n_rows, size_t dim, float *out) {
     const td_kernel_table *t = td_active_table_();
-    for (size_t r = 0; r < n_rows; ++r) out[r] = (float)sqrt(t->sumsq_f32(rows + r * dim, dim));
+    for (size_t r = 0; r < n_rows; ++r) out[r] = (float)l2_norm_(t, rows + r * dim, dim);
 }
 
 void td_matvec_i8_f32(const int8_t *w, const float *scales, const float *bias, const float *x, size_t rows,
@@ -273,12 +299,12 @@ int td_score_candidates(const td_fastgrnn *m, const td_feature_config *cfg, cons
     const double inv_log_cap = 1.0 / log1p(10000.0);
     double query_norm;
     if (!m || !cfg || m->input_dim != TD_NUM_FEATURES || m->timesteps != 1 || m->output_dim != 1) return -1;
-    query_norm = sqrt(t->sumsq_f32(query, dim));
+    query_norm = l2_norm_(t, query, dim);
     for (size_t start = 0; start < n; start += TD_SCORE_CHUNK) {
         size_t count = n - start < TD_SCORE_CHUNK ? n - start : TD_SCORE_CHUNK;
         float *f = features_out ? features_out + start * TD_NUM_FEATURES : features;
-        t->cosine_batch_f32(query, query_norm, embeddings + start * dim, count, dim,
-                            embedding_norms ? embedding_norms + start : NULL, sims);
+        cosine_rows_(t, query, query_norm, embeddings + start * dim, count, dim,
+                     embedding_norms ? embedding_norms + start : NULL, sims);
         for (size_t i = 0; i < count; ++i) {
             size_t c = start + i;
             double age = now - created_at[c];

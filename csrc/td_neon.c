@@ -370,12 +370,13 @@ static void dense_cols_f32_neon_(const float *m, size_t rows, size_t cols, const
     }
 }
 
-/* Four int8 at p (no over-read) as f32. */
+/* Four int8 at p as f32, read lane by lane (no over-read). */
 static inline float32x4_t load4_s8_as_f32_(const int8_t *p) {
-    int32_t bits;
-    memcpy(&bits, p, sizeof bits);
-    int16x8_t v_s16x8 = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(bits)));
-    return vcvtq_f32_s32(vmovl_s16(vget_low_s16(v_s16x8)));
+    int8x8_t v_s8x8 = vld1_dup_s8(p);
+    v_s8x8 = vld1_lane_s8(p + 1, v_s8x8, 1);
+    v_s8x8 = vld1_lane_s8(p + 2, v_s8x8, 2);
+    v_s8x8 = vld1_lane_s8(p + 3, v_s8x8, 3);
+    return vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(v_s8x8))));
 }
 
 /* y = diag(scales) M x, M column-major int8 (rows x cols). */
@@ -412,7 +413,13 @@ static void dense_cols_i8_neon_(const int8_t *m, const float *scales, size_t row
     }
     for (; i + 4 <= rows; i += 4) {
         float32x4_t y0_f32x4 = vdupq_n_f32(0.0f);
-        for (size_t j = 0; j < cols; ++j) y0_f32x4 = vfmaq_n_f32(y0_f32x4, load4_s8_as_f32_(m + j * rows + i), x[j]);
+        size_t j = 0;
+        /* An 8-byte load at column j < cols - 1 ends inside column j + 1 (rows >= 4): within the matrix. */
+        for (; j + 1 < cols; ++j) {
+            float32x4_t w_f32x4 = vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vld1_s8(m + j * rows + i)))));
+            y0_f32x4 = vfmaq_n_f32(y0_f32x4, w_f32x4, x[j]);
+        }
+        for (; j < cols; ++j) y0_f32x4 = vfmaq_n_f32(y0_f32x4, load4_s8_as_f32_(m + j * rows + i), x[j]);
         vst1q_f32(y + i, vmulq_f32(y0_f32x4, vld1q_f32(scales + i)));
     }
     for (; i < rows; ++i) {

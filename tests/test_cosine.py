@@ -102,6 +102,16 @@ def test_overflowing_products_are_computed_in_float64(isa):
     assert kernels.cosine(a, b) == pytest.approx(ref.cosine(a, b), abs=1e-6)
 
 
+@pytest.mark.parametrize("scale", [1e-20, 1e-30, 1e-38, 1e18, 1e30])
+def test_tiny_and_huge_vectors(isa, rng, scale):
+    a = (rng.standard_normal(384) * scale).astype(np.float32)
+    b = (rng.standard_normal(384) * scale).astype(np.float32)
+    assert kernels.cosine(a, b) == pytest.approx(ref.cosine(a, b), abs=1e-6)
+    rows = np.stack([b, a, np.zeros(384, np.float32)])
+    np.testing.assert_allclose(kernels.cosine_batch(a, rows), ref.cosine_batch(a, rows), atol=1e-6)
+    np.testing.assert_allclose(kernels.l2_norms(rows), np.linalg.norm(rows.astype(np.float64), axis=1), rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "a, b, match",
     [
@@ -193,8 +203,8 @@ def test_batch_overflow_recomputed(isa):
         (dict(query=np.ones(3), rows=np.ones(3)), "rows must be a 2-D"),
         (dict(query=np.ones(0), rows=np.ones((2, 0))), "query is empty"),
         (dict(query=np.ones(3), rows=np.ones((2, 3)), row_norms=np.ones(3)), "row_norms must have length 2"),
-        (dict(query=np.ones(3), rows=np.ones((2, 3)), row_norms=[1.0, -1.0]), "row_norms must not be negative"),
-        (dict(query=np.ones(3), rows=np.ones((2, 3)), row_norms=[1.0, np.nan]), "row_norms holds"),
+        (dict(query=np.ones(3), rows=np.ones((2, 3)), row_norms=[1.0, -1.0]), r"row_norms\[1\] = -1.0: norms must be finite and not negative"),
+        (dict(query=np.ones(3), rows=np.ones((2, 3)), row_norms=[1.0, np.nan]), r"row_norms\[1\] = nan"),
         (dict(query=[1.0, np.nan, 0.0], rows=np.ones((2, 3))), "query holds a non-finite"),
         (dict(query=np.ones(3), rows=np.ones((2, 3)), out=np.ones(3, np.float32)), "out must have length 2"),
         (dict(query=np.ones(3), rows=np.ones((2, 3)), out=np.ones(2)), "out must be a writable"),

@@ -1,4 +1,4 @@
-# Declarations of csrc/td_kernels.h (and the two internal symbols the wrappers use), nothing else.
+# Declarations of csrc/td_kernels.h, nothing else.
 from libc.stdint cimport int8_t, int32_t, int64_t
 
 
@@ -88,14 +88,3 @@ cdef extern from "td_kernels.h" nogil:
                             const float *success_rate, const float *metadata_overlap, double now,
                             float *features_out, float *scores_out)
 
-
-cdef extern from "td_internal.h" nogil:
-    # The f64 reference table: used to recompute the rare inputs whose f32 products overflow.
-    ctypedef struct td_kernel_table:
-        void (*dot3_f32)(const float *a, const float *b, size_t n, double *out)
-        double (*sumsq_f32)(const float *a, size_t n)
-        void (*cosine_batch_f32)(const float *query, double query_norm, const float *rows, size_t n_rows,
-                                 size_t dim, const float *row_norms, float *out)
-
-    const td_kernel_table td_table_scalar
-    double td_cosine_from_dots_(double ab, double aa, double bb)

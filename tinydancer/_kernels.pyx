@@ -202,6 +202,26 @@ cdef int _require_finite(cnp.ndarray a, str name) except -1:
     return 0
 
 
+cdef int _require_norms(cnp.ndarray a, str name) except -1:
+    """Raise unless every value of a float32 vector is finite and >= 0."""
+    cdef const float *p = _f32p(a)
+    cdef Py_ssize_t i, n = cnp.PyArray_SIZE(a)
+    for i in range(n):
+        if not (p[i] >= 0.0 and p[i] <= 3.4028234663852886e38):  # false for NaN too
+            raise InvalidInputError(f"{name}[{i}] = {p[i]!r}: norms must be finite and not negative")
+    return 0
+
+
+cdef int _require_counts(cnp.ndarray a, str name) except -1:
+    """Raise unless every value of an int64 vector is >= 0."""
+    cdef const int64_t *p = <const int64_t *>cnp.PyArray_DATA(a)
+    cdef Py_ssize_t i, n = cnp.PyArray_SIZE(a)
+    for i in range(n):
+        if p[i] < 0:
+            raise InvalidInputError(f"{name}[{i}] = {p[i]} must not be negative")
+    return 0
+
+
 cdef int _require_nonempty(Py_ssize_t n, str name) except -1:
     if n == 0:
         raise InvalidInputError(f"{name} is empty")
@@ -237,43 +257,26 @@ def cosine(a, b):
     cdef cnp.ndarray y = _arr(b, "b", cnp.NPY_FLOAT32, 1)
     cdef Py_ssize_t n = _dim(x, 0)
     cdef double result
-    cdef double dots[3]
     if _dim(y, 0) != n:
         raise InvalidInputError(f"a and b must have the same length, got {n} and {_dim(y, 0)}")
     _require_nonempty(n, "a")
     cdef void *state = _release(n >= NOGIL_WORK)
     result = ck.td_cosine_f32(_f32p(x), _f32p(y), <size_t>n)
     _reacquire(state)
-    if not isnan(result):
-        return result
-    _require_finite(x, "a")
-    _require_finite(y, "b")
-    # Finite inputs whose f32 products overflow: the f64 reference path cannot overflow.
-    ck.td_table_scalar.dot3_f32(_f32p(x), _f32p(y), <size_t>n, dots)
-    return ck.td_cosine_from_dots_(dots[0], dots[1], dots[2])
+    if isnan(result):  # the kernels give NaN only for non-finite input
+        _require_finite(x, "a")
+        _require_finite(y, "b")
+    return result
 
 
-cdef int _check_batch_output(cnp.ndarray q, cnp.ndarray rows, object norms, cnp.ndarray out) except -1:
-    """After a batch cosine: turn NaN results into an error naming the input, or recompute overflows."""
-    cdef Py_ssize_t n = _dim(rows, 0), dim = _dim(rows, 1), bad, nxt
-    cdef float *o = _out_f32(out)
-    cdef const float *rp = _f32p(rows)
-    cdef const float *np_ = NULL
-    bad = _first_nonfinite_f32(o, n)
+cdef int _check_batch_output(cnp.ndarray q, cnp.ndarray rows, cnp.ndarray out) except -1:
+    """After a batch cosine: a NaN result comes from a non-finite query or row; name it."""
+    cdef Py_ssize_t n = _dim(rows, 0), dim = _dim(rows, 1)
+    cdef Py_ssize_t bad = _first_nonfinite_f32(_out_f32(out), n)
     if bad < 0:
         return 0
     _require_finite(q, "query")
-    cdef double qnorm = sqrt(ck.td_table_scalar.sumsq_f32(_f32p(q), <size_t>dim))
-    if norms is not None:
-        np_ = _f32p(<cnp.ndarray>norms)
-    while bad >= 0:
-        if _first_nonfinite_f32(rp + bad * dim, dim) >= 0:
-            raise InvalidInputError(f"rows[{bad}] holds a non-finite value")
-        ck.td_table_scalar.cosine_batch_f32(_f32p(q), qnorm, rp + bad * dim, 1, <size_t>dim,
-                                            np_ + bad if np_ != NULL else NULL, o + bad)
-        nxt = _first_nonfinite_f32(o + bad + 1, n - bad - 1)
-        bad = bad + 1 + nxt if nxt >= 0 else -1
-    return 0
+    raise InvalidInputError(f"rows[{bad}] holds a non-finite value")
 
 
 def cosine_batch(query, rows, row_norms=None, out=None):
@@ -301,15 +304,13 @@ def cosine_batch(query, rows, row_norms=None, out=None):
         norms = _arr(row_norms, "row_norms", cnp.NPY_FLOAT32, 1)
         if _dim(norms, 0) != n:
             raise InvalidInputError(f"row_norms must have length {n} (one per row), got {_dim(norms, 0)}")
-        _require_finite(norms, "row_norms")
-        if n and float(np.min(norms)) < 0.0:
-            raise InvalidInputError("row_norms must not be negative")
+        _require_norms(norms, "row_norms")
         norms_p = _f32p(norms)
     cdef cnp.ndarray result = _out_array(out, "out", n)
     cdef void *state = _release(n * dim >= NOGIL_WORK)
     ck.td_cosine_batch_f32(_f32p(q), _f32p(r), <size_t>n, <size_t>dim, norms_p, _out_f32(result))
     _reacquire(state)
-    _check_batch_output(q, r, norms, result)
+    _check_batch_output(q, r, result)
     return result
 
 
@@ -327,8 +328,6 @@ def l2_norms(rows):
     cdef void *state = _release(n * dim >= NOGIL_WORK)
     ck.td_l2_norms_f32(_f32p(r), <size_t>n, <size_t>dim, _out_f32(result))
     _reacquire(state)
-    if _first_nonfinite_f32(_out_f32(result), n) >= 0:  # |x| > 1.8e19 overflows f32 squares: use f64
-        result = np.sqrt(np.einsum("ij,ij->i", r.astype(np.float64), r.astype(np.float64))).astype(np.float32)
     return result
 
 
@@ -782,14 +781,19 @@ cdef class FastGRNNCell:
         """``x`` as C-contiguous float32 of shape (..., T, I), or (..., I) when T is 1; checked finite."""
         cdef int ndim = batch_axes + (1 if self.m.timesteps == 1 else 2)
         cdef cnp.ndarray a
-        if _ready(x, cnp.NPY_FLOAT32, ndim):
+        if _ready(x, cnp.NPY_FLOAT32, ndim):  # the hot path: checked without building Python objects
             a = <cnp.ndarray>x
-        elif _ready(x, cnp.NPY_FLOAT32, ndim + 1) and self.m.timesteps == 1:
-            a = <cnp.ndarray>x  # (..., 1, I) is accepted for T = 1 too
-        else:
-            arr = np.asarray(x) if x is not None else None
-            want = ndim + 1 if (self.m.timesteps == 1 and arr is not None and arr.ndim == ndim + 1) else ndim
-            a = _convert(x, name, cnp.NPY_FLOAT32, want)
+            if _dim(a, ndim - 1) == self.m.input_dim and (self.m.timesteps == 1 or _dim(a, ndim - 2) == self.m.timesteps):
+                _require_finite(a, name)
+                return a
+        return self._input_slow(x, name, batch_axes)
+
+    cdef cnp.ndarray _input_slow(self, object x, str name, int batch_axes):
+        cdef int ndim = batch_axes + (1 if self.m.timesteps == 1 else 2)
+        arr = np.asarray(x) if x is not None else None
+        # (..., 1, I) is accepted for T = 1 too
+        want = ndim + 1 if (self.m.timesteps == 1 and arr is not None and arr.ndim == ndim + 1) else ndim
+        cdef cnp.ndarray a = _convert(x, name, cnp.NPY_FLOAT32, want)
         shape = (<object>a).shape
         if a.ndim - batch_axes == 2:
             expected = (int(self.m.timesteps), int(self.m.input_dim))
@@ -909,8 +913,7 @@ def score_candidates(FastGRNNCell model not None, query, embeddings, created_at,
     cdef cnp.ndarray created = _per_candidate(created_at, "created_at", n, cnp.NPY_FLOAT64)
     _require_finite(created, "created_at")
     cdef cnp.ndarray counts = _per_candidate(access_count, "access_count", n, cnp.NPY_INT64)
-    if n and int(np.min(counts)) < 0:
-        raise InvalidInputError(f"access_count must not be negative (index {int(np.argmin(counts))})")
+    _require_counts(counts, "access_count")
     cdef cnp.ndarray success = _per_candidate(success_rate, "success_rate", n, cnp.NPY_FLOAT32)
     _require_unit_interval(success, "success_rate")
     cdef cnp.ndarray overlap = None
@@ -923,9 +926,7 @@ def score_candidates(FastGRNNCell model not None, query, embeddings, created_at,
     cdef const float *norms_p = NULL
     if embedding_norms is not None:
         norms = _per_candidate(embedding_norms, "embedding_norms", n, cnp.NPY_FLOAT32)
-        _require_finite(norms, "embedding_norms")
-        if n and float(np.min(norms)) < 0.0:
-            raise InvalidInputError("embedding_norms must not be negative")
+        _require_norms(norms, "embedding_norms")
         norms_p = _f32p(norms)
     if not isfinite(now):
         raise InvalidInputError(f"now must be finite, got {now}")
@@ -959,23 +960,7 @@ def score_candidates(FastGRNNCell model not None, query, embeddings, created_at,
     _reacquire(state)
     if rc != 0:
         raise InvalidInputError("model does not have the shape of a candidate scorer")
-    if _first_nonfinite_f32(_out_f32(scores), n) >= 0:
+    if _first_nonfinite_f32(_out_f32(scores), n) >= 0:  # only non-finite embeddings give NaN scores
         _require_finite(q, "query")
         _require_finite(E, "embeddings")
-        # Finite embeddings whose f32 products overflow: score those candidates again on the f64 path.
-        sims = cosine_batch(q, E, norms)
-        feats = _features_f64(sims, created, counts, success, overlap, now, cfg.recency_decay, w)
-        scores[...] = model.forward_batch(feats)
-        if features_out is not None:
-            features_out[...] = feats
     return scores
-
-
-cdef object _features_f64(object sims, object created, object counts, object success, object overlap,
-                          double now, double decay, list w):
-    age = np.maximum(now - created, 0.0)
-    freq = np.minimum(np.log1p(counts.astype(np.float64)) / np.log1p(10000.0), 1.0)
-    meta = overlap if overlap is not None else np.zeros(len(sims), dtype=np.float32)
-    cols = [sims, np.exp(-decay * age), freq, success, meta]
-    return np.ascontiguousarray(np.stack([np.float32(wi) * np.asarray(c, dtype=np.float32)
-                                          for wi, c in zip(w, cols)], axis=1))

@@ -1,0 +1,557 @@
+#include <immintrin.h>
+#include "td_internal.h"
+
+/* td_avx2.c - x86-64 AVX2 + FMA kernels. Built alone with -mavx2 -mfma; td_scalar.c is the specification of
+ * every entry. Cosine forms f32 products, sums at most 4 of them per lane in f32 (one 32-float block), then
+ * widens the block sums to f64. int8 x int8 is exact in int32. Tails are handled without reading past any
+ * array: scalar loops, or masked loads. */
+#include <string.h>
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Helpers                                                                                              */
+/* ---------------------------------------------------------------------------------------------------- */
+
+static inline float hsum_ps_(__m256 v_f32x8) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v_f32x8), _mm256_extractf128_ps(v_f32x8, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline double hsum_pd_(__m256d v_f64x4) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v_f64x4), _mm256_extractf128_pd(v_f64x4, 1));
+    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+    return _mm_cvtsd_f64(s);
+}
+
+static inline int32_t hsum_epi32_(__m256i v_i32x8) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v_i32x8), _mm256_extracti128_si256(v_i32x8, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* All bits set in lanes 0 .. n-1 (n <= 8). */
+static inline __m256i lane_mask_(size_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* p[0 .. min(n, 8)) with zeros in the other lanes; masked lanes touch no memory. */
+static inline __m256 loadn_ps_(const float *p, size_t n) {
+    return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lane_mask_(n));
+}
+
+static inline void storen_ps_(float *p, size_t n, __m256 v_f32x8) {
+    if (n >= 8)
+        _mm256_storeu_ps(p, v_f32x8);
+    else
+        _mm256_maskstore_ps(p, lane_mask_(n), v_f32x8);
+}
+
+/* 8 int8 as f32. */
+static inline __m256 load_i8x8_ps_(const int8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+/* p[0 .. min(n, 8)) as f32, zeros in the other lanes; reads only those n bytes. */
+static inline __m256 loadn_i8_ps_(const int8_t *p, size_t n) {
+    int64_t bytes = 0;
+    if (n >= 8) return load_i8x8_ps_(p);
+    memcpy(&bytes, p, n);
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(bytes)));
+}
+
+/* Lane-wise sum of 4 f32 products over a 32-float block: lane l gets a[l + 8k] * b[l + 8k], k = 0..3. */
+static inline __m256 block_dot_(const float *a, const float *b) {
+    __m256 sum_f32x8 = _mm256_mul_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b));
+    sum_f32x8 = _mm256_fmadd_ps(_mm256_loadu_ps(a + 8), _mm256_loadu_ps(b + 8), sum_f32x8);
+    sum_f32x8 = _mm256_fmadd_ps(_mm256_loadu_ps(a + 16), _mm256_loadu_ps(b + 16), sum_f32x8);
+    return _mm256_fmadd_ps(_mm256_loadu_ps(a + 24), _mm256_loadu_ps(b + 24), sum_f32x8);
+}
+
+/* Widens the two halves of an f32 block sum to f64 and adds them to lo and hi. */
+static inline void widen_add_(__m256d *lo_f64x4, __m256d *hi_f64x4, __m256 sum_f32x8) {
+    *lo_f64x4 = _mm256_add_pd(*lo_f64x4, _mm256_cvtps_pd(_mm256_castps256_ps128(sum_f32x8)));
+    *hi_f64x4 = _mm256_add_pd(*hi_f64x4, _mm256_cvtps_pd(_mm256_extractf128_ps(sum_f32x8, 1)));
+}
+
+/* exp(x) after clamping x to [-87, 88], where 2^n stays a normal float and nothing overflows; NaN stays
+ * NaN (min/max return their second operand for NaN). Cephes expf: n = round(x log2(e)), r = x - n ln2
+ * with ln2 in two parts, exp(r) = 1 + r + r^2 P(r) with P of degree 5, then n is added to the exponent. */
+static inline __m256 exp_ps_(__m256 x_f32x8) {
+    __m256 n_f32x8, r_f32x8, p_f32x8, y_f32x8;
+    __m256i e_i32x8;
+    x_f32x8 = _mm256_min_ps(_mm256_set1_ps(88.0f), x_f32x8);
+    x_f32x8 = _mm256_max_ps(_mm256_set1_ps(-87.0f), x_f32x8);
+    n_f32x8 = _mm256_round_ps(_mm256_mul_ps(x_f32x8, _mm256_set1_ps(1.44269504088896341f)),
+                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r_f32x8 = _mm256_fnmadd_ps(n_f32x8, _mm256_set1_ps(0.693359375f), x_f32x8);
+    r_f32x8 = _mm256_fnmadd_ps(n_f32x8, _mm256_set1_ps(-2.12194440e-4f), r_f32x8);
+    p_f32x8 = _mm256_set1_ps(1.9875691500e-4f);
+    p_f32x8 = _mm256_fmadd_ps(p_f32x8, r_f32x8, _mm256_set1_ps(1.3981999507e-3f));
+    p_f32x8 = _mm256_fmadd_ps(p_f32x8, r_f32x8, _mm256_set1_ps(8.3334519073e-3f));
+    p_f32x8 = _mm256_fmadd_ps(p_f32x8, r_f32x8, _mm256_set1_ps(4.1665795894e-2f));
+    p_f32x8 = _mm256_fmadd_ps(p_f32x8, r_f32x8, _mm256_set1_ps(1.6666665459e-1f));
+    p_f32x8 = _mm256_fmadd_ps(p_f32x8, r_f32x8, _mm256_set1_ps(5.0000001201e-1f));
+    y_f32x8 = _mm256_fmadd_ps(p_f32x8, _mm256_mul_ps(r_f32x8, r_f32x8),
+                              _mm256_add_ps(r_f32x8, _mm256_set1_ps(1.0f)));
+    e_i32x8 = _mm256_slli_epi32(_mm256_cvtps_epi32(n_f32x8), 23);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y_f32x8), e_i32x8));
+}
+
+/* 1 / (1 + exp(-x)); saturates to 1 or a tiny positive number, never NaN for non-NaN x. */
+static inline __m256 sigmoid_ps_(__m256 x_f32x8) {
+    const __m256 one_f32x8 = _mm256_set1_ps(1.0f);
+    __m256 e_f32x8 = exp_ps_(_mm256_sub_ps(_mm256_setzero_ps(), x_f32x8));
+    return _mm256_div_ps(one_f32x8, _mm256_add_ps(one_f32x8, e_f32x8));
+}
+
+/* sign(x) (1 - e) / (1 + e) with e = exp(-2|x|): no overflow, +-1 for large |x|, absolute error ~1e-7. */
+static inline __m256 tanh_ps_(__m256 x_f32x8) {
+    const __m256 one_f32x8 = _mm256_set1_ps(1.0f), sign_bit_f32x8 = _mm256_set1_ps(-0.0f);
+    __m256 abs_f32x8 = _mm256_andnot_ps(sign_bit_f32x8, x_f32x8);
+    __m256 e_f32x8 = exp_ps_(_mm256_mul_ps(abs_f32x8, _mm256_set1_ps(-2.0f)));
+    __m256 t_f32x8 = _mm256_div_ps(_mm256_sub_ps(one_f32x8, e_f32x8), _mm256_add_ps(one_f32x8, e_f32x8));
+    return _mm256_or_ps(t_f32x8, _mm256_and_ps(sign_bit_f32x8, x_f32x8));
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Dot products and cosine                                                                              */
+/* ---------------------------------------------------------------------------------------------------- */
+
+static void dot3_f32_avx2(const float *a, const float *b, size_t n, double out[3]) {
+    __m256d ab_lo_f64x4 = _mm256_setzero_pd(), ab_hi_f64x4 = _mm256_setzero_pd();
+    __m256d aa_lo_f64x4 = _mm256_setzero_pd(), aa_hi_f64x4 = _mm256_setzero_pd();
+    __m256d bb_lo_f64x4 = _mm256_setzero_pd(), bb_hi_f64x4 = _mm256_setzero_pd();
+    double ab, aa, bb;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        widen_add_(&ab_lo_f64x4, &ab_hi_f64x4, block_dot_(a + i, b + i));
+        widen_add_(&aa_lo_f64x4, &aa_hi_f64x4, block_dot_(a + i, a + i));
+        widen_add_(&bb_lo_f64x4, &bb_hi_f64x4, block_dot_(b + i, b + i));
+    }
+    for (; i + 8 <= n; i += 8) { /* one product per lane */
+        __m256 a_f32x8 = _mm256_loadu_ps(a + i), b_f32x8 = _mm256_loadu_ps(b + i);
+        widen_add_(&ab_lo_f64x4, &ab_hi_f64x4, _mm256_mul_ps(a_f32x8, b_f32x8));
+        widen_add_(&aa_lo_f64x4, &aa_hi_f64x4, _mm256_mul_ps(a_f32x8, a_f32x8));
+        widen_add_(&bb_lo_f64x4, &bb_hi_f64x4, _mm256_mul_ps(b_f32x8, b_f32x8));
+    }
+    ab = hsum_pd_(_mm256_add_pd(ab_lo_f64x4, ab_hi_f64x4));
+    aa = hsum_pd_(_mm256_add_pd(aa_lo_f64x4, aa_hi_f64x4));
+    bb = hsum_pd_(_mm256_add_pd(bb_lo_f64x4, bb_hi_f64x4));
+    for (; i < n; ++i) {
+        double x = (double)a[i], y = (double)b[i];
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    out[0] = ab;
+    out[1] = aa;
+    out[2] = bb;
+}
+
+static double sumsq_f32_avx2(const float *a, size_t n) {
+    __m256d s0_lo_f64x4 = _mm256_setzero_pd(), s0_hi_f64x4 = _mm256_setzero_pd();
+    __m256d s1_lo_f64x4 = _mm256_setzero_pd(), s1_hi_f64x4 = _mm256_setzero_pd();
+    double s;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) { /* two blocks, two accumulator pairs */
+        widen_add_(&s0_lo_f64x4, &s0_hi_f64x4, block_dot_(a + i, a + i));
+        widen_add_(&s1_lo_f64x4, &s1_hi_f64x4, block_dot_(a + i + 32, a + i + 32));
+    }
+    if (i + 32 <= n) {
+        widen_add_(&s0_lo_f64x4, &s0_hi_f64x4, block_dot_(a + i, a + i));
+        i += 32;
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 a_f32x8 = _mm256_loadu_ps(a + i);
+        widen_add_(&s1_lo_f64x4, &s1_hi_f64x4, _mm256_mul_ps(a_f32x8, a_f32x8));
+    }
+    s = hsum_pd_(_mm256_add_pd(_mm256_add_pd(s0_lo_f64x4, s0_hi_f64x4), _mm256_add_pd(s1_lo_f64x4, s1_hi_f64x4)));
+    for (; i < n; ++i) s += (double)a[i] * (double)a[i];
+    return s;
+}
+
+/* q.r0 and q.r1 over n floats: the two rows share the loads of q. */
+static void dot_rows2_(const float *q, const float *r0, const float *r1, size_t n, double out[2]) {
+    __m256d d0_lo_f64x4 = _mm256_setzero_pd(), d0_hi_f64x4 = _mm256_setzero_pd();
+    __m256d d1_lo_f64x4 = _mm256_setzero_pd(), d1_hi_f64x4 = _mm256_setzero_pd();
+    double d0, d1;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        widen_add_(&d0_lo_f64x4, &d0_hi_f64x4, block_dot_(q + i, r0 + i));
+        widen_add_(&d1_lo_f64x4, &d1_hi_f64x4, block_dot_(q + i, r1 + i));
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 q_f32x8 = _mm256_loadu_ps(q + i);
+        widen_add_(&d0_lo_f64x4, &d0_hi_f64x4, _mm256_mul_ps(q_f32x8, _mm256_loadu_ps(r0 + i)));
+        widen_add_(&d1_lo_f64x4, &d1_hi_f64x4, _mm256_mul_ps(q_f32x8, _mm256_loadu_ps(r1 + i)));
+    }
+    d0 = hsum_pd_(_mm256_add_pd(d0_lo_f64x4, d0_hi_f64x4));
+    d1 = hsum_pd_(_mm256_add_pd(d1_lo_f64x4, d1_hi_f64x4));
+    for (; i < n; ++i) {
+        d0 += (double)q[i] * (double)r0[i];
+        d1 += (double)q[i] * (double)r1[i];
+    }
+    out[0] = d0;
+    out[1] = d1;
+}
+
+/* q.r, and r.r when rr is not NULL. */
+static void dot_row_(const float *q, const float *r, size_t n, double *qr, double *rr) {
+    __m256d qr_lo_f64x4 = _mm256_setzero_pd(), qr_hi_f64x4 = _mm256_setzero_pd();
+    __m256d rr_lo_f64x4 = _mm256_setzero_pd(), rr_hi_f64x4 = _mm256_setzero_pd();
+    double dqr, drr;
+    size_t i = 0;
+    if (rr) {
+        for (; i + 32 <= n; i += 32) {
+            widen_add_(&qr_lo_f64x4, &qr_hi_f64x4, block_dot_(q + i, r + i));
+            widen_add_(&rr_lo_f64x4, &rr_hi_f64x4, block_dot_(r + i, r + i));
+        }
+        for (; i + 8 <= n; i += 8) {
+            __m256 r_f32x8 = _mm256_loadu_ps(r + i);
+            widen_add_(&qr_lo_f64x4, &qr_hi_f64x4, _mm256_mul_ps(_mm256_loadu_ps(q + i), r_f32x8));
+            widen_add_(&rr_lo_f64x4, &rr_hi_f64x4, _mm256_mul_ps(r_f32x8, r_f32x8));
+        }
+    } else {
+        for (; i + 32 <= n; i += 32) widen_add_(&qr_lo_f64x4, &qr_hi_f64x4, block_dot_(q + i, r + i));
+        for (; i + 8 <= n; i += 8)
+            widen_add_(&qr_lo_f64x4, &qr_hi_f64x4, _mm256_mul_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(r + i)));
+    }
+    dqr = hsum_pd_(_mm256_add_pd(qr_lo_f64x4, qr_hi_f64x4));
+    drr = hsum_pd_(_mm256_add_pd(rr_lo_f64x4, rr_hi_f64x4));
+    for (; i < n; ++i) {
+        double y = (double)r[i];
+        dqr += (double)q[i] * y;
+        drr += y * y;
+    }
+    *qr = dqr;
+    if (rr) *rr = drr;
+}
+
+static void cosine_batch_f32_avx2(const float *query, double query_norm, const float *rows, size_t n_rows,
+                                  size_t dim, const float *row_norms, float *out) {
+    const double aa = query_norm * query_norm;
+    size_t r = 0;
+    if (row_norms) { /* the hot path: only q.row, two rows at a time */
+        for (; r + 2 <= n_rows; r += 2) {
+            double ab[2], n0 = (double)row_norms[r], n1 = (double)row_norms[r + 1];
+            dot_rows2_(query, rows + r * dim, rows + (r + 1) * dim, dim, ab);
+            out[r] = (float)td_cosine_from_dots_(ab[0], aa, n0 * n0);
+            out[r + 1] = (float)td_cosine_from_dots_(ab[1], aa, n1 * n1);
+        }
+        if (r < n_rows) {
+            double ab, norm = (double)row_norms[r];
+            dot_row_(query, rows + r * dim, dim, &ab, NULL);
+            out[r] = (float)td_cosine_from_dots_(ab, aa, norm * norm);
+        }
+        return;
+    }
+    for (; r < n_rows; ++r) {
+        double ab, bb, norm;
+        dot_row_(query, rows + r * dim, dim, &ab, &bb);
+        norm = sqrt(bb);
+        out[r] = (float)td_cosine_from_dots_(ab, aa, norm * norm);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* int8 matrix-vector products                                                                          */
+/* ---------------------------------------------------------------------------------------------------- */
+
+/* 8 int32 lanes, each the exact sum of two int8 x int8 products of a[0..16) and b[0..16). */
+static inline __m256i madd_i8x16_(const int8_t *a, const int8_t *b) {
+    __m256i a_i16x16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a));
+    __m256i b_i16x16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b));
+    return _mm256_madd_epi16(a_i16x16, b_i16x16); /* |sum| <= 2 * 128^2: no saturation */
+}
+
+static void matvec_i8_f32_avx2(const int8_t *w, const float *scales, const float *bias, const float *x,
+                               size_t rows, size_t cols, float *y) {
+    for (size_t i = 0; i < rows; ++i) {
+        const int8_t *row = w + i * cols;
+        __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
+        float s;
+        size_t j = 0;
+        for (; j + 16 <= cols; j += 16) {
+            sum0_f32x8 = _mm256_fmadd_ps(load_i8x8_ps_(row + j), _mm256_loadu_ps(x + j), sum0_f32x8);
+            sum1_f32x8 = _mm256_fmadd_ps(load_i8x8_ps_(row + j + 8), _mm256_loadu_ps(x + j + 8), sum1_f32x8);
+        }
+        if (j + 8 <= cols) {
+            sum0_f32x8 = _mm256_fmadd_ps(load_i8x8_ps_(row + j), _mm256_loadu_ps(x + j), sum0_f32x8);
+            j += 8;
+        }
+        s = hsum_ps_(_mm256_add_ps(sum0_f32x8, sum1_f32x8));
+        for (; j < cols; ++j) s += (float)row[j] * x[j];
+        y[i] = scales[i] * s + (bias ? bias[i] : 0.0f);
+    }
+}
+
+static void matvec_i8_i32_avx2(const int8_t *w, const int8_t *x, size_t rows, size_t cols, int32_t *acc) {
+    for (size_t i = 0; i < rows; ++i) {
+        const int8_t *row = w + i * cols;
+        __m256i sum0_i32x8 = _mm256_setzero_si256(), sum1_i32x8 = _mm256_setzero_si256();
+        int32_t s;
+        size_t j = 0;
+        for (; j + 32 <= cols; j += 32) {
+            sum0_i32x8 = _mm256_add_epi32(sum0_i32x8, madd_i8x16_(row + j, x + j));
+            sum1_i32x8 = _mm256_add_epi32(sum1_i32x8, madd_i8x16_(row + j + 16, x + j + 16));
+        }
+        if (j + 16 <= cols) {
+            sum0_i32x8 = _mm256_add_epi32(sum0_i32x8, madd_i8x16_(row + j, x + j));
+            j += 16;
+        }
+        s = hsum_epi32_(_mm256_add_epi32(sum0_i32x8, sum1_i32x8));
+        for (; j < cols; ++j) s += (int32_t)row[j] * (int32_t)x[j];
+        acc[i] = s;
+    }
+}
+
+/* CSR: full groups of 8 entries gather x (indices are in range, so the gather stays inside x). */
+
+static void csr_matvec_i8_f32_avx2(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                                   const float *scales, const float *bias, const float *x, size_t rows,
+                                   float *y) {
+    for (size_t i = 0; i < rows; ++i) {
+        int32_t k = indptr[i];
+        const int32_t end = indptr[i + 1];
+        __m256 sum_f32x8 = _mm256_setzero_ps();
+        float s;
+        for (; end - k >= 8; k += 8) {
+            __m256i idx_i32x8 = _mm256_loadu_si256((const __m256i *)(indices + k));
+            sum_f32x8 = _mm256_fmadd_ps(load_i8x8_ps_(values + k), _mm256_i32gather_ps(x, idx_i32x8, 4), sum_f32x8);
+        }
+        s = hsum_ps_(sum_f32x8);
+        for (; k < end; ++k) s += (float)values[k] * x[indices[k]];
+        y[i] = scales[i] * s + (bias ? bias[i] : 0.0f);
+    }
+}
+
+static void csr_matvec_i8_i32_avx2(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                                   const int8_t *x, size_t rows, int32_t *acc) {
+    for (size_t i = 0; i < rows; ++i) {
+        int32_t k = indptr[i];
+        const int32_t end = indptr[i + 1];
+        __m256i sum_i32x8 = _mm256_setzero_si256();
+        int32_t s;
+        for (; end - k >= 16; k += 16) {
+            /* x is int8: a 32-bit gather could read past its end, so its 16 values are loaded one by one */
+            const int32_t *ix = indices + k;
+            __m256i x_i16x16 = _mm256_setr_epi16(x[ix[0]], x[ix[1]], x[ix[2]], x[ix[3]], x[ix[4]], x[ix[5]],
+                                                 x[ix[6]], x[ix[7]], x[ix[8]], x[ix[9]], x[ix[10]], x[ix[11]],
+                                                 x[ix[12]], x[ix[13]], x[ix[14]], x[ix[15]]);
+            __m256i v_i16x16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(values + k)));
+            sum_i32x8 = _mm256_add_epi32(sum_i32x8, _mm256_madd_epi16(v_i16x16, x_i16x16));
+        }
+        s = hsum_epi32_(sum_i32x8);
+        for (; k < end; ++k) s += (int32_t)values[k] * (int32_t)x[indices[k]];
+        acc[i] = s;
+    }
+}
+
+static void csr_matvec_f32_avx2(const float *values, const int32_t *indices, const int32_t *indptr,
+                                const float *bias, const float *x, size_t rows, float *y) {
+    for (size_t i = 0; i < rows; ++i) {
+        int32_t k = indptr[i];
+        const int32_t end = indptr[i + 1];
+        __m256 sum_f32x8 = _mm256_setzero_ps();
+        float s;
+        for (; end - k >= 8; k += 8) {
+            __m256i idx_i32x8 = _mm256_loadu_si256((const __m256i *)(indices + k));
+            sum_f32x8 = _mm256_fmadd_ps(_mm256_loadu_ps(values + k), _mm256_i32gather_ps(x, idx_i32x8, 4),
+                                        sum_f32x8);
+        }
+        s = hsum_ps_(sum_f32x8);
+        for (; k < end; ++k) s += values[k] * x[indices[k]];
+        y[i] = s + (bias ? bias[i] : 0.0f);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* FastGRNN                                                                                             */
+/* ---------------------------------------------------------------------------------------------------- */
+
+/* Buffers of hidden-sized vectors hold whole groups of 8; the lanes past hidden_dim are kept at 0. */
+
+/* h_t = z h_{t-1} + (zeta (1 - z) + nu) tanh(a + b_h), z = sigmoid(a + b_z). */
+static inline __m256 fastgrnn_cell_(__m256 a_f32x8, __m256 bz_f32x8, __m256 bh_f32x8, __m256 h_f32x8,
+                                    __m256 zeta_f32x8, __m256 nu_f32x8) {
+    __m256 z_f32x8 = sigmoid_ps_(_mm256_add_ps(a_f32x8, bz_f32x8));
+    __m256 c_f32x8 = tanh_ps_(_mm256_add_ps(a_f32x8, bh_f32x8));
+    __m256 g_f32x8 = _mm256_fmadd_ps(zeta_f32x8, _mm256_sub_ps(_mm256_set1_ps(1.0f), z_f32x8), nu_f32x8);
+    return _mm256_fmadd_ps(z_f32x8, h_f32x8, _mm256_mul_ps(g_f32x8, c_f32x8));
+}
+
+/* y = M x for a column-major rows x cols f32 matrix; y holds rows rounded up to 8, the padding set to 0. */
+static void dense_cols_f32_avx2_(const float *m, size_t rows, size_t cols, const float *x, float *y) {
+    for (size_t i = 0; i < rows; i += 8) {
+        const size_t n = rows - i;
+        __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
+        size_t j = 0;
+        for (; j + 2 <= cols; j += 2) {
+            sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + j * rows + i, n), _mm256_set1_ps(x[j]), sum0_f32x8);
+            sum1_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + (j + 1) * rows + i, n), _mm256_set1_ps(x[j + 1]), sum1_f32x8);
+        }
+        if (j < cols) sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + j * rows + i, n), _mm256_set1_ps(x[j]), sum0_f32x8);
+        _mm256_storeu_ps(y + i, _mm256_add_ps(sum0_f32x8, sum1_f32x8));
+    }
+}
+
+/* The same for column-major int8 with per-row scales. */
+static void dense_cols_i8_avx2_(const int8_t *m, const float *scales, size_t rows, size_t cols, const float *x,
+                                float *y) {
+    for (size_t i = 0; i < rows; i += 8) {
+        const size_t n = rows - i;
+        __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
+        size_t j = 0;
+        for (; j + 2 <= cols; j += 2) {
+            sum0_f32x8 = _mm256_fmadd_ps(loadn_i8_ps_(m + j * rows + i, n), _mm256_set1_ps(x[j]), sum0_f32x8);
+            sum1_f32x8 = _mm256_fmadd_ps(loadn_i8_ps_(m + (j + 1) * rows + i, n), _mm256_set1_ps(x[j + 1]), sum1_f32x8);
+        }
+        if (j < cols) sum0_f32x8 = _mm256_fmadd_ps(loadn_i8_ps_(m + j * rows + i, n), _mm256_set1_ps(x[j]), sum0_f32x8);
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_add_ps(sum0_f32x8, sum1_f32x8), loadn_ps_(scales + i, n)));
+    }
+}
+
+/* y = M x for any matrix kind (x: cols floats); y as in dense_cols_f32_avx2_. */
+static void matrix_apply_avx2_(const td_matrix *m, const float *x, float *y) {
+    const size_t rows = (size_t)m->rows, cols = (size_t)m->cols;
+    switch (m->kind) {
+    case TD_MATRIX_DENSE_F32:
+        dense_cols_f32_avx2_(m->f32, rows, cols, x, y);
+        return;
+    case TD_MATRIX_LOWRANK_F32: {
+        float t[TD_FASTGRNN_MAX_DIM];
+        dense_cols_f32_avx2_(m->f32_right, (size_t)m->rank, cols, x, t);
+        dense_cols_f32_avx2_(m->f32, rows, (size_t)m->rank, t, y);
+        return;
+    }
+    case TD_MATRIX_DENSE_I8:
+        dense_cols_i8_avx2_(m->i8, m->scales, rows, cols, x, y);
+        return;
+    case TD_MATRIX_SPARSE_I8:
+        csr_matvec_i8_f32_avx2(m->i8, m->indices, m->indptr, m->scales, NULL, x, rows, y);
+        break;
+    case TD_MATRIX_SPARSE_F32:
+        csr_matvec_f32_avx2(m->f32, m->indices, m->indptr, NULL, x, rows, y);
+        break;
+    default:
+        memset(y, 0, rows * sizeof(float));
+        break;
+    }
+    for (size_t i = rows; i % 8 != 0; ++i) y[i] = 0.0f;
+}
+
+/* Final hidden state h (padded) of one sequence x, any matrix kinds and hidden_dim. */
+static void fastgrnn_hidden_avx2_(const td_fastgrnn *m, const float *x, __m256 zeta_f32x8, __m256 nu_f32x8,
+                                  float *h) {
+    const size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
+    float a[TD_FASTGRNN_MAX_DIM], uh[TD_FASTGRNN_MAX_DIM];
+    memset(h, 0, (hidden + 7) / 8 * 8 * sizeof(float));
+    for (int32_t t = 0; t < m->timesteps; ++t) {
+        matrix_apply_avx2_(&m->w, x + (size_t)t * inputs, a);
+        if (t > 0) matrix_apply_avx2_(&m->u, h, uh); /* h_0 = 0, so U h_0 = 0 */
+        for (size_t i = 0; i < hidden; i += 8) {
+            const size_t n = hidden - i;
+            __m256 a_f32x8 = _mm256_loadu_ps(a + i);
+            if (t > 0) a_f32x8 = _mm256_add_ps(a_f32x8, _mm256_loadu_ps(uh + i));
+            _mm256_storeu_ps(h + i, fastgrnn_cell_(a_f32x8, loadn_ps_(m->b_z + i, n), loadn_ps_(m->b_h + i, n),
+                                                   _mm256_loadu_ps(h + i), zeta_f32x8, nu_f32x8));
+        }
+    }
+}
+
+/* sum_j col_j x_j for a column-major hidden x cols f32 matrix, hidden <= 8. */
+static inline __m256 small_matvec_(const float *m, size_t hidden, size_t cols, const float *x) {
+    __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 2 <= cols; j += 2) {
+        sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + j * hidden, hidden), _mm256_set1_ps(x[j]), sum0_f32x8);
+        sum1_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + (j + 1) * hidden, hidden), _mm256_set1_ps(x[j + 1]), sum1_f32x8);
+    }
+    if (j < cols) sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + j * hidden, hidden), _mm256_set1_ps(x[j]), sum0_f32x8);
+    return _mm256_add_ps(sum0_f32x8, sum1_f32x8);
+}
+
+/* U h for a column-major hidden x hidden f32 matrix with h in one register, hidden <= 8. */
+static inline __m256 small_matvec_reg_(const float *u, size_t hidden, __m256 h_f32x8) {
+    __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 2 <= hidden; j += 2) {
+        __m256 h0_f32x8 = _mm256_permutevar8x32_ps(h_f32x8, _mm256_set1_epi32((int)j));
+        __m256 h1_f32x8 = _mm256_permutevar8x32_ps(h_f32x8, _mm256_set1_epi32((int)j + 1));
+        sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(u + j * hidden, hidden), h0_f32x8, sum0_f32x8);
+        sum1_f32x8 = _mm256_fmadd_ps(loadn_ps_(u + (j + 1) * hidden, hidden), h1_f32x8, sum1_f32x8);
+    }
+    if (j < hidden) {
+        __m256 h0_f32x8 = _mm256_permutevar8x32_ps(h_f32x8, _mm256_set1_epi32((int)j));
+        sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(u + j * hidden, hidden), h0_f32x8, sum0_f32x8);
+    }
+    return _mm256_add_ps(sum0_f32x8, sum1_f32x8);
+}
+
+/* The hot case: hidden_dim <= 8 and dense f32 weights, the whole state in one register. Writes the logit
+ * for output_dim 1 (the caller applies the sigmoid), else the probabilities. */
+static void fastgrnn_small_avx2_(const td_fastgrnn *m, const float *x, size_t batch, __m256 zeta_f32x8,
+                                 __m256 nu_f32x8, float *out) {
+    const size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
+    const size_t outputs = (size_t)m->output_dim;
+    const size_t steps = m->timesteps > 0 ? (size_t)m->timesteps : 0;
+    const __m256 bz_f32x8 = loadn_ps_(m->b_z, hidden), bh_f32x8 = loadn_ps_(m->b_h, hidden);
+    const __m256 wout_f32x8 = loadn_ps_(m->w_out, hidden);
+    for (size_t n = 0; n < batch; ++n) {
+        const float *xn = x + n * steps * inputs;
+        __m256 h_f32x8 = _mm256_setzero_ps();
+        for (size_t t = 0; t < steps; ++t) {
+            __m256 a_f32x8 = small_matvec_(m->w.f32, hidden, inputs, xn + t * inputs);
+            if (t > 0) a_f32x8 = _mm256_add_ps(a_f32x8, small_matvec_reg_(m->u.f32, hidden, h_f32x8));
+            h_f32x8 = fastgrnn_cell_(a_f32x8, bz_f32x8, bh_f32x8, h_f32x8, zeta_f32x8, nu_f32x8);
+        }
+        if (outputs == 1) {
+            out[n] = hsum_ps_(_mm256_mul_ps(wout_f32x8, h_f32x8)) + m->b_out[0];
+        } else {
+            float h[8];
+            _mm256_storeu_ps(h, h_f32x8);
+            td_fastgrnn_output_(m, h, out + n * outputs);
+        }
+    }
+}
+
+static void fastgrnn_batch_avx2(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
+    const size_t hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
+    const size_t step = m->timesteps > 0 ? (size_t)m->timesteps * (size_t)m->input_dim : 0;
+    /* sigmoid(zeta) and sigmoid(nu) in lanes 0 and 1 of one vector */
+    const __m256 gates_f32x8 = sigmoid_ps_(_mm256_setr_ps(m->zeta, m->nu, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f));
+    const __m256 zeta_f32x8 = _mm256_permutevar8x32_ps(gates_f32x8, _mm256_setzero_si256());
+    const __m256 nu_f32x8 = _mm256_permutevar8x32_ps(gates_f32x8, _mm256_set1_epi32(1));
+    if (hidden <= 8 && m->w.kind == TD_MATRIX_DENSE_F32 && (m->timesteps <= 1 || m->u.kind == TD_MATRIX_DENSE_F32)) {
+        fastgrnn_small_avx2_(m, x, batch, zeta_f32x8, nu_f32x8, out);
+    } else {
+        float h[TD_FASTGRNN_MAX_DIM];
+        for (size_t n = 0; n < batch; ++n) {
+            fastgrnn_hidden_avx2_(m, x + n * step, zeta_f32x8, nu_f32x8, h);
+            if (outputs == 1) {
+                __m256 sum_f32x8 = _mm256_setzero_ps();
+                for (size_t i = 0; i < hidden; i += 8)
+                    sum_f32x8 = _mm256_fmadd_ps(loadn_ps_(m->w_out + i, hidden - i), _mm256_loadu_ps(h + i), sum_f32x8);
+                out[n] = hsum_ps_(sum_f32x8) + m->b_out[0];
+            } else {
+                td_fastgrnn_output_(m, h, out + n * outputs);
+            }
+        }
+    }
+    if (outputs == 1) /* out holds the logits: one vector sigmoid per 8 items */
+        for (size_t n = 0; n < batch; n += 8) storen_ps_(out + n, batch - n, sigmoid_ps_(loadn_ps_(out + n, batch - n)));
+}
+
+const td_kernel_table td_table_avx2 = {
+    dot3_f32_avx2,
+    sumsq_f32_avx2,
+    cosine_batch_f32_avx2,
+    matvec_i8_f32_avx2,
+    matvec_i8_i32_avx2,
+    csr_matvec_i8_f32_avx2,
+    csr_matvec_i8_i32_avx2,
+    csr_matvec_f32_avx2,
+    fastgrnn_batch_avx2,
+};
