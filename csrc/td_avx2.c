@@ -18,6 +18,13 @@ static inline float hsum_ps_(__m256 v_f32x8) {
     return _mm_cvtss_f32(s);
 }
 
+/* The sum of the 8 lanes, in every lane. */
+static inline __m256 hsum_bcast_ps_(__m256 v_f32x8) {
+    v_f32x8 = _mm256_add_ps(v_f32x8, _mm256_permute2f128_ps(v_f32x8, v_f32x8, 1));
+    v_f32x8 = _mm256_add_ps(v_f32x8, _mm256_shuffle_ps(v_f32x8, v_f32x8, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm256_add_ps(v_f32x8, _mm256_shuffle_ps(v_f32x8, v_f32x8, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
 static inline double hsum_pd_(__m256d v_f64x4) {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v_f64x4), _mm256_extractf128_pd(v_f64x4, 1));
     s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
@@ -75,44 +82,47 @@ static inline void widen_add_(__m256d *lo_f64x4, __m256d *hi_f64x4, __m256 sum_f
     *hi_f64x4 = _mm256_add_pd(*hi_f64x4, _mm256_cvtps_pd(_mm256_extractf128_ps(sum_f32x8, 1)));
 }
 
-/* exp(x) after clamping x to [-87, 88], where 2^n stays a normal float and nothing overflows; NaN stays
- * NaN (min/max return their second operand for NaN). Cephes expf: n = round(x log2(e)), r = x - n ln2
- * with ln2 in two parts, exp(r) = 1 + r + r^2 P(r) with P of degree 5, then n is added to the exponent. */
-static inline __m256 exp_ps_(__m256 x_f32x8) {
-    __m256 n_f32x8, r_f32x8, p_f32x8, y_f32x8;
+/* exp(x) for x <= 0 (or NaN), x clamped to >= -87 so that 2^n below stays a normal float. Cephes expf:
+ * n = round(x log2(e)), r = x - n ln2 with ln2 in two parts, exp(r) = 1 + r + r^2 P(r) with P of degree 5
+ * (Estrin's scheme: a shorter dependency chain than Horner's), then n is added to the exponent bits.
+ * About 1 ulp. NaN stays NaN: max returns its second operand when one is NaN. */
+static inline __m256 exp_neg_ps_(__m256 x_f32x8) {
+    const __m256 round_f32x8 = _mm256_set1_ps(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
+    __m256 t_f32x8, n_f32x8, r_f32x8, r2_f32x8, p01_f32x8, p23_f32x8, p45_f32x8, p_f32x8, y_f32x8;
     __m256i e_i32x8;
-    x_f32x8 = _mm256_min_ps(_mm256_set1_ps(88.0f), x_f32x8);
     x_f32x8 = _mm256_max_ps(_mm256_set1_ps(-87.0f), x_f32x8);
-    n_f32x8 = _mm256_round_ps(_mm256_mul_ps(x_f32x8, _mm256_set1_ps(1.44269504088896341f)),
-                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    t_f32x8 = _mm256_fmadd_ps(x_f32x8, _mm256_set1_ps(1.44269504088896341f), round_f32x8);
+    n_f32x8 = _mm256_sub_ps(t_f32x8, round_f32x8); /* round(x log2(e)), exactly */
     r_f32x8 = _mm256_fnmadd_ps(n_f32x8, _mm256_set1_ps(0.693359375f), x_f32x8);
     r_f32x8 = _mm256_fnmadd_ps(n_f32x8, _mm256_set1_ps(-2.12194440e-4f), r_f32x8);
-    p_f32x8 = _mm256_set1_ps(1.9875691500e-4f);
-    p_f32x8 = _mm256_fmadd_ps(p_f32x8, r_f32x8, _mm256_set1_ps(1.3981999507e-3f));
-    p_f32x8 = _mm256_fmadd_ps(p_f32x8, r_f32x8, _mm256_set1_ps(8.3334519073e-3f));
-    p_f32x8 = _mm256_fmadd_ps(p_f32x8, r_f32x8, _mm256_set1_ps(4.1665795894e-2f));
-    p_f32x8 = _mm256_fmadd_ps(p_f32x8, r_f32x8, _mm256_set1_ps(1.6666665459e-1f));
-    p_f32x8 = _mm256_fmadd_ps(p_f32x8, r_f32x8, _mm256_set1_ps(5.0000001201e-1f));
-    y_f32x8 = _mm256_fmadd_ps(p_f32x8, _mm256_mul_ps(r_f32x8, r_f32x8),
-                              _mm256_add_ps(r_f32x8, _mm256_set1_ps(1.0f)));
+    r2_f32x8 = _mm256_mul_ps(r_f32x8, r_f32x8);
+    p01_f32x8 = _mm256_fmadd_ps(_mm256_set1_ps(1.6666665459e-1f), r_f32x8, _mm256_set1_ps(5.0000001201e-1f));
+    p23_f32x8 = _mm256_fmadd_ps(_mm256_set1_ps(8.3334519073e-3f), r_f32x8, _mm256_set1_ps(4.1665795894e-2f));
+    p45_f32x8 = _mm256_fmadd_ps(_mm256_set1_ps(1.9875691500e-4f), r_f32x8, _mm256_set1_ps(1.3981999507e-3f));
+    p_f32x8 = _mm256_fmadd_ps(_mm256_fmadd_ps(p45_f32x8, r2_f32x8, p23_f32x8), r2_f32x8, p01_f32x8);
+    y_f32x8 = _mm256_fmadd_ps(p_f32x8, r2_f32x8, _mm256_add_ps(r_f32x8, _mm256_set1_ps(1.0f)));
+    /* n in [-126, 0] and y in [0.7, 1.42]: the biased exponent of the result stays in [1, 127]. cvtps of
+     * NaN gives 0x80000000, which shifts to 0 and leaves a NaN y a NaN. */
     e_i32x8 = _mm256_slli_epi32(_mm256_cvtps_epi32(n_f32x8), 23);
     return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y_f32x8), e_i32x8));
 }
 
-/* 1 / (1 + exp(-x)); saturates to 1 or a tiny positive number, never NaN for non-NaN x. */
+/* 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0, with e = exp(-|x|) in (0, 1]: no overflow, and no NaN
+ * unless x is NaN. */
 static inline __m256 sigmoid_ps_(__m256 x_f32x8) {
     const __m256 one_f32x8 = _mm256_set1_ps(1.0f);
-    __m256 e_f32x8 = exp_ps_(_mm256_sub_ps(_mm256_setzero_ps(), x_f32x8));
-    return _mm256_div_ps(one_f32x8, _mm256_add_ps(one_f32x8, e_f32x8));
+    __m256 e_f32x8 = exp_neg_ps_(_mm256_or_ps(x_f32x8, _mm256_set1_ps(-0.0f)));
+    __m256 num_f32x8 = _mm256_blendv_ps(one_f32x8, e_f32x8, x_f32x8); /* e where the sign bit of x is set */
+    return _mm256_div_ps(num_f32x8, _mm256_add_ps(one_f32x8, e_f32x8));
 }
 
 /* sign(x) (1 - e) / (1 + e) with e = exp(-2|x|): no overflow, +-1 for large |x|, absolute error ~1e-7. */
 static inline __m256 tanh_ps_(__m256 x_f32x8) {
-    const __m256 one_f32x8 = _mm256_set1_ps(1.0f), sign_bit_f32x8 = _mm256_set1_ps(-0.0f);
-    __m256 abs_f32x8 = _mm256_andnot_ps(sign_bit_f32x8, x_f32x8);
-    __m256 e_f32x8 = exp_ps_(_mm256_mul_ps(abs_f32x8, _mm256_set1_ps(-2.0f)));
+    const __m256 one_f32x8 = _mm256_set1_ps(1.0f), sign_f32x8 = _mm256_set1_ps(-0.0f);
+    __m256 neg_abs_f32x8 = _mm256_or_ps(x_f32x8, sign_f32x8); /* -|x| */
+    __m256 e_f32x8 = exp_neg_ps_(_mm256_add_ps(neg_abs_f32x8, neg_abs_f32x8));
     __m256 t_f32x8 = _mm256_div_ps(_mm256_sub_ps(one_f32x8, e_f32x8), _mm256_add_ps(one_f32x8, e_f32x8));
-    return _mm256_or_ps(t_f32x8, _mm256_and_ps(sign_bit_f32x8, x_f32x8));
+    return _mm256_or_ps(t_f32x8, _mm256_and_ps(x_f32x8, sign_f32x8));
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -172,86 +182,83 @@ static double sumsq_f32_avx2(const float *a, size_t n) {
     return s;
 }
 
-/* q.r0 and q.r1 over n floats: the two rows share the loads of q. */
-static void dot_rows2_(const float *q, const float *r0, const float *r1, size_t n, double out[2]) {
-    __m256d d0_lo_f64x4 = _mm256_setzero_pd(), d0_hi_f64x4 = _mm256_setzero_pd();
-    __m256d d1_lo_f64x4 = _mm256_setzero_pd(), d1_hi_f64x4 = _mm256_setzero_pd();
-    double d0, d1;
+/* ab[k] = q.r_k, and bb[k] = r_k.r_k when bb is not NULL, for the rows r_k = r + k * stride, k < rows <= 4.
+ * Always inlined with constant rows and bb, so that the accumulators stay in registers; the rows share the
+ * loads of q. When next is not NULL, the same span of the rows next + k * stride is prefetched. */
+static inline __attribute__((always_inline)) void dot_rows_(const float *q, const float *r, const float *next,
+                                                            size_t stride, size_t n, size_t rows, double *ab,
+                                                            double *bb) {
+    __m256d ab_lo_f64x4[4], ab_hi_f64x4[4], bb_lo_f64x4[4], bb_hi_f64x4[4];
     size_t i = 0;
+    for (size_t k = 0; k < rows; ++k) {
+        ab_lo_f64x4[k] = ab_hi_f64x4[k] = _mm256_setzero_pd();
+        bb_lo_f64x4[k] = bb_hi_f64x4[k] = _mm256_setzero_pd();
+    }
     for (; i + 32 <= n; i += 32) {
-        widen_add_(&d0_lo_f64x4, &d0_hi_f64x4, block_dot_(q + i, r0 + i));
-        widen_add_(&d1_lo_f64x4, &d1_hi_f64x4, block_dot_(q + i, r1 + i));
-    }
-    for (; i + 8 <= n; i += 8) {
-        __m256 q_f32x8 = _mm256_loadu_ps(q + i);
-        widen_add_(&d0_lo_f64x4, &d0_hi_f64x4, _mm256_mul_ps(q_f32x8, _mm256_loadu_ps(r0 + i)));
-        widen_add_(&d1_lo_f64x4, &d1_hi_f64x4, _mm256_mul_ps(q_f32x8, _mm256_loadu_ps(r1 + i)));
-    }
-    d0 = hsum_pd_(_mm256_add_pd(d0_lo_f64x4, d0_hi_f64x4));
-    d1 = hsum_pd_(_mm256_add_pd(d1_lo_f64x4, d1_hi_f64x4));
-    for (; i < n; ++i) {
-        d0 += (double)q[i] * (double)r0[i];
-        d1 += (double)q[i] * (double)r1[i];
-    }
-    out[0] = d0;
-    out[1] = d1;
-}
-
-/* q.r, and r.r when rr is not NULL. */
-static void dot_row_(const float *q, const float *r, size_t n, double *qr, double *rr) {
-    __m256d qr_lo_f64x4 = _mm256_setzero_pd(), qr_hi_f64x4 = _mm256_setzero_pd();
-    __m256d rr_lo_f64x4 = _mm256_setzero_pd(), rr_hi_f64x4 = _mm256_setzero_pd();
-    double dqr, drr;
-    size_t i = 0;
-    if (rr) {
-        for (; i + 32 <= n; i += 32) {
-            widen_add_(&qr_lo_f64x4, &qr_hi_f64x4, block_dot_(q + i, r + i));
-            widen_add_(&rr_lo_f64x4, &rr_hi_f64x4, block_dot_(r + i, r + i));
+        for (size_t k = 0; k < rows; ++k) {
+            const float *row = r + k * stride + i;
+            if (next) { /* the two cache lines of this block in the next group (a hint: never faults) */
+                _mm_prefetch((const char *)(next + k * stride + i), _MM_HINT_T0);
+                _mm_prefetch((const char *)(next + k * stride + i + 16), _MM_HINT_T0);
+            }
+            widen_add_(&ab_lo_f64x4[k], &ab_hi_f64x4[k], block_dot_(q + i, row));
+            if (bb) widen_add_(&bb_lo_f64x4[k], &bb_hi_f64x4[k], block_dot_(row, row));
         }
-        for (; i + 8 <= n; i += 8) {
-            __m256 r_f32x8 = _mm256_loadu_ps(r + i);
-            widen_add_(&qr_lo_f64x4, &qr_hi_f64x4, _mm256_mul_ps(_mm256_loadu_ps(q + i), r_f32x8));
-            widen_add_(&rr_lo_f64x4, &rr_hi_f64x4, _mm256_mul_ps(r_f32x8, r_f32x8));
+    }
+    for (; i + 8 <= n; i += 8) { /* one product per lane */
+        for (size_t k = 0; k < rows; ++k) {
+            __m256 r_f32x8 = _mm256_loadu_ps(r + k * stride + i);
+            widen_add_(&ab_lo_f64x4[k], &ab_hi_f64x4[k], _mm256_mul_ps(_mm256_loadu_ps(q + i), r_f32x8));
+            if (bb) widen_add_(&bb_lo_f64x4[k], &bb_hi_f64x4[k], _mm256_mul_ps(r_f32x8, r_f32x8));
         }
-    } else {
-        for (; i + 32 <= n; i += 32) widen_add_(&qr_lo_f64x4, &qr_hi_f64x4, block_dot_(q + i, r + i));
-        for (; i + 8 <= n; i += 8)
-            widen_add_(&qr_lo_f64x4, &qr_hi_f64x4, _mm256_mul_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(r + i)));
     }
-    dqr = hsum_pd_(_mm256_add_pd(qr_lo_f64x4, qr_hi_f64x4));
-    drr = hsum_pd_(_mm256_add_pd(rr_lo_f64x4, rr_hi_f64x4));
-    for (; i < n; ++i) {
-        double y = (double)r[i];
-        dqr += (double)q[i] * y;
-        drr += y * y;
+    for (size_t k = 0; k < rows; ++k) {
+        const float *row = r + k * stride;
+        double dab = hsum_pd_(_mm256_add_pd(ab_lo_f64x4[k], ab_hi_f64x4[k]));
+        double dbb = hsum_pd_(_mm256_add_pd(bb_lo_f64x4[k], bb_hi_f64x4[k]));
+        for (size_t j = i; j < n; ++j) {
+            double y = (double)row[j];
+            dab += (double)q[j] * y;
+            dbb += y * y;
+        }
+        ab[k] = dab;
+        if (bb) bb[k] = dbb;
     }
-    *qr = dqr;
-    if (rr) *rr = drr;
 }
 
 static void cosine_batch_f32_avx2(const float *query, double query_norm, const float *rows, size_t n_rows,
                                   size_t dim, const float *row_norms, float *out) {
     const double aa = query_norm * query_norm;
+    double ab[4], bb[2];
     size_t r = 0;
-    if (row_norms) { /* the hot path: only q.row, two rows at a time */
-        for (; r + 2 <= n_rows; r += 2) {
-            double ab[2], n0 = (double)row_norms[r], n1 = (double)row_norms[r + 1];
-            dot_rows2_(query, rows + r * dim, rows + (r + 1) * dim, dim, ab);
-            out[r] = (float)td_cosine_from_dots_(ab[0], aa, n0 * n0);
-            out[r + 1] = (float)td_cosine_from_dots_(ab[1], aa, n1 * n1);
+    if (row_norms) { /* the hot path: only q.row is needed, four rows at a time */
+        for (; r + 4 <= n_rows; r += 4) {
+            const float *next = r + 8 <= n_rows ? rows + (r + 4) * dim : NULL;
+            dot_rows_(query, rows + r * dim, next, dim, dim, 4, ab, NULL);
+            for (size_t k = 0; k < 4; ++k) {
+                double norm = (double)row_norms[r + k];
+                out[r + k] = (float)td_cosine_from_dots_(ab[k], aa, norm * norm);
+            }
         }
-        if (r < n_rows) {
-            double ab, norm = (double)row_norms[r];
-            dot_row_(query, rows + r * dim, dim, &ab, NULL);
-            out[r] = (float)td_cosine_from_dots_(ab, aa, norm * norm);
+        for (; r < n_rows; ++r) {
+            double norm = (double)row_norms[r];
+            dot_rows_(query, rows + r * dim, NULL, dim, dim, 1, ab, NULL);
+            out[r] = (float)td_cosine_from_dots_(ab[0], aa, norm * norm);
         }
         return;
     }
-    for (; r < n_rows; ++r) {
-        double ab, bb, norm;
-        dot_row_(query, rows + r * dim, dim, &ab, &bb);
-        norm = sqrt(bb);
-        out[r] = (float)td_cosine_from_dots_(ab, aa, norm * norm);
+    for (; r + 2 <= n_rows; r += 2) {
+        dot_rows_(query, rows + r * dim, NULL, dim, dim, 2, ab, bb);
+        for (size_t k = 0; k < 2; ++k) {
+            double norm = sqrt(bb[k]);
+            out[r + k] = (float)td_cosine_from_dots_(ab[k], aa, norm * norm);
+        }
+    }
+    if (r < n_rows) {
+        double norm;
+        dot_rows_(query, rows + r * dim, NULL, dim, dim, 1, ab, bb);
+        norm = sqrt(bb[0]);
+        out[r] = (float)td_cosine_from_dots_(ab[0], aa, norm * norm);
     }
 }
 
@@ -490,15 +497,25 @@ static inline __m256 small_matvec_reg_(const float *u, size_t hidden, __m256 h_f
     return _mm256_add_ps(sum0_f32x8, sum1_f32x8);
 }
 
-/* The hot case: hidden_dim <= 8 and dense f32 weights, the whole state in one register. Writes the logit
- * for output_dim 1 (the caller applies the sigmoid), else the probabilities. */
+/* Sets lane n % 8 of *logits to v (v holds the logit of item n in every lane). When that group of 8 items
+ * is complete, or n is the last item, writes the sigmoid of the group to out: one vector sigmoid per 8. */
+static inline void push_logit_(__m256 *logits_f32x8, __m256 v_f32x8, size_t n, size_t batch, float *out) {
+    const size_t lane = n & 7;
+    const __m256i lane_i32x8 = _mm256_cmpeq_epi32(_mm256_set1_epi32((int)lane),
+                                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    *logits_f32x8 = _mm256_blendv_ps(*logits_f32x8, v_f32x8, _mm256_castsi256_ps(lane_i32x8));
+    if (lane == 7 || n + 1 == batch) storen_ps_(out + (n - lane), lane + 1, sigmoid_ps_(*logits_f32x8));
+}
+
+/* The hot case: hidden_dim <= 8 and dense f32 weights, the whole state in one register. */
 static void fastgrnn_small_avx2_(const td_fastgrnn *m, const float *x, size_t batch, __m256 zeta_f32x8,
                                  __m256 nu_f32x8, float *out) {
     const size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
     const size_t outputs = (size_t)m->output_dim;
     const size_t steps = m->timesteps > 0 ? (size_t)m->timesteps : 0;
     const __m256 bz_f32x8 = loadn_ps_(m->b_z, hidden), bh_f32x8 = loadn_ps_(m->b_h, hidden);
-    const __m256 wout_f32x8 = loadn_ps_(m->w_out, hidden);
+    const __m256 wout_f32x8 = loadn_ps_(m->w_out, hidden), bout_f32x8 = _mm256_set1_ps(m->b_out[0]);
+    __m256 logits_f32x8 = _mm256_setzero_ps();
     for (size_t n = 0; n < batch; ++n) {
         const float *xn = x + n * steps * inputs;
         __m256 h_f32x8 = _mm256_setzero_ps();
@@ -508,7 +525,8 @@ static void fastgrnn_small_avx2_(const td_fastgrnn *m, const float *x, size_t ba
             h_f32x8 = fastgrnn_cell_(a_f32x8, bz_f32x8, bh_f32x8, h_f32x8, zeta_f32x8, nu_f32x8);
         }
         if (outputs == 1) {
-            out[n] = hsum_ps_(_mm256_mul_ps(wout_f32x8, h_f32x8)) + m->b_out[0];
+            __m256 dot_f32x8 = hsum_bcast_ps_(_mm256_mul_ps(wout_f32x8, h_f32x8));
+            push_logit_(&logits_f32x8, _mm256_add_ps(dot_f32x8, bout_f32x8), n, batch, out);
         } else {
             float h[8];
             _mm256_storeu_ps(h, h_f32x8);
@@ -520,28 +538,29 @@ static void fastgrnn_small_avx2_(const td_fastgrnn *m, const float *x, size_t ba
 static void fastgrnn_batch_avx2(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
     const size_t hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
     const size_t step = m->timesteps > 0 ? (size_t)m->timesteps * (size_t)m->input_dim : 0;
-    /* sigmoid(zeta) and sigmoid(nu) in lanes 0 and 1 of one vector */
+    /* sigmoid(zeta) and sigmoid(nu) from lanes 0 and 1 of one vector sigmoid */
     const __m256 gates_f32x8 = sigmoid_ps_(_mm256_setr_ps(m->zeta, m->nu, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f));
     const __m256 zeta_f32x8 = _mm256_permutevar8x32_ps(gates_f32x8, _mm256_setzero_si256());
     const __m256 nu_f32x8 = _mm256_permutevar8x32_ps(gates_f32x8, _mm256_set1_epi32(1));
-    if (hidden <= 8 && m->w.kind == TD_MATRIX_DENSE_F32 && (m->timesteps <= 1 || m->u.kind == TD_MATRIX_DENSE_F32)) {
+    float h[TD_FASTGRNN_MAX_DIM];
+    __m256 logits_f32x8 = _mm256_setzero_ps();
+    if (hidden <= 8 && m->w.kind == TD_MATRIX_DENSE_F32 &&
+        (m->timesteps <= 1 || m->u.kind == TD_MATRIX_DENSE_F32)) {
         fastgrnn_small_avx2_(m, x, batch, zeta_f32x8, nu_f32x8, out);
-    } else {
-        float h[TD_FASTGRNN_MAX_DIM];
-        for (size_t n = 0; n < batch; ++n) {
-            fastgrnn_hidden_avx2_(m, x + n * step, zeta_f32x8, nu_f32x8, h);
-            if (outputs == 1) {
-                __m256 sum_f32x8 = _mm256_setzero_ps();
-                for (size_t i = 0; i < hidden; i += 8)
-                    sum_f32x8 = _mm256_fmadd_ps(loadn_ps_(m->w_out + i, hidden - i), _mm256_loadu_ps(h + i), sum_f32x8);
-                out[n] = hsum_ps_(sum_f32x8) + m->b_out[0];
-            } else {
-                td_fastgrnn_output_(m, h, out + n * outputs);
-            }
+        return;
+    }
+    for (size_t n = 0; n < batch; ++n) {
+        fastgrnn_hidden_avx2_(m, x + n * step, zeta_f32x8, nu_f32x8, h);
+        if (outputs == 1) {
+            __m256 dot_f32x8 = _mm256_setzero_ps();
+            for (size_t i = 0; i < hidden; i += 8)
+                dot_f32x8 = _mm256_fmadd_ps(loadn_ps_(m->w_out + i, hidden - i), _mm256_loadu_ps(h + i), dot_f32x8);
+            push_logit_(&logits_f32x8, _mm256_add_ps(hsum_bcast_ps_(dot_f32x8), _mm256_set1_ps(m->b_out[0])), n,
+                        batch, out);
+        } else {
+            td_fastgrnn_output_(m, h, out + n * outputs);
         }
     }
-    if (outputs == 1) /* out holds the logits: one vector sigmoid per 8 items */
-        for (size_t n = 0; n < batch; n += 8) storen_ps_(out + n, batch - n, sigmoid_ps_(loadn_ps_(out + n, batch - n)));
 }
 
 const td_kernel_table td_table_avx2 = {

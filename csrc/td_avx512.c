@@ -1,10 +1,11 @@
 #include <immintrin.h>
 #include "td_internal.h"
 
+#include <string.h>
+
 /* td_avx512.c - AVX-512 (F, BW, DQ, VL) kernels, built with only those flags. Each function has the
  * contract of its td_scalar.c counterpart. Tails use masked loads, which touch no memory in masked-off
  * lanes, so no kernel reads past either end of an array. */
-#include <string.h>
 
 #if defined(_MSC_VER) && !defined(__clang__)
 #define TD_INLINE static __forceinline
@@ -20,7 +21,9 @@
 TD_INLINE __mmask16 mask16_(size_t rem) { return (__mmask16)((1u << rem) - 1u); }
 
 /* The low rem lanes, rem in [0, 32]. */
-TD_INLINE __mmask32 mask32_(size_t rem) { return rem >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << rem) - 1u); }
+TD_INLINE __mmask32 mask32_(size_t rem) {
+    return rem >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << rem) - 1u);
+}
 
 TD_INLINE size_t min_(size_t a, size_t b) { return a < b ? a : b; }
 
@@ -42,22 +45,24 @@ TD_INLINE __m512 mul_add_(__m512 a, __m512 b, __m512 acc) { return _mm512_add_ps
 /* 16 int8 -> 16 f32. */
 TD_INLINE __m512 cvt_i8_f32_(__m128i v_i8x16) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v_i8x16)); }
 
-/* e^v. Cephes expf: n = round(v log2 e), r = v - n ln 2 (two-part ln 2), degree-6 polynomial, scaled by
- * 2^n with scalef (exact, also into the subnormal range). v is clamped to [-88, 88]; a NaN stays NaN. */
+/* e^v as in Cephes expf: n = round(v log2 e) (adding and subtracting 1.5 * 2^23 rounds), r = v - n ln 2
+ * with ln 2 in two parts, e^r = 1 + r + r^2 P(r) with Cephes' degree-5 P (by Estrin's scheme: a shorter
+ * dependency chain than Horner's), then times 2^n by scalef (exact, also into the subnormal range).
+ * v is clamped to [-88, 88], so nothing overflows; a NaN stays NaN. Within 2 ulp of e^v. */
 TD_INLINE __m512 exp_f32x16_(__m512 v) {
-    __m512 n, r, p;
+    const __m512 shift = _mm512_set1_ps(12582912.0f);
+    __m512 n, r, r2, r4, p01, p23, p45, p;
     v = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-88.0f), v));
-    n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
-                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    n = _mm512_sub_ps(_mm512_fmadd_ps(v, _mm512_set1_ps(1.44269504088896341f), shift), shift);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), v);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    r2 = _mm512_mul_ps(r, r);
+    r4 = _mm512_mul_ps(r2, r2);
+    p01 = _mm512_fmadd_ps(_mm512_set1_ps(1.6666665459e-1f), r, _mm512_set1_ps(5.0000001201e-1f));
+    p23 = _mm512_fmadd_ps(_mm512_set1_ps(8.3334519073e-3f), r, _mm512_set1_ps(4.1665795894e-2f));
+    p45 = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p45, r4, _mm512_fmadd_ps(p23, r2, p01));
+    p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(p, n);
 }
 
@@ -394,7 +399,7 @@ TD_INLINE __m512 load_col_(const float *w32, const int8_t *w8, int is_i8, size_t
 
 /* y = M x for a column-major rows x cols matrix: f32 (w32), or int8 (w8) times the per-row scales.
  * Vectorised over rows, 64 at a time in four registers, then 16 at a time with a masked tail. Each row
- * sums over j in order with mul_add_, so the result equals the scalar reference bit for bit. */
+ * sums over j in order with mul_add_, as the scalar reference does, so the results are identical. */
 TD_INLINE void dense_cols_(const float *w32, const int8_t *w8, const float *scales, int is_i8, size_t rows,
                            size_t cols, const float *x, float *y) {
     size_t i = 0;
@@ -459,6 +464,14 @@ static void matrix_apply_(const td_matrix *mat, const float *x, float *y, float 
     }
 }
 
+/* The lanes of mask from p, the others 0. Masked-off lanes are never read, but where they reach an unmapped
+ * page the load is very slow (a fault-suppression assist), so a mask within the low 8 lanes addresses only
+ * 32 bytes. */
+TD_INLINE __m512 load_lanes_(const float *p, __mmask16 mask) {
+    if (mask & 0xFF00) return _mm512_maskz_loadu_ps(mask, p);
+    return _mm512_zextps256_ps512(_mm256_maskz_loadu_ps((__mmask8)mask, p));
+}
+
 /* M x for a matrix of at most 16 rows, returned in one register (lanes outside mask are 0). The dense
  * forms stay in registers; the others go through matrix_apply_ (tmp: 16 + TD_FASTGRNN_MAX_DIM floats). */
 TD_INLINE __m512 apply_small_(const td_matrix *mat, const float *x, __mmask16 mask, float *tmp) {
@@ -467,37 +480,64 @@ TD_INLINE __m512 apply_small_(const td_matrix *mat, const float *x, __mmask16 ma
     switch (mat->kind) {
     case TD_MATRIX_DENSE_F32:
         for (size_t j = 0; j < cols; ++j)
-            acc_f32x16 = mul_add_(_mm512_maskz_loadu_ps(mask, mat->f32 + j * rows), _mm512_set1_ps(x[j]), acc_f32x16);
+            acc_f32x16 = mul_add_(load_lanes_(mat->f32 + j * rows, mask), _mm512_set1_ps(x[j]), acc_f32x16);
         return acc_f32x16;
     case TD_MATRIX_DENSE_I8:
         for (size_t j = 0; j < cols; ++j)
             acc_f32x16 = mul_add_(cvt_i8_f32_(_mm_maskz_loadu_epi8(mask, mat->i8 + j * rows)), _mm512_set1_ps(x[j]),
                                   acc_f32x16);
-        return mul_(acc_f32x16, _mm512_maskz_loadu_ps(mask, mat->scales));
+        return mul_(acc_f32x16, load_lanes_(mat->scales, mask));
     default:
         matrix_apply_(mat, x, tmp, tmp + 16);
-        return _mm512_maskz_loadu_ps(mask, tmp);
+        return load_lanes_(tmp, mask);
     }
 }
 
-/* h_t from a_t = W x_t + U h_{t-1}, for 16 hidden units; the update rounds like the scalar reference. */
-TD_INLINE __m512 cell_(__m512 a_f32x16, __m512 bz_f32x16, __m512 bh_f32x16, __m512 h_f32x16, __m512 zeta_f32x16,
-                       __m512 nu_f32x16) {
-    __m512 z_f32x16 = sigmoid_f32x16_(_mm512_add_ps(a_f32x16, bz_f32x16));
-    __m512 c_f32x16 = tanh_f32x16_(_mm512_add_ps(a_f32x16, bh_f32x16));
+/* h_t = z h_{t-1} + (zeta (1 - z) + nu) c, rounded like the scalar reference. */
+TD_INLINE __m512 update_(__m512 z_f32x16, __m512 c_f32x16, __m512 h_f32x16, __m512 zeta_f32x16,
+                         __m512 nu_f32x16) {
     __m512 g_f32x16 = mul_add_(zeta_f32x16, _mm512_sub_ps(_mm512_set1_ps(1.0f), z_f32x16), nu_f32x16);
     return mul_add_(z_f32x16, h_f32x16, mul_(g_f32x16, c_f32x16));
 }
 
-/* hidden_dim <= 16: the state lives in one register; hbuf mirrors it for U h and the output layer. With
- * output_dim 1 the logits of 16 items are collected in one register and go through one vector sigmoid. */
-static void fastgrnn_small_(const td_fastgrnn *m, const float *x, size_t batch, float *out, float zeta, float nu) {
+/* h_t for 16 hidden units from a_t = W x_t + U h_{t-1}. */
+TD_INLINE __m512 cell_(__m512 a_f32x16, __m512 bz_f32x16, __m512 bh_f32x16, __m512 h_f32x16, __m512 zeta_f32x16,
+                       __m512 nu_f32x16) {
+    __m512 z_f32x16 = sigmoid_f32x16_(_mm512_add_ps(a_f32x16, bz_f32x16));
+    __m512 c_f32x16 = tanh_f32x16_(_mm512_add_ps(a_f32x16, bh_f32x16));
+    return update_(z_f32x16, c_f32x16, h_f32x16, zeta_f32x16, nu_f32x16);
+}
+
+/* cell_ for at most 8 hidden units (lanes 0-7; lanes 8-15 of the result are junk), with one exp and one
+ * division for both gates. a is copied into both halves and bzh holds b_z in lanes 0-7, b_h in lanes 8-15.
+ * Lanes 0-7 compute sigmoid(v) = 1 / (1 + e^-v) and lanes 8-15 tanh(v) = sign(v) (1 - e) / (1 + e) with
+ * e = e^-2|v|, the same operations as sigmoid_f32x16_ and tanh_f32x16_. */
+TD_INLINE __m512 cell8_(__m512 a_f32x16, __m512 bzh_f32x16, __m512 h_f32x16, __m512 zeta_f32x16,
+                        __m512 nu_f32x16) {
+    const __mmask16 hi = 0xFF00;
+    __m512 one = _mm512_set1_ps(1.0f);
+    __m512 v_f32x16 = _mm512_add_ps(_mm512_shuffle_f32x4(a_f32x16, a_f32x16, 0x44), bzh_f32x16);
+    __m512 arg_f32x16 = _mm512_mask_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), v_f32x16), hi,
+                                           _mm512_set1_ps(-2.0f), _mm512_abs_ps(v_f32x16));
+    __m512 e_f32x16 = exp_f32x16_(arg_f32x16);
+    __m512 num_f32x16 = _mm512_mask_sub_ps(one, hi, one, e_f32x16);
+    __m512 q_f32x16 = _mm512_div_ps(num_f32x16, _mm512_add_ps(one, e_f32x16));
+    q_f32x16 = _mm512_mask_xor_ps(q_f32x16, hi, q_f32x16, _mm512_and_ps(v_f32x16, _mm512_set1_ps(-0.0f)));
+    return update_(q_f32x16, _mm512_shuffle_f32x4(q_f32x16, q_f32x16, 0xEE), h_f32x16, zeta_f32x16, nu_f32x16);
+}
+
+/* hidden_dim <= 16: the state lives in one register (lanes past hidden_dim kept 0); hbuf mirrors it for U h
+ * and the output layer. With output_dim 1 the logits of 16 items are collected in one register and go
+ * through one vector sigmoid. */
+static void fastgrnn_small_(const td_fastgrnn *m, const float *x, size_t batch, float *out, __m512 zeta_f32x16,
+                            __m512 nu_f32x16) {
     size_t inputs = (size_t)m->input_dim, outputs = (size_t)m->output_dim;
     size_t step = (size_t)m->timesteps * inputs;
     __mmask16 mask = mask16_((size_t)m->hidden_dim);
-    __m512 bz_f32x16 = _mm512_maskz_loadu_ps(mask, m->b_z), bh_f32x16 = _mm512_maskz_loadu_ps(mask, m->b_h);
-    __m512 zeta_f32x16 = _mm512_set1_ps(zeta), nu_f32x16 = _mm512_set1_ps(nu);
-    __m512 wout_f32x16 = _mm512_maskz_loadu_ps(mask, m->w_out), logit_f32x16 = _mm512_setzero_ps();
+    __m512 bz_f32x16 = load_lanes_(m->b_z, mask), bh_f32x16 = load_lanes_(m->b_h, mask);
+    __m512 bzh_f32x16 = _mm512_insertf32x8(bz_f32x16, _mm512_castps512_ps256(bh_f32x16), 1);
+    __m512 wout_f32x16 = load_lanes_(m->w_out, mask), logit_f32x16 = _mm512_setzero_ps();
+    int pair = m->hidden_dim <= 8; /* both gates in one register: cell8_ */
     float hbuf[16], tmp[16 + TD_FASTGRNN_MAX_DIM];
     for (size_t n = 0; n < batch; ++n) {
         const float *xn = x + n * step;
@@ -505,7 +545,11 @@ static void fastgrnn_small_(const td_fastgrnn *m, const float *x, size_t batch, 
         for (int32_t t = 0; t < m->timesteps; ++t) {
             __m512 a_f32x16 = apply_small_(&m->w, xn + (size_t)t * inputs, mask, tmp);
             if (t > 0) a_f32x16 = _mm512_add_ps(a_f32x16, apply_small_(&m->u, hbuf, mask, tmp));
-            h_f32x16 = cell_(a_f32x16, bz_f32x16, bh_f32x16, h_f32x16, zeta_f32x16, nu_f32x16);
+            if (pair)
+                h_f32x16 = cell8_(a_f32x16, bzh_f32x16, h_f32x16, zeta_f32x16, nu_f32x16);
+            else
+                h_f32x16 = cell_(a_f32x16, bz_f32x16, bh_f32x16, h_f32x16, zeta_f32x16, nu_f32x16);
+            h_f32x16 = _mm512_maskz_mov_ps(mask, h_f32x16);
             _mm512_storeu_ps(hbuf, h_f32x16);
         }
         if (outputs == 1) {
@@ -521,10 +565,10 @@ static void fastgrnn_small_(const td_fastgrnn *m, const float *x, size_t batch, 
 }
 
 /* Any hidden_dim: a, U h and h in arrays, the cell update 16 units at a time. */
-static void fastgrnn_large_(const td_fastgrnn *m, const float *x, size_t batch, float *out, float zeta, float nu) {
+static void fastgrnn_large_(const td_fastgrnn *m, const float *x, size_t batch, float *out, __m512 zeta_f32x16,
+                            __m512 nu_f32x16) {
     size_t inputs = (size_t)m->input_dim, hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
     size_t step = (size_t)m->timesteps * inputs;
-    __m512 zeta_f32x16 = _mm512_set1_ps(zeta), nu_f32x16 = _mm512_set1_ps(nu);
     float a[TD_FASTGRNN_MAX_DIM], uh[TD_FASTGRNN_MAX_DIM], h[TD_FASTGRNN_MAX_DIM], tmp[TD_FASTGRNN_MAX_DIM];
     for (size_t n = 0; n < batch; ++n) {
         const float *xn = x + n * step;
@@ -548,23 +592,19 @@ static void fastgrnn_large_(const td_fastgrnn *m, const float *x, size_t batch, 
     }
 }
 
-/* As in td_scalar.c (libm), so the gate constants match the reference exactly. */
-static float sigmoid_scalar_(float v) {
-    if (v >= 0.0f) return 1.0f / (1.0f + expf(-v));
-    float e = expf(v);
-    return e / (1.0f + e);
-}
-
 static void fastgrnn_batch_avx512(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
-    float zeta = sigmoid_scalar_(m->zeta), nu = sigmoid_scalar_(m->nu);
+    /* sigmoid(zeta) and sigmoid(nu) in lanes 0 and 1 (one vector sigmoid is cheaper than two libm calls) */
+    __m512 gate_f32x16 = sigmoid_f32x16_(_mm512_zextps128_ps512(_mm_setr_ps(m->zeta, m->nu, 0.0f, 0.0f)));
+    __m512 zeta_f32x16 = _mm512_permutexvar_ps(_mm512_set1_epi32(0), gate_f32x16);
+    __m512 nu_f32x16 = _mm512_permutexvar_ps(_mm512_set1_epi32(1), gate_f32x16);
     if (m->timesteps <= 0) { /* no steps: h = 0 */
         float h[TD_FASTGRNN_MAX_DIM];
         memset(h, 0, (size_t)m->hidden_dim * sizeof(float));
         for (size_t n = 0; n < batch; ++n) td_fastgrnn_output_(m, h, out + n * (size_t)m->output_dim);
     } else if (m->hidden_dim <= 16) {
-        fastgrnn_small_(m, x, batch, out, zeta, nu);
+        fastgrnn_small_(m, x, batch, out, zeta_f32x16, nu_f32x16);
     } else {
-        fastgrnn_large_(m, x, batch, out, zeta, nu);
+        fastgrnn_large_(m, x, batch, out, zeta_f32x16, nu_f32x16);
     }
 }
 

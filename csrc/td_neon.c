@@ -92,7 +92,8 @@ static double dot_f32_neon_(const float *a, const float *b, size_t n) {
         dot_f32x4 = vfmaq_f32(dot_f32x4, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
         dot_f64x2 = widen_add_f64x2_(dot_f64x2, dot_f32x4);
     }
-    for (; i + 4 <= n; i += 4) dot_f64x2 = widen_add_f64x2_(dot_f64x2, vmulq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
+    for (; i + 4 <= n; i += 4)
+        dot_f64x2 = widen_add_f64x2_(dot_f64x2, vmulq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
     double s = vaddvq_f64(dot_f64x2);
     for (; i < n; ++i) s += (double)a[i] * (double)b[i];
     return s;
@@ -151,6 +152,12 @@ static void cosine_batch_f32_neon(const float *query, double query_norm, const f
 /* int8 mat-vec                                                                                         */
 /* ---------------------------------------------------------------------------------------------------- */
 
+/* Lanes 0-3 / 4-7 of eight int16 as f32 (exact). */
+static inline float32x4_t s16_lo_f32_(int16x8_t v_s16x8) {
+    return vcvtq_f32_s32(vmovl_s16(vget_low_s16(v_s16x8)));
+}
+static inline float32x4_t s16_hi_f32_(int16x8_t v_s16x8) { return vcvtq_f32_s32(vmovl_high_s16(v_s16x8)); }
+
 static void matvec_i8_f32_neon(const int8_t *w, const float *scales, const float *bias, const float *x,
                                size_t rows, size_t cols, float *y) {
     for (size_t i = 0; i < rows; ++i) {
@@ -161,15 +168,15 @@ static void matvec_i8_f32_neon(const int8_t *w, const float *scales, const float
         for (; j + 16 <= cols; j += 16) {
             int8x16_t w_s8x16 = vld1q_s8(row + j);
             int16x8_t lo_s16x8 = vmovl_s8(vget_low_s8(w_s8x16)), hi_s16x8 = vmovl_high_s8(w_s8x16);
-            s0_f32x4 = vfmaq_f32(s0_f32x4, vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo_s16x8))), vld1q_f32(x + j));
-            s1_f32x4 = vfmaq_f32(s1_f32x4, vcvtq_f32_s32(vmovl_high_s16(lo_s16x8)), vld1q_f32(x + j + 4));
-            s2_f32x4 = vfmaq_f32(s2_f32x4, vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi_s16x8))), vld1q_f32(x + j + 8));
-            s3_f32x4 = vfmaq_f32(s3_f32x4, vcvtq_f32_s32(vmovl_high_s16(hi_s16x8)), vld1q_f32(x + j + 12));
+            s0_f32x4 = vfmaq_f32(s0_f32x4, s16_lo_f32_(lo_s16x8), vld1q_f32(x + j));
+            s1_f32x4 = vfmaq_f32(s1_f32x4, s16_hi_f32_(lo_s16x8), vld1q_f32(x + j + 4));
+            s2_f32x4 = vfmaq_f32(s2_f32x4, s16_lo_f32_(hi_s16x8), vld1q_f32(x + j + 8));
+            s3_f32x4 = vfmaq_f32(s3_f32x4, s16_hi_f32_(hi_s16x8), vld1q_f32(x + j + 12));
         }
         if (j + 8 <= cols) {
             int16x8_t w_s16x8 = vmovl_s8(vld1_s8(row + j));
-            s0_f32x4 = vfmaq_f32(s0_f32x4, vcvtq_f32_s32(vmovl_s16(vget_low_s16(w_s16x8))), vld1q_f32(x + j));
-            s1_f32x4 = vfmaq_f32(s1_f32x4, vcvtq_f32_s32(vmovl_high_s16(w_s16x8)), vld1q_f32(x + j + 4));
+            s0_f32x4 = vfmaq_f32(s0_f32x4, s16_lo_f32_(w_s16x8), vld1q_f32(x + j));
+            s1_f32x4 = vfmaq_f32(s1_f32x4, s16_hi_f32_(w_s16x8), vld1q_f32(x + j + 4));
             j += 8;
         }
         float acc = vaddvq_f32(vaddq_f32(vaddq_f32(s0_f32x4, s1_f32x4), vaddq_f32(s2_f32x4, s3_f32x4)));
@@ -225,14 +232,14 @@ static inline int8x8_t gather8_s8_(const int8_t *x, const int32_t *idx) {
 }
 
 /* sum_k values[k] * x[indices[k]] over [beg, end), int8 values, f32 accumulation. */
-static inline float csr_row_i8_f32_(const int8_t *values, const int32_t *indices, const float *x, ptrdiff_t beg,
-                                    ptrdiff_t end) {
+static inline float csr_row_i8_f32_(const int8_t *values, const int32_t *indices, const float *x,
+                                    ptrdiff_t beg, ptrdiff_t end) {
     float32x4_t s0_f32x4 = vdupq_n_f32(0.0f), s1_f32x4 = vdupq_n_f32(0.0f);
     ptrdiff_t k = beg;
     for (; k + 8 <= end; k += 8) {
         int16x8_t v_s16x8 = vmovl_s8(vld1_s8(values + k));
-        s0_f32x4 = vfmaq_f32(s0_f32x4, vcvtq_f32_s32(vmovl_s16(vget_low_s16(v_s16x8))), gather4_f32_(x, indices + k));
-        s1_f32x4 = vfmaq_f32(s1_f32x4, vcvtq_f32_s32(vmovl_high_s16(v_s16x8)), gather4_f32_(x, indices + k + 4));
+        s0_f32x4 = vfmaq_f32(s0_f32x4, s16_lo_f32_(v_s16x8), gather4_f32_(x, indices + k));
+        s1_f32x4 = vfmaq_f32(s1_f32x4, s16_hi_f32_(v_s16x8), gather4_f32_(x, indices + k + 4));
     }
     float acc = vaddvq_f32(vaddq_f32(s0_f32x4, s1_f32x4));
     for (; k < end; ++k) acc += (float)values[k] * x[indices[k]];
@@ -257,7 +264,8 @@ static inline float csr_row_f32_(const float *values, const int32_t *indices, co
 }
 
 static void csr_matvec_i8_f32_neon(const int8_t *values, const int32_t *indices, const int32_t *indptr,
-                                   const float *scales, const float *bias, const float *x, size_t rows, float *y) {
+                                   const float *scales, const float *bias, const float *x, size_t rows,
+                                   float *y) {
     for (size_t i = 0; i < rows; ++i) {
         float acc = csr_row_i8_f32_(values, indices, x, (ptrdiff_t)indptr[i], (ptrdiff_t)indptr[i + 1]);
         y[i] = scales[i] * acc + (bias ? bias[i] : 0.0f);
@@ -376,12 +384,12 @@ static inline float32x4_t load4_s8_as_f32_(const int8_t *p) {
     v_s8x8 = vld1_lane_s8(p + 1, v_s8x8, 1);
     v_s8x8 = vld1_lane_s8(p + 2, v_s8x8, 2);
     v_s8x8 = vld1_lane_s8(p + 3, v_s8x8, 3);
-    return vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(v_s8x8))));
+    return s16_lo_f32_(vmovl_s8(v_s8x8));
 }
 
 /* y = diag(scales) M x, M column-major int8 (rows x cols). */
-static void dense_cols_i8_neon_(const int8_t *m, const float *scales, size_t rows, size_t cols, const float *x,
-                                float *y) {
+static void dense_cols_i8_neon_(const int8_t *m, const float *scales, size_t rows, size_t cols,
+                                const float *x, float *y) {
     size_t i = 0;
     for (; i + 16 <= rows; i += 16) {
         float32x4_t y0_f32x4 = vdupq_n_f32(0.0f), y1_f32x4 = vdupq_n_f32(0.0f);
@@ -390,10 +398,10 @@ static void dense_cols_i8_neon_(const int8_t *m, const float *scales, size_t row
             int8x16_t w_s8x16 = vld1q_s8(m + j * rows + i);
             int16x8_t lo_s16x8 = vmovl_s8(vget_low_s8(w_s8x16)), hi_s16x8 = vmovl_high_s8(w_s8x16);
             float32x4_t xj_f32x4 = vdupq_n_f32(x[j]);
-            y0_f32x4 = vfmaq_f32(y0_f32x4, vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo_s16x8))), xj_f32x4);
-            y1_f32x4 = vfmaq_f32(y1_f32x4, vcvtq_f32_s32(vmovl_high_s16(lo_s16x8)), xj_f32x4);
-            y2_f32x4 = vfmaq_f32(y2_f32x4, vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi_s16x8))), xj_f32x4);
-            y3_f32x4 = vfmaq_f32(y3_f32x4, vcvtq_f32_s32(vmovl_high_s16(hi_s16x8)), xj_f32x4);
+            y0_f32x4 = vfmaq_f32(y0_f32x4, s16_lo_f32_(lo_s16x8), xj_f32x4);
+            y1_f32x4 = vfmaq_f32(y1_f32x4, s16_hi_f32_(lo_s16x8), xj_f32x4);
+            y2_f32x4 = vfmaq_f32(y2_f32x4, s16_lo_f32_(hi_s16x8), xj_f32x4);
+            y3_f32x4 = vfmaq_f32(y3_f32x4, s16_hi_f32_(hi_s16x8), xj_f32x4);
         }
         vst1q_f32(y + i, vmulq_f32(y0_f32x4, vld1q_f32(scales + i)));
         vst1q_f32(y + i + 4, vmulq_f32(y1_f32x4, vld1q_f32(scales + i + 4)));
@@ -405,8 +413,8 @@ static void dense_cols_i8_neon_(const int8_t *m, const float *scales, size_t row
         for (size_t j = 0; j < cols; ++j) {
             int16x8_t w_s16x8 = vmovl_s8(vld1_s8(m + j * rows + i));
             float32x4_t xj_f32x4 = vdupq_n_f32(x[j]);
-            y0_f32x4 = vfmaq_f32(y0_f32x4, vcvtq_f32_s32(vmovl_s16(vget_low_s16(w_s16x8))), xj_f32x4);
-            y1_f32x4 = vfmaq_f32(y1_f32x4, vcvtq_f32_s32(vmovl_high_s16(w_s16x8)), xj_f32x4);
+            y0_f32x4 = vfmaq_f32(y0_f32x4, s16_lo_f32_(w_s16x8), xj_f32x4);
+            y1_f32x4 = vfmaq_f32(y1_f32x4, s16_hi_f32_(w_s16x8), xj_f32x4);
         }
         vst1q_f32(y + i, vmulq_f32(y0_f32x4, vld1q_f32(scales + i)));
         vst1q_f32(y + i + 4, vmulq_f32(y1_f32x4, vld1q_f32(scales + i + 4)));
@@ -416,7 +424,7 @@ static void dense_cols_i8_neon_(const int8_t *m, const float *scales, size_t row
         size_t j = 0;
         /* An 8-byte load at column j < cols - 1 ends inside column j + 1 (rows >= 4): within the matrix. */
         for (; j + 1 < cols; ++j) {
-            float32x4_t w_f32x4 = vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vld1_s8(m + j * rows + i)))));
+            float32x4_t w_f32x4 = s16_lo_f32_(vmovl_s8(vld1_s8(m + j * rows + i)));
             y0_f32x4 = vfmaq_n_f32(y0_f32x4, w_f32x4, x[j]);
         }
         for (; j < cols; ++j) y0_f32x4 = vfmaq_n_f32(y0_f32x4, load4_s8_as_f32_(m + j * rows + i), x[j]);
@@ -468,7 +476,8 @@ static inline float32x4_t gate_f32x4_(float32x4_t a_f32x4, float32x4_t bz_f32x4,
 static void fastgrnn_one_neon_(const td_fastgrnn *m, const float *x, float *out) {
     size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
     float h[TD_FASTGRNN_MAX_DIM], a[TD_FASTGRNN_MAX_DIM], b[TD_FASTGRNN_MAX_DIM];
-    float32x4_t zeta_f32x4 = vdupq_n_f32(sigmoidf_neon_(m->zeta)), nu_f32x4 = vdupq_n_f32(sigmoidf_neon_(m->nu));
+    float32x4_t zeta_f32x4 = vdupq_n_f32(sigmoidf_neon_(m->zeta));
+    float32x4_t nu_f32x4 = vdupq_n_f32(sigmoidf_neon_(m->nu));
     for (int32_t t = 0; t < m->timesteps; ++t) {
         matrix_apply_neon_(&m->w, x + (size_t)t * inputs, a);
         if (t > 0) { /* h_0 = 0, so U h_0 = 0 */
