@@ -4,8 +4,14 @@
 /* td_avx2.c - x86-64 AVX2 + FMA kernels. Built alone with -mavx2 -mfma; td_scalar.c is the specification of
  * every entry. Cosine forms f32 products, sums at most 4 of them per lane in f32 (one 32-float block), then
  * widens the block sums to f64. int8 x int8 is exact in int32. Tails are handled without reading past any
- * array: scalar loops, or masked loads. */
+ * array: scalar loops, masked loads, or byte copies. */
 #include <string.h>
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define TD_FORCE_INLINE static __forceinline
+#else
+#define TD_FORCE_INLINE static inline __attribute__((always_inline))
+#endif
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* Helpers                                                                                              */
@@ -177,7 +183,8 @@ static double sumsq_f32_avx2(const float *a, size_t n) {
         __m256 a_f32x8 = _mm256_loadu_ps(a + i);
         widen_add_(&s1_lo_f64x4, &s1_hi_f64x4, _mm256_mul_ps(a_f32x8, a_f32x8));
     }
-    s = hsum_pd_(_mm256_add_pd(_mm256_add_pd(s0_lo_f64x4, s0_hi_f64x4), _mm256_add_pd(s1_lo_f64x4, s1_hi_f64x4)));
+    s0_lo_f64x4 = _mm256_add_pd(s0_lo_f64x4, s0_hi_f64x4);
+    s = hsum_pd_(_mm256_add_pd(s0_lo_f64x4, _mm256_add_pd(s1_lo_f64x4, s1_hi_f64x4)));
     for (; i < n; ++i) s += (double)a[i] * (double)a[i];
     return s;
 }
@@ -185,9 +192,8 @@ static double sumsq_f32_avx2(const float *a, size_t n) {
 /* ab[k] = q.r_k, and bb[k] = r_k.r_k when bb is not NULL, for the rows r_k = r + k * stride, k < rows <= 4.
  * Always inlined with constant rows and bb, so that the accumulators stay in registers; the rows share the
  * loads of q. When next is not NULL, the same span of the rows next + k * stride is prefetched. */
-static inline __attribute__((always_inline)) void dot_rows_(const float *q, const float *r, const float *next,
-                                                            size_t stride, size_t n, size_t rows, double *ab,
-                                                            double *bb) {
+TD_FORCE_INLINE void dot_rows_(const float *q, const float *r, const float *next, size_t stride, size_t n,
+                               size_t rows, double *ab, double *bb) {
     __m256d ab_lo_f64x4[4], ab_hi_f64x4[4], bb_lo_f64x4[4], bb_hi_f64x4[4];
     size_t i = 0;
     for (size_t k = 0; k < rows; ++k) {
@@ -314,7 +320,8 @@ static void matvec_i8_i32_avx2(const int8_t *w, const int8_t *x, size_t rows, si
     }
 }
 
-/* CSR: full groups of 8 entries gather x (indices are in range, so the gather stays inside x). */
+/* CSR: each row takes its entries in groups (8 with a gather of x for the f32 forms, 16 for the exact int8
+ * form), then a scalar tail. Every index lies in [0, cols) by contract, so a gather stays inside x. */
 
 static void csr_matvec_i8_f32_avx2(const int8_t *values, const int32_t *indices, const int32_t *indptr,
                                    const float *scales, const float *bias, const float *x, size_t rows,
@@ -326,7 +333,8 @@ static void csr_matvec_i8_f32_avx2(const int8_t *values, const int32_t *indices,
         float s;
         for (; end - k >= 8; k += 8) {
             __m256i idx_i32x8 = _mm256_loadu_si256((const __m256i *)(indices + k));
-            sum_f32x8 = _mm256_fmadd_ps(load_i8x8_ps_(values + k), _mm256_i32gather_ps(x, idx_i32x8, 4), sum_f32x8);
+            __m256 x_f32x8 = _mm256_i32gather_ps(x, idx_i32x8, 4);
+            sum_f32x8 = _mm256_fmadd_ps(load_i8x8_ps_(values + k), x_f32x8, sum_f32x8);
         }
         s = hsum_ps_(sum_f32x8);
         for (; k < end; ++k) s += (float)values[k] * x[indices[k]];
@@ -365,8 +373,8 @@ static void csr_matvec_f32_avx2(const float *values, const int32_t *indices, con
         float s;
         for (; end - k >= 8; k += 8) {
             __m256i idx_i32x8 = _mm256_loadu_si256((const __m256i *)(indices + k));
-            sum_f32x8 = _mm256_fmadd_ps(_mm256_loadu_ps(values + k), _mm256_i32gather_ps(x, idx_i32x8, 4),
-                                        sum_f32x8);
+            __m256 x_f32x8 = _mm256_i32gather_ps(x, idx_i32x8, 4);
+            sum_f32x8 = _mm256_fmadd_ps(_mm256_loadu_ps(values + k), x_f32x8, sum_f32x8);
         }
         s = hsum_ps_(sum_f32x8);
         for (; k < end; ++k) s += values[k] * x[indices[k]];
@@ -396,27 +404,34 @@ static void dense_cols_f32_avx2_(const float *m, size_t rows, size_t cols, const
         __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
         size_t j = 0;
         for (; j + 2 <= cols; j += 2) {
-            sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + j * rows + i, n), _mm256_set1_ps(x[j]), sum0_f32x8);
-            sum1_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + (j + 1) * rows + i, n), _mm256_set1_ps(x[j + 1]), sum1_f32x8);
+            __m256 col0_f32x8 = loadn_ps_(m + j * rows + i, n);
+            __m256 col1_f32x8 = loadn_ps_(m + (j + 1) * rows + i, n);
+            sum0_f32x8 = _mm256_fmadd_ps(col0_f32x8, _mm256_set1_ps(x[j]), sum0_f32x8);
+            sum1_f32x8 = _mm256_fmadd_ps(col1_f32x8, _mm256_set1_ps(x[j + 1]), sum1_f32x8);
         }
-        if (j < cols) sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + j * rows + i, n), _mm256_set1_ps(x[j]), sum0_f32x8);
+        if (j < cols)
+            sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + j * rows + i, n), _mm256_set1_ps(x[j]), sum0_f32x8);
         _mm256_storeu_ps(y + i, _mm256_add_ps(sum0_f32x8, sum1_f32x8));
     }
 }
 
 /* The same for column-major int8 with per-row scales. */
-static void dense_cols_i8_avx2_(const int8_t *m, const float *scales, size_t rows, size_t cols, const float *x,
-                                float *y) {
+static void dense_cols_i8_avx2_(const int8_t *m, const float *scales, size_t rows, size_t cols,
+                                const float *x, float *y) {
     for (size_t i = 0; i < rows; i += 8) {
         const size_t n = rows - i;
         __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
         size_t j = 0;
         for (; j + 2 <= cols; j += 2) {
-            sum0_f32x8 = _mm256_fmadd_ps(loadn_i8_ps_(m + j * rows + i, n), _mm256_set1_ps(x[j]), sum0_f32x8);
-            sum1_f32x8 = _mm256_fmadd_ps(loadn_i8_ps_(m + (j + 1) * rows + i, n), _mm256_set1_ps(x[j + 1]), sum1_f32x8);
+            __m256 col0_f32x8 = loadn_i8_ps_(m + j * rows + i, n);
+            __m256 col1_f32x8 = loadn_i8_ps_(m + (j + 1) * rows + i, n);
+            sum0_f32x8 = _mm256_fmadd_ps(col0_f32x8, _mm256_set1_ps(x[j]), sum0_f32x8);
+            sum1_f32x8 = _mm256_fmadd_ps(col1_f32x8, _mm256_set1_ps(x[j + 1]), sum1_f32x8);
         }
-        if (j < cols) sum0_f32x8 = _mm256_fmadd_ps(loadn_i8_ps_(m + j * rows + i, n), _mm256_set1_ps(x[j]), sum0_f32x8);
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_add_ps(sum0_f32x8, sum1_f32x8), loadn_ps_(scales + i, n)));
+        if (j < cols)
+            sum0_f32x8 = _mm256_fmadd_ps(loadn_i8_ps_(m + j * rows + i, n), _mm256_set1_ps(x[j]), sum0_f32x8);
+        sum0_f32x8 = _mm256_add_ps(sum0_f32x8, sum1_f32x8);
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(sum0_f32x8, loadn_ps_(scales + i, n)));
     }
 }
 
@@ -462,8 +477,10 @@ static void fastgrnn_hidden_avx2_(const td_fastgrnn *m, const float *x, __m256 z
             const size_t n = hidden - i;
             __m256 a_f32x8 = _mm256_loadu_ps(a + i);
             if (t > 0) a_f32x8 = _mm256_add_ps(a_f32x8, _mm256_loadu_ps(uh + i));
-            _mm256_storeu_ps(h + i, fastgrnn_cell_(a_f32x8, loadn_ps_(m->b_z + i, n), loadn_ps_(m->b_h + i, n),
-                                                   _mm256_loadu_ps(h + i), zeta_f32x8, nu_f32x8));
+            __m256 bz_f32x8 = loadn_ps_(m->b_z + i, n), bh_f32x8 = loadn_ps_(m->b_h + i, n);
+            __m256 h_f32x8 = _mm256_loadu_ps(h + i);
+            h_f32x8 = fastgrnn_cell_(a_f32x8, bz_f32x8, bh_f32x8, h_f32x8, zeta_f32x8, nu_f32x8);
+            _mm256_storeu_ps(h + i, h_f32x8);
         }
     }
 }
@@ -473,10 +490,13 @@ static inline __m256 small_matvec_(const float *m, size_t hidden, size_t cols, c
     __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
     size_t j = 0;
     for (; j + 2 <= cols; j += 2) {
-        sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + j * hidden, hidden), _mm256_set1_ps(x[j]), sum0_f32x8);
-        sum1_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + (j + 1) * hidden, hidden), _mm256_set1_ps(x[j + 1]), sum1_f32x8);
+        __m256 col0_f32x8 = loadn_ps_(m + j * hidden, hidden);
+        __m256 col1_f32x8 = loadn_ps_(m + (j + 1) * hidden, hidden);
+        sum0_f32x8 = _mm256_fmadd_ps(col0_f32x8, _mm256_set1_ps(x[j]), sum0_f32x8);
+        sum1_f32x8 = _mm256_fmadd_ps(col1_f32x8, _mm256_set1_ps(x[j + 1]), sum1_f32x8);
     }
-    if (j < cols) sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + j * hidden, hidden), _mm256_set1_ps(x[j]), sum0_f32x8);
+    if (j < cols)
+        sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + j * hidden, hidden), _mm256_set1_ps(x[j]), sum0_f32x8);
     return _mm256_add_ps(sum0_f32x8, sum1_f32x8);
 }
 
@@ -539,7 +559,7 @@ static void fastgrnn_batch_avx2(const td_fastgrnn *m, const float *x, size_t bat
     const size_t hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
     const size_t step = m->timesteps > 0 ? (size_t)m->timesteps * (size_t)m->input_dim : 0;
     /* sigmoid(zeta) and sigmoid(nu) from lanes 0 and 1 of one vector sigmoid */
-    const __m256 gates_f32x8 = sigmoid_ps_(_mm256_setr_ps(m->zeta, m->nu, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f));
+    const __m256 gates_f32x8 = sigmoid_ps_(_mm256_setr_ps(m->zeta, m->nu, 0, 0, 0, 0, 0, 0));
     const __m256 zeta_f32x8 = _mm256_permutevar8x32_ps(gates_f32x8, _mm256_setzero_si256());
     const __m256 nu_f32x8 = _mm256_permutevar8x32_ps(gates_f32x8, _mm256_set1_epi32(1));
     float h[TD_FASTGRNN_MAX_DIM];
@@ -553,10 +573,12 @@ static void fastgrnn_batch_avx2(const td_fastgrnn *m, const float *x, size_t bat
         fastgrnn_hidden_avx2_(m, x + n * step, zeta_f32x8, nu_f32x8, h);
         if (outputs == 1) {
             __m256 dot_f32x8 = _mm256_setzero_ps();
-            for (size_t i = 0; i < hidden; i += 8)
-                dot_f32x8 = _mm256_fmadd_ps(loadn_ps_(m->w_out + i, hidden - i), _mm256_loadu_ps(h + i), dot_f32x8);
-            push_logit_(&logits_f32x8, _mm256_add_ps(hsum_bcast_ps_(dot_f32x8), _mm256_set1_ps(m->b_out[0])), n,
-                        batch, out);
+            for (size_t i = 0; i < hidden; i += 8) {
+                __m256 w_f32x8 = loadn_ps_(m->w_out + i, hidden - i);
+                dot_f32x8 = _mm256_fmadd_ps(w_f32x8, _mm256_loadu_ps(h + i), dot_f32x8);
+            }
+            dot_f32x8 = _mm256_add_ps(hsum_bcast_ps_(dot_f32x8), _mm256_set1_ps(m->b_out[0]));
+            push_logit_(&logits_f32x8, dot_f32x8, n, batch, out);
         } else {
             td_fastgrnn_output_(m, h, out + n * outputs);
         }
