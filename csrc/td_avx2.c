@@ -243,13 +243,13 @@ static void cosine_batch_f32_avx2(const float *query, double query_norm, const f
             dot_rows_(query, rows + r * dim, next, dim, dim, 4, ab, NULL);
             for (size_t k = 0; k < 4; ++k) {
                 double norm = (double)row_norms[r + k];
-                out[r + k] = (float)td_cosine_from_dots_(ab[k], aa, norm * norm);
+                out[r + k] = (float)td_cosine_from_f32_dots_(ab[k], aa, norm * norm);
             }
         }
         for (; r < n_rows; ++r) {
             double norm = (double)row_norms[r];
             dot_rows_(query, rows + r * dim, NULL, dim, dim, 1, ab, NULL);
-            out[r] = (float)td_cosine_from_dots_(ab[0], aa, norm * norm);
+            out[r] = (float)td_cosine_from_f32_dots_(ab[0], aa, norm * norm);
         }
         return;
     }
@@ -257,14 +257,14 @@ static void cosine_batch_f32_avx2(const float *query, double query_norm, const f
         dot_rows_(query, rows + r * dim, NULL, dim, dim, 2, ab, bb);
         for (size_t k = 0; k < 2; ++k) {
             double norm = sqrt(bb[k]);
-            out[r + k] = (float)td_cosine_from_dots_(ab[k], aa, norm * norm);
+            out[r + k] = (float)td_cosine_from_f32_dots_(ab[k], aa, norm * norm);
         }
     }
     if (r < n_rows) {
         double norm;
         dot_rows_(query, rows + r * dim, NULL, dim, dim, 1, ab, bb);
         norm = sqrt(bb[0]);
-        out[r] = (float)td_cosine_from_dots_(ab[0], aa, norm * norm);
+        out[r] = (float)td_cosine_from_f32_dots_(ab[0], aa, norm * norm);
     }
 }
 

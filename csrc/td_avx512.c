@@ -199,27 +199,27 @@ static void cosine_batch_f32_avx512(const float *query, double query_norm, const
             cosine_rows_(query, rows + r * dim, dim, 4, 0, ab, bb);
             for (size_t k = 0; k < 4; ++k) {
                 double norm = (double)row_norms[r + k];
-                out[r + k] = (float)td_cosine_from_dots_(ab[k], aa, norm * norm);
+                out[r + k] = (float)td_cosine_from_f32_dots_(ab[k], aa, norm * norm);
             }
         }
         for (; r < n_rows; ++r) {
             double norm = (double)row_norms[r];
             cosine_rows_(query, rows + r * dim, dim, 1, 0, ab, bb);
-            out[r] = (float)td_cosine_from_dots_(ab[0], aa, norm * norm);
+            out[r] = (float)td_cosine_from_f32_dots_(ab[0], aa, norm * norm);
         }
     } else {
         for (; r + 4 <= n_rows; r += 4) {
             cosine_rows_(query, rows + r * dim, dim, 4, 1, ab, bb);
             for (size_t k = 0; k < 4; ++k) {
                 double norm = sqrt(bb[k]);
-                out[r + k] = (float)td_cosine_from_dots_(ab[k], aa, norm * norm);
+                out[r + k] = (float)td_cosine_from_f32_dots_(ab[k], aa, norm * norm);
             }
         }
         for (; r < n_rows; ++r) {
             double norm;
             cosine_rows_(query, rows + r * dim, dim, 1, 1, ab, bb);
             norm = sqrt(bb[0]);
-            out[r] = (float)td_cosine_from_dots_(ab[0], aa, norm * norm);
+            out[r] = (float)td_cosine_from_f32_dots_(ab[0], aa, norm * norm);
         }
     }
 }

@@ -170,10 +170,9 @@ unsigned td_isa_from_name(const char *name) {
 /* Cosine and mat-vec entry points                                                                      */
 /* ---------------------------------------------------------------------------------------------------- */
 
-/* SIMD paths form products in f32. Sums below this (norms below 1e-15) may have lost terms to underflow,
+/* SIMD paths form products in f32. Squared norms below TD_TINY_SUMSQ may have lost terms to underflow,
  * and non-finite sums may come from overflow: both are recomputed on the f64 scalar path, which neither
  * overflows nor underflows for finite f32 input. Only truly non-finite input still gives NaN. */
-#define TD_TINY_SUMSQ 1e-30
 
 static int needs_f64_(double sumsq) { return !(sumsq >= TD_TINY_SUMSQ) || !isfinite(sumsq); }
 
@@ -190,8 +189,8 @@ static double l2_norm_(const td_kernel_table *t, const float *query, size_t dim)
     return sqrt(needs_f64_(s) ? td_table_scalar.sumsq_f32(query, dim) : s);
 }
 
-/* The batch kernel, then rows whose result is 0 or NaN (zero, tiny, overflowing or non-finite rows) again
- * on the f64 path: a zero row costs one scalar row, anything else is rare. */
+/* The batch kernel, then rows whose result is 0 or NaN (zero, tiny, overflowing or non-finite rows; see
+ * td_cosine_from_f32_dots_) again on the f64 path: a zero row costs one scalar row, anything else is rare. */
 static void cosine_rows_(const td_kernel_table *t, const float *query, double query_norm, const float *rows,
                          size_t n_rows, size_t dim, const float *row_norms, float *out) {
     t->cosine_batch_f32(query, query_norm, rows, n_rows, dim, row_norms, out);

@@ -53,4 +53,14 @@ static inline double td_cosine_from_dots_(double ab, double aa, double bb) {
     return c > 1.0 ? 1.0 : (c < -1.0 ? -1.0 : c);
 }
 
+/* Squared norms below this (norms below 1e-15) may have lost terms to f32 underflow in SIMD kernels. */
+#define TD_TINY_SUMSQ 1e-30
+
+/* For SIMD kernels: as td_cosine_from_dots_, but 0.0 also when a squared norm is below TD_TINY_SUMSQ.
+ * The dispatcher recomputes every 0.0 and NaN result on the f64 scalar path, which is exact there. */
+static inline double td_cosine_from_f32_dots_(double ab, double aa, double bb) {
+    if (isfinite(ab) && isfinite(aa) && isfinite(bb) && (aa < TD_TINY_SUMSQ || bb < TD_TINY_SUMSQ)) return 0.0;
+    return td_cosine_from_dots_(ab, aa, bb);
+}
+
 #endif /* TD_INTERNAL_H */

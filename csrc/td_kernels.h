@@ -11,8 +11,8 @@
  * - Cosine: the scalar path accumulates in f64. SIMD paths form f32 products, sum at most 4 of them per
  *   lane in f32, and widen those block sums to f64, so a 384-d cosine is within 1e-6 of the float64 result.
  *   Results are f64 (f32 for the batch form). A zero vector (or two) gives 0.0, never NaN; a NaN or Inf in
- *   either input gives NaN. Inputs whose f32 products would overflow or underflow (norms above ~1e19 or
- *   below 1e-15) are recomputed on the f64 scalar path, so every finite input gets a finite result.
+ *   either input gives NaN. Inputs whose f32 products could overflow or underflow (norms above ~1e19 or
+ *   below 1e-15) are recomputed on the f64 scalar path, so every finite input gets an accurate result.
  * - int8 x int8 mat-vec accumulates exactly in int32: exact while cols <= 131071 (2^31 / 128^2 - 1).
  * - int8 x f32 mat-vec converts the weights to f32 and accumulates in f32, then applies the row scale.
  * - FastGRNN: the scalar path uses libm expf/tanhf; SIMD paths use polynomial exp/tanh accurate to a few

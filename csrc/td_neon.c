@@ -144,7 +144,7 @@ static void cosine_batch_f32_neon(const float *query, double query_norm, const f
             dot2_f32_neon_(query, row, dim, &ab, &bb);
             norm = sqrt(bb);
         }
-        out[r] = (float)td_cosine_from_dots_(ab, query_norm * query_norm, norm * norm);
+        out[r] = (float)td_cosine_from_f32_dots_(ab, query_norm * query_norm, norm * norm);
     }
 }
 

@@ -102,13 +102,17 @@ def test_overflowing_products_are_computed_in_float64(isa):
     assert kernels.cosine(a, b) == pytest.approx(ref.cosine(a, b), abs=1e-6)
 
 
-@pytest.mark.parametrize("scale", [1e-20, 1e-30, 1e-38, 1e18, 1e30])
+@pytest.mark.parametrize("scale", [1e-16, 1e-20, 1e-30, 1e-37, 1e-40, 1e18, 1e30])
 def test_tiny_and_huge_vectors(isa, rng, scale):
     a = (rng.standard_normal(384) * scale).astype(np.float32)
     b = (rng.standard_normal(384) * scale).astype(np.float32)
     assert kernels.cosine(a, b) == pytest.approx(ref.cosine(a, b), abs=1e-6)
-    rows = np.stack([b, a, np.zeros(384, np.float32)])
-    np.testing.assert_allclose(kernels.cosine_batch(a, rows), ref.cosine_batch(a, rows), atol=1e-6)
+    normal = rng.standard_normal(384).astype(np.float32)
+    rows = np.stack([b, a, np.zeros(384, np.float32), normal])
+    for q in (a, normal):
+        expected = ref.cosine_batch(q, rows)
+        np.testing.assert_allclose(kernels.cosine_batch(q, rows), expected, atol=1e-6)
+        np.testing.assert_allclose(kernels.cosine_batch(q, rows, kernels.l2_norms(rows)), expected, atol=1e-6)
     np.testing.assert_allclose(kernels.l2_norms(rows), np.linalg.norm(rows.astype(np.float64), axis=1), rtol=1e-6)
 
 
