@@ -12,6 +12,14 @@ from tinydancer import kernels
 from tinydancer.errors import ConfigError
 
 
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter, outside the source tree (so the installed package is imported)."""
+    environ = {k: v for k, v in os.environ.items() if k != "TINYDANCER_ISA"}
+    environ.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ,
+                          cwd=os.path.dirname(sys.executable))
+
+
 def test_scalar_is_always_available():
     assert kernels.available_isas()[0] == "scalar"
     assert set(kernels.available_isas()) <= set(kernels.compiled_isas())
@@ -19,9 +27,7 @@ def test_scalar_is_always_available():
 
 
 def test_best_is_selected_at_import():
-    code = "from tinydancer import kernels; print(kernels.active_isa(), kernels.best_isa())"
-    env = {k: v for k, v in os.environ.items() if k != "TINYDANCER_ISA"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    out = run_python("from tinydancer import kernels; print(kernels.active_isa(), kernels.best_isa())")
     active, best = out.stdout.split()
     assert active == best == kernels.available_isas()[-1]
 
@@ -59,21 +65,13 @@ def test_set_isa_errors():
 
 @pytest.mark.parametrize("isa", kernels.available_isas())
 def test_environment_variable_selects(isa):
-    code = "from tinydancer import kernels; print(kernels.active_isa())"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
-        env={**os.environ, "TINYDANCER_ISA": isa},
-    )
+    out = run_python("from tinydancer import kernels; print(kernels.active_isa())", TINYDANCER_ISA=isa)
     assert out.stdout.strip() == isa
 
 
 @pytest.mark.parametrize("value, message", [("avx1024", "unknown ISA"), ("nothing", "unknown ISA")])
 def test_environment_variable_errors(value, message):
-    code = "import tinydancer"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True,
-        env={**os.environ, "TINYDANCER_ISA": value},
-    )
+    out = run_python("import tinydancer", TINYDANCER_ISA=value)
     assert out.returncode != 0
     assert "ConfigError" in out.stderr and "TINYDANCER_ISA" in out.stderr and message in out.stderr
 
@@ -81,3 +79,12 @@ def test_environment_variable_errors(value, message):
 def test_package_exports():
     assert tinydancer.cosine is kernels.cosine
     assert isinstance(tinydancer.__version__, str)
+
+
+def test_environment_variable_names_an_unavailable_isa():
+    missing = [isa for isa in ("avx2", "avx512", "neon") if isa not in kernels.available_isas()]
+    assert missing  # no machine runs both the x86 and the Arm kernels
+    for isa in missing:
+        out = run_python("import tinydancer", TINYDANCER_ISA=isa)
+        assert out.returncode != 0
+        assert f"TINYDANCER_ISA='{isa}'" in out.stderr and "not available here" in out.stderr

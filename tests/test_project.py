@@ -75,5 +75,6 @@ def test_cli_errors_are_one_line(capsys):
 
 
 def test_module_entry_point():
-    out = subprocess.run([sys.executable, "-m", "tinydancer", "--version"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "tinydancer", "--version"], capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(sys.executable))  # outside the source tree
     assert out.stdout.startswith("tinydancer ")

@@ -9,6 +9,14 @@ from __future__ import annotations
 
 import os
 
+try:
+    from tinydancer import _kernels  # noqa: F401  (the compiled extension)
+except ModuleNotFoundError as exc:  # pragma: no cover - only in an unbuilt source tree
+    raise ImportError(
+        "tinydancer's compiled kernels are missing: this looks like the source tree, not an installed copy. "
+        "Install with `pip install .` and run from another directory."
+    ) from exc
+
 from tinydancer._kernels import (
     FastGRNNCell,
     KernelMatrix,
