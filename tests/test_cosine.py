@@ -233,6 +233,8 @@ def test_batch_names_the_bad_row(isa, rng, with_norms):
 
 
 def test_l2_norms_bad_input(isa):
+    with pytest.raises(InvalidInputError, match=r"rows\[1\] has a norm beyond the float32 range"):
+        kernels.l2_norms(np.array([[1.0, 1.0], [3e38, 3e38]], np.float32))
     with pytest.raises(InvalidInputError, match="rows must be a 2-D"):
         kernels.l2_norms(np.ones(3))
     with pytest.raises(InvalidInputError, match=r"rows holds a non-finite value \(nan\) at \[1, 0\]"):

@@ -201,3 +201,14 @@ def test_bad_inputs(isa, rng):
         cell.forward(None)
     with pytest.raises(InvalidInputError, match="X must hold real numbers"):
         cell.forward_batch(np.full((2, 2, 5), "a"))
+
+
+def test_overflow_inside_the_model_is_an_error(isa):
+    # Finite inputs whose products overflow float32: +inf and -inf meet in W x and give NaN.
+    cell = FastGRNNCell(np.array([[1e30, -1e30]] * 8), np.zeros((8, 8)), np.zeros(8), np.zeros(8), np.ones(8),
+                        0.0, 1.0, -4.0)
+    x = np.array([3e38, 3e38], np.float32)
+    with pytest.raises(InvalidInputError, match="x overflows float32 inside the model"):
+        cell.forward(x)
+    with pytest.raises(InvalidInputError, match="X inside the model overflows float32"):
+        cell.forward_batch(x[None, :])

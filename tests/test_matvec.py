@@ -156,3 +156,10 @@ def test_csr_bad_floats(isa):
 def test_int8_exact_property(w, data):
     x = data.draw(hnp.arrays(np.int8, w.shape[1]))
     np.testing.assert_array_equal(kernels.int8_matvec_int32(w, x), w.astype(np.int64) @ x.astype(np.int64))
+
+
+def test_overflowing_products_are_errors(isa):
+    with pytest.raises(InvalidInputError, match="the product overflows float32"):
+        kernels.int8_matvec(np.full((2, 3), 127, np.int8), np.full(2, 1e10), np.full(3, 3e38))
+    with pytest.raises(InvalidInputError, match="the product overflows float32"):
+        kernels.csr_matvec([3e38, 3e38], [0, 1], [0, 2], np.full(2, 10.0))

@@ -222,6 +222,14 @@ cdef int _require_counts(cnp.ndarray a, str name) except -1:
     return 0
 
 
+cdef int _require_finite_result(cnp.ndarray out, str what) except -1:
+    """Finite inputs can still overflow float32 on the way (huge values times weights): say so."""
+    cdef Py_ssize_t bad = _first_nonfinite_f32(_out_f32(out), cnp.PyArray_SIZE(out))
+    if bad >= 0:
+        raise InvalidInputError(f"{what} overflows float32 (at flat index {bad}); the inputs are too large")
+    return 0
+
+
 cdef int _require_nonempty(Py_ssize_t n, str name) except -1:
     if n == 0:
         raise InvalidInputError(f"{name} is empty")
@@ -328,6 +336,9 @@ def l2_norms(rows):
     cdef void *state = _release(n * dim >= NOGIL_WORK)
     ck.td_l2_norms_f32(_f32p(r), <size_t>n, <size_t>dim, _out_f32(result))
     _reacquire(state)
+    cdef Py_ssize_t bad = _first_nonfinite_f32(_out_f32(result), n)
+    if bad >= 0:
+        raise InvalidInputError(f"rows[{bad}] has a norm beyond the float32 range")
     return result
 
 
@@ -371,6 +382,7 @@ def int8_matvec(w, scales, x, bias=None):
     ck.td_matvec_i8_f32(<const int8_t *>cnp.PyArray_DATA(W), _f32p(s), b, _f32p(v), <size_t>rows,
                         <size_t>cols, _out_f32(y))
     _reacquire(state)
+    _require_finite_result(y, "the product")
     return y
 
 
@@ -439,6 +451,7 @@ def csr_int8_matvec(values, indices, indptr, scales, x, bias=None):
                             <const int32_t *>cnp.PyArray_DATA(ptr), _f32p(s), b, _f32p(v), <size_t>rows,
                             _out_f32(y))
     _reacquire(state)
+    _require_finite_result(y, "the product")
     return y
 
 
@@ -482,6 +495,7 @@ def csr_matvec(values, indices, indptr, x, bias=None):
     ck.td_csr_matvec_f32(_f32p(vals), <const int32_t *>cnp.PyArray_DATA(idx),
                          <const int32_t *>cnp.PyArray_DATA(ptr), b, _f32p(v), <size_t>rows, _out_f32(y))
     _reacquire(state)
+    _require_finite_result(y, "the product")
     return y
 
 
@@ -819,6 +833,8 @@ cdef class FastGRNNCell:
         cdef cnp.ndarray a = self._input(x, "x", 0)
         cdef float out[ck.TD_FASTGRNN_MAX_DIM]
         ck.td_fastgrnn_forward(&self.m, _f32p(a), out)
+        if _first_nonfinite_f32(out, self.m.output_dim) >= 0:
+            raise InvalidInputError("x overflows float32 inside the model; the inputs are too large")
         if self.m.output_dim == 1:
             return out[0]
         cdef cnp.ndarray result = cnp.PyArray_EMPTY(1, [self.m.output_dim], cnp.NPY_FLOAT32, 0)
@@ -846,6 +862,7 @@ cdef class FastGRNNCell:
         cdef void *state = _release(batch * self.m.hidden_dim * (self.m.hidden_dim + self.m.input_dim) >= NOGIL_WORK)
         ck.td_fastgrnn_forward_batch(&self.m, _f32p(a), <size_t>batch, _out_f32(result))
         _reacquire(state)
+        _require_finite_result(result, "X inside the model")
         return result
 
     def __repr__(self):
