@@ -11,10 +11,10 @@ import os
 
 try:
     from tinydancer import _kernels  # noqa: F401  (the compiled extension)
-except ModuleNotFoundError as exc:  # pragma: no cover - only in an unbuilt source tree
+except ImportError as exc:  # pragma: no cover - an unbuilt source tree, or a broken install
     raise ImportError(
-        "tinydancer's compiled kernels are missing: this looks like the source tree, not an installed copy. "
-        "Install with `pip install .` and run from another directory."
+        f"tinydancer's compiled kernels could not be imported ({exc}). Run from outside the source tree, "
+        "after `pip install .`."
     ) from exc
 
 from tinydancer._kernels import (
