@@ -397,42 +397,39 @@ static inline __m256 fastgrnn_cell_(__m256 a_f32x8, __m256 bz_f32x8, __m256 bh_f
     return _mm256_fmadd_ps(z_f32x8, h_f32x8, _mm256_mul_ps(g_f32x8, c_f32x8));
 }
 
-/* y = M x for a column-major rows x cols f32 matrix; y holds rows rounded up to 8, the padding set to 0. */
-static void dense_cols_f32_avx2_(const float *m, size_t rows, size_t cols, const float *x, float *y) {
+/* y = M x for a column-major rows x cols matrix, f32 (w32) or int8 (w8) times the per-row scales; y holds
+ * rows rounded up to 8, the padding set to 0. Four accumulators over the columns keep long rows from
+ * waiting on the latency of one FMA chain. */
+TD_FORCE_INLINE void dense_cols_avx2_(const float *w32, const int8_t *w8, const float *scales, size_t rows,
+                                size_t cols, const float *x, float *y) {
     for (size_t i = 0; i < rows; i += 8) {
         const size_t n = rows - i;
-        __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
+        __m256 sum_f32x8[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
         size_t j = 0;
-        for (; j + 2 <= cols; j += 2) {
-            __m256 col0_f32x8 = loadn_ps_(m + j * rows + i, n);
-            __m256 col1_f32x8 = loadn_ps_(m + (j + 1) * rows + i, n);
-            sum0_f32x8 = _mm256_fmadd_ps(col0_f32x8, _mm256_set1_ps(x[j]), sum0_f32x8);
-            sum1_f32x8 = _mm256_fmadd_ps(col1_f32x8, _mm256_set1_ps(x[j + 1]), sum1_f32x8);
+        for (; j + 4 <= cols; j += 4)
+            for (int k = 0; k < 4; ++k) {
+                size_t off = (j + (size_t)k) * rows + i;
+                __m256 col_f32x8 = w8 ? loadn_i8_ps_(w8 + off, n) : loadn_ps_(w32 + off, n);
+                sum_f32x8[k] = _mm256_fmadd_ps(col_f32x8, _mm256_set1_ps(x[j + (size_t)k]), sum_f32x8[k]);
+            }
+        for (; j < cols; ++j) {
+            __m256 col_f32x8 = w8 ? loadn_i8_ps_(w8 + j * rows + i, n) : loadn_ps_(w32 + j * rows + i, n);
+            sum_f32x8[0] = _mm256_fmadd_ps(col_f32x8, _mm256_set1_ps(x[j]), sum_f32x8[0]);
         }
-        if (j < cols)
-            sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + j * rows + i, n), _mm256_set1_ps(x[j]), sum0_f32x8);
-        _mm256_storeu_ps(y + i, _mm256_add_ps(sum0_f32x8, sum1_f32x8));
+        __m256 total_f32x8 = _mm256_add_ps(_mm256_add_ps(sum_f32x8[0], sum_f32x8[1]),
+                                           _mm256_add_ps(sum_f32x8[2], sum_f32x8[3]));
+        if (w8) total_f32x8 = _mm256_mul_ps(total_f32x8, loadn_ps_(scales + i, n));
+        _mm256_storeu_ps(y + i, total_f32x8);
     }
 }
 
-/* The same for column-major int8 with per-row scales. */
+static void dense_cols_f32_avx2_(const float *m, size_t rows, size_t cols, const float *x, float *y) {
+    dense_cols_avx2_(m, NULL, NULL, rows, cols, x, y);
+}
+
 static void dense_cols_i8_avx2_(const int8_t *m, const float *scales, size_t rows, size_t cols,
                                 const float *x, float *y) {
-    for (size_t i = 0; i < rows; i += 8) {
-        const size_t n = rows - i;
-        __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
-        size_t j = 0;
-        for (; j + 2 <= cols; j += 2) {
-            __m256 col0_f32x8 = loadn_i8_ps_(m + j * rows + i, n);
-            __m256 col1_f32x8 = loadn_i8_ps_(m + (j + 1) * rows + i, n);
-            sum0_f32x8 = _mm256_fmadd_ps(col0_f32x8, _mm256_set1_ps(x[j]), sum0_f32x8);
-            sum1_f32x8 = _mm256_fmadd_ps(col1_f32x8, _mm256_set1_ps(x[j + 1]), sum1_f32x8);
-        }
-        if (j < cols)
-            sum0_f32x8 = _mm256_fmadd_ps(loadn_i8_ps_(m + j * rows + i, n), _mm256_set1_ps(x[j]), sum0_f32x8);
-        sum0_f32x8 = _mm256_add_ps(sum0_f32x8, sum1_f32x8);
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(sum0_f32x8, loadn_ps_(scales + i, n)));
-    }
+    dense_cols_avx2_(NULL, m, scales, rows, cols, x, y);
 }
 
 /* y = M x for any matrix kind (x: cols floats); y as in dense_cols_f32_avx2_. */

@@ -394,9 +394,29 @@ TD_INLINE __m512 load_col_(const float *w32, const int8_t *w8, int is_i8, size_t
     return is_i8 ? cvt_i8_f32_(_mm_maskz_loadu_epi8(mask, w8 + off)) : _mm512_maskz_loadu_ps(mask, w32 + off);
 }
 
+/* sum_j M[rows i.., j] x[j] for one block of up to 16 rows (lanes in mask) of a column-major matrix, with
+ * four accumulators over j so that long rows are not bound by the latency of one FMA chain. */
+TD_INLINE __m512 col_block_(const float *w32, const int8_t *w8, int is_i8, size_t rows, size_t cols, size_t i,
+                            const float *x, __mmask16 mask) {
+    __m512 acc0_f32x16 = _mm512_setzero_ps(), acc1_f32x16 = _mm512_setzero_ps();
+    __m512 acc2_f32x16 = _mm512_setzero_ps(), acc3_f32x16 = _mm512_setzero_ps();
+    size_t j = 0;
+    for (; j + 4 <= cols; j += 4) {
+        acc0_f32x16 = mul_add_(load_col_(w32, w8, is_i8, j * rows + i, mask), _mm512_set1_ps(x[j]), acc0_f32x16);
+        acc1_f32x16 = mul_add_(load_col_(w32, w8, is_i8, (j + 1) * rows + i, mask), _mm512_set1_ps(x[j + 1]),
+                               acc1_f32x16);
+        acc2_f32x16 = mul_add_(load_col_(w32, w8, is_i8, (j + 2) * rows + i, mask), _mm512_set1_ps(x[j + 2]),
+                               acc2_f32x16);
+        acc3_f32x16 = mul_add_(load_col_(w32, w8, is_i8, (j + 3) * rows + i, mask), _mm512_set1_ps(x[j + 3]),
+                               acc3_f32x16);
+    }
+    for (; j < cols; ++j)
+        acc0_f32x16 = mul_add_(load_col_(w32, w8, is_i8, j * rows + i, mask), _mm512_set1_ps(x[j]), acc0_f32x16);
+    return _mm512_add_ps(_mm512_add_ps(acc0_f32x16, acc1_f32x16), _mm512_add_ps(acc2_f32x16, acc3_f32x16));
+}
+
 /* y = M x for a column-major rows x cols matrix: f32 (w32), or int8 (w8) times the per-row scales.
- * Vectorised over rows, 64 at a time in four registers, then 16 at a time with a masked tail. Each row
- * sums over j in order with mul_add_, as the scalar reference does, so the results are identical. */
+ * Vectorised over rows, 64 at a time in four registers, then 16 at a time with a masked tail. */
 TD_INLINE void dense_cols_(const float *w32, const int8_t *w8, const float *scales, int is_i8, size_t rows,
                            size_t cols, const float *x, float *y) {
     size_t i = 0;
@@ -424,9 +444,7 @@ TD_INLINE void dense_cols_(const float *w32, const int8_t *w8, const float *scal
     }
     for (; i < rows; i += 16) {
         __mmask16 mask = mask16_(min_(rows - i, 16));
-        __m512 acc_f32x16 = _mm512_setzero_ps();
-        for (size_t j = 0; j < cols; ++j)
-            acc_f32x16 = mul_add_(load_col_(w32, w8, is_i8, j * rows + i, mask), _mm512_set1_ps(x[j]), acc_f32x16);
+        __m512 acc_f32x16 = col_block_(w32, w8, is_i8, rows, cols, i, x, mask);
         if (is_i8) acc_f32x16 = mul_(acc_f32x16, _mm512_maskz_loadu_ps(mask, scales + i));
         _mm512_mask_storeu_ps(y + i, mask, acc_f32x16);
     }
@@ -473,17 +491,11 @@ TD_INLINE __m512 load_lanes_(const float *p, __mmask16 mask) {
  * forms stay in registers; the others go through matrix_apply_ (tmp: 16 + TD_FASTGRNN_MAX_DIM floats). */
 TD_INLINE __m512 apply_small_(const td_matrix *mat, const float *x, __mmask16 mask, float *tmp) {
     size_t rows = (size_t)mat->rows, cols = (size_t)mat->cols;
-    __m512 acc_f32x16 = _mm512_setzero_ps();
     switch (mat->kind) {
     case TD_MATRIX_DENSE_F32:
-        for (size_t j = 0; j < cols; ++j)
-            acc_f32x16 = mul_add_(load_lanes_(mat->f32 + j * rows, mask), _mm512_set1_ps(x[j]), acc_f32x16);
-        return acc_f32x16;
+        return col_block_(mat->f32, NULL, 0, rows, cols, 0, x, mask);
     case TD_MATRIX_DENSE_I8:
-        for (size_t j = 0; j < cols; ++j)
-            acc_f32x16 = mul_add_(cvt_i8_f32_(_mm_maskz_loadu_epi8(mask, mat->i8 + j * rows)), _mm512_set1_ps(x[j]),
-                                  acc_f32x16);
-        return mul_(acc_f32x16, load_lanes_(mat->scales, mask));
+        return mul_(col_block_(NULL, mat->i8, 1, rows, cols, 0, x, mask), load_lanes_(mat->scales, mask));
     default:
         matrix_apply_(mat, x, tmp, tmp + 16);
         return load_lanes_(tmp, mask);

@@ -212,6 +212,42 @@ void td_l2_norms_f32(const float *rows, size_t n_rows, size_t dim, float *out) {
     for (size_t r = 0; r < n_rows; ++r) out[r] = (float)l2_norm_(t, rows + r * dim, dim);
 }
 
+/* Finiteness checks read the exponent bits (all ones for NaN and Inf), a block at a time with an integer
+ * OR that compilers vectorise, and look for the exact index only inside a flagged block. */
+#define TD_SCAN_BLOCK 256
+
+size_t td_find_nonfinite_f32(const float *p, size_t n) {
+    for (size_t start = 0; start < n; start += TD_SCAN_BLOCK) {
+        size_t end = n - start < TD_SCAN_BLOCK ? n : start + TD_SCAN_BLOCK;
+        uint32_t flag = 0;
+        for (size_t i = start; i < end; ++i) {
+            uint32_t bits;
+            memcpy(&bits, p + i, sizeof bits);
+            flag |= (uint32_t)((bits & 0x7F800000u) == 0x7F800000u);
+        }
+        if (flag)
+            for (size_t i = start; i < end; ++i)
+                if (!isfinite(p[i])) return i;
+    }
+    return n;
+}
+
+size_t td_find_nonfinite_f64(const double *p, size_t n) {
+    for (size_t start = 0; start < n; start += TD_SCAN_BLOCK) {
+        size_t end = n - start < TD_SCAN_BLOCK ? n : start + TD_SCAN_BLOCK;
+        uint64_t flag = 0;
+        for (size_t i = start; i < end; ++i) {
+            uint64_t bits;
+            memcpy(&bits, p + i, sizeof bits);
+            flag |= (uint64_t)((bits & 0x7FF0000000000000ull) == 0x7FF0000000000000ull);
+        }
+        if (flag)
+            for (size_t i = start; i < end; ++i)
+                if (!isfinite(p[i])) return i;
+    }
+    return n;
+}
+
 void td_matvec_i8_f32(const int8_t *w, const float *scales, const float *bias, const float *x, size_t rows,
                       size_t cols, float *y) {
     td_active_table_()->matvec_i8_f32(w, scales, bias, x, rows, cols, y);

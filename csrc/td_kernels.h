@@ -78,6 +78,10 @@ void td_cosine_batch_f32(const float *query, const float *rows, size_t n_rows, s
 /* out[i] = ||rows[i]||_2 for a row-major n_rows x dim matrix. */
 void td_l2_norms_f32(const float *rows, size_t n_rows, size_t dim, float *out);
 
+/* Index of the first NaN or Inf in p[0 .. n), or n if every value is finite. */
+size_t td_find_nonfinite_f32(const float *p, size_t n);
+size_t td_find_nonfinite_f64(const double *p, size_t n);
+
 /* ---------------------------------------------------------------------------------------------------- */
 /* int8 matrix-vector products                                                                          */
 /* ---------------------------------------------------------------------------------------------------- */

@@ -232,6 +232,14 @@ def test_batch_names_the_bad_row(isa, rng, with_norms):
         kernels.cosine_batch(np.zeros(33, np.float32), rows, norms)
 
 
+@pytest.mark.parametrize("at", [0, 255, 256, 257, 38399])
+def test_non_finite_found_anywhere(at):
+    rows = np.ones((100, 384), np.float32)
+    rows.flat[at] = np.inf
+    with pytest.raises(InvalidInputError, match=rf"rows holds a non-finite value \(inf\) at \[{at // 384}, {at % 384}\]"):
+        kernels.l2_norms(rows)
+
+
 def test_l2_norms_bad_input(isa):
     with pytest.raises(InvalidInputError, match=r"rows\[1\] has a norm beyond the float32 range"):
         kernels.l2_norms(np.array([[1.0, 1.0], [3e38, 3e38]], np.float32))

@@ -22,6 +22,8 @@ cdef extern from "td_kernels.h" nogil:
     void td_cosine_batch_f32(const float *query, const float *rows, size_t n_rows, size_t dim,
                              const float *row_norms, float *out)
     void td_l2_norms_f32(const float *rows, size_t n_rows, size_t dim, float *out)
+    size_t td_find_nonfinite_f32(const float *p, size_t n)
+    size_t td_find_nonfinite_f64(const double *p, size_t n)
 
     void td_matvec_i8_f32(const int8_t *w, const float *scales, const float *bias, const float *x,
                           size_t rows, size_t cols, float *y)

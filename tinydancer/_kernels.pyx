@@ -164,20 +164,15 @@ cdef inline Py_ssize_t _dim(cnp.ndarray a, int axis) noexcept:
     return cnp.PyArray_DIM(a, axis)
 
 
-cdef Py_ssize_t _first_nonfinite_f32(const float *p, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        if not isfinite(p[i]):
-            return i
-    return -1
+cdef inline Py_ssize_t _first_nonfinite_f32(const float *p, Py_ssize_t n) noexcept nogil:
+    """Index of the first NaN or Inf, or -1."""
+    cdef size_t i = ck.td_find_nonfinite_f32(p, <size_t>n)
+    return -1 if i == <size_t>n else <Py_ssize_t>i
 
 
-cdef Py_ssize_t _first_nonfinite_f64(const double *p, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        if not isfinite(p[i]):
-            return i
-    return -1
+cdef inline Py_ssize_t _first_nonfinite_f64(const double *p, Py_ssize_t n) noexcept nogil:
+    cdef size_t i = ck.td_find_nonfinite_f64(p, <size_t>n)
+    return -1 if i == <size_t>n else <Py_ssize_t>i
 
 
 cdef inline const float *_f32p(cnp.ndarray a) noexcept:

@@ -289,6 +289,24 @@ static void test_score_candidates(void) {
           "score_candidates accepted a model with input_dim 4");
 }
 
+static void test_find_nonfinite(void) {
+    enum { N = 1000 };
+    static float f[N];
+    static double d[N];
+    const size_t spots[] = {0, 1, 255, 256, 257, 511, 999};
+    CHECK(td_find_nonfinite_f32(f, N) == N && td_find_nonfinite_f64(d, N) == N, "all finite");
+    CHECK(td_find_nonfinite_f32(f, 0) == 0, "empty");
+    for (size_t k = 0; k < sizeof spots / sizeof spots[0]; ++k) {
+        size_t at = spots[k];
+        f[at] = k % 2 ? NAN : -INFINITY;
+        d[at] = k % 2 ? INFINITY : NAN;
+        CHECK(td_find_nonfinite_f32(f, N) == at && td_find_nonfinite_f64(d, N) == at, "non-finite at %zu", at);
+        CHECK(td_find_nonfinite_f32(f, at) == at, "stops at n");
+        f[at] = 3.4e38f;
+        d[at] = 1.7e308;
+    }
+}
+
 static void test_isa_api(void) {
     CHECK(td_isa_usable() & TD_ISA_SCALAR, "scalar must always be usable");
     CHECK(td_isa_from_name("avx2") == TD_ISA_AVX2 && td_isa_from_name("bogus") == 0, "isa names");
@@ -299,6 +317,7 @@ static void test_isa_api(void) {
 int main(void) {
     const unsigned all[] = {TD_ISA_SCALAR, TD_ISA_AVX2, TD_ISA_AVX512, TD_ISA_NEON};
     test_isa_api();
+    test_find_nonfinite();
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) {
         if (!(td_isa_usable() & all[i])) continue;
         CHECK(td_isa_select(all[i]) == 0, "select %s", td_isa_name(all[i]));
