@@ -78,3 +78,18 @@ def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "tinydancer", "--version"], capture_output=True, text=True,
                          check=True, cwd=os.path.dirname(sys.executable))  # outside the source tree
     assert out.stdout.startswith("tinydancer ")
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    """Every ```python block of the README runs, in order, in one namespace."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [part.split("```", 1)[0] for part in text.split("```python\n")[1:]]
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    before = kernels.active_isa()
+    try:
+        for block in blocks:
+            exec(compile(block, "README.md", "exec"), namespace)
+    finally:
+        kernels.set_isa(before)
