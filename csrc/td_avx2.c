@@ -514,6 +514,37 @@ static inline __m256 small_matvec_reg_(const float *u, size_t hidden, __m256 h_f
     return _mm256_add_ps(sum0_f32x8, sum1_f32x8);
 }
 
+/* M x for a matrix of at most 8 rows and any kind, in one register (lanes past the rows are 0). */
+static inline __m256 small_apply_(const td_matrix *mat, const float *x) {
+    const size_t rows = (size_t)mat->rows, cols = (size_t)mat->cols;
+    if (mat->kind == TD_MATRIX_DENSE_F32) return small_matvec_(mat->f32, rows, cols, x);
+    if (mat->kind == TD_MATRIX_DENSE_I8) {
+        __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
+        size_t j = 0;
+        for (; j + 2 <= cols; j += 2) {
+            sum0_f32x8 = _mm256_fmadd_ps(loadn_i8_ps_(mat->i8 + j * rows, rows), _mm256_set1_ps(x[j]), sum0_f32x8);
+            sum1_f32x8 = _mm256_fmadd_ps(loadn_i8_ps_(mat->i8 + (j + 1) * rows, rows), _mm256_set1_ps(x[j + 1]),
+                                         sum1_f32x8);
+        }
+        if (j < cols)
+            sum0_f32x8 = _mm256_fmadd_ps(loadn_i8_ps_(mat->i8 + j * rows, rows), _mm256_set1_ps(x[j]), sum0_f32x8);
+        return _mm256_mul_ps(_mm256_add_ps(sum0_f32x8, sum1_f32x8), loadn_ps_(mat->scales, rows));
+    }
+    float y[8] = {0};
+    if (mat->kind == TD_MATRIX_SPARSE_I8 || mat->kind == TD_MATRIX_SPARSE_F32) {
+        /* at most 8 short rows: a plain loop beats setting up gathers */
+        for (size_t i = 0; i < rows; ++i) {
+            float acc = 0.0f;
+            for (int32_t k = mat->indptr[i]; k < mat->indptr[i + 1]; ++k)
+                acc += (mat->kind == TD_MATRIX_SPARSE_I8 ? (float)mat->i8[k] : mat->f32[k]) * x[mat->indices[k]];
+            y[i] = mat->kind == TD_MATRIX_SPARSE_I8 ? acc * mat->scales[i] : acc;
+        }
+        return _mm256_loadu_ps(y);
+    }
+    matrix_apply_avx2_(mat, x, y); /* writes rows rounded up to 8, padding 0 */
+    return _mm256_loadu_ps(y);
+}
+
 /* Sets lane n % 8 of *logits to v (v holds the logit of item n in every lane). When that group of 8 items
  * is complete, or n is the last item, writes the sigmoid of the group to out: one vector sigmoid per 8. */
 static inline void push_logit_(__m256 *logits_f32x8, __m256 v_f32x8, size_t n, size_t batch, float *out) {
@@ -524,7 +555,7 @@ static inline void push_logit_(__m256 *logits_f32x8, __m256 v_f32x8, size_t n, s
     if (lane == 7 || n + 1 == batch) storen_ps_(out + (n - lane), lane + 1, sigmoid_ps_(*logits_f32x8));
 }
 
-/* The hot case: hidden_dim <= 8 and dense f32 weights, the whole state in one register. */
+/* The hot case: hidden_dim <= 8, the whole state in one register (dense f32 U applied in registers). */
 static void fastgrnn_small_avx2_(const td_fastgrnn *m, const float *x, size_t batch, __m256 zeta_f32x8,
                                  __m256 nu_f32x8, float *out) {
     const size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
@@ -537,8 +568,14 @@ static void fastgrnn_small_avx2_(const td_fastgrnn *m, const float *x, size_t ba
         const float *xn = x + n * steps * inputs;
         __m256 h_f32x8 = _mm256_setzero_ps();
         for (size_t t = 0; t < steps; ++t) {
-            __m256 a_f32x8 = small_matvec_(m->w.f32, hidden, inputs, xn + t * inputs);
-            if (t > 0) a_f32x8 = _mm256_add_ps(a_f32x8, small_matvec_reg_(m->u.f32, hidden, h_f32x8));
+            __m256 a_f32x8 = small_apply_(&m->w, xn + t * inputs);
+            if (t > 0 && m->u.kind == TD_MATRIX_DENSE_F32) {
+                a_f32x8 = _mm256_add_ps(a_f32x8, small_matvec_reg_(m->u.f32, hidden, h_f32x8));
+            } else if (t > 0) {
+                float h[8];
+                _mm256_storeu_ps(h, h_f32x8);
+                a_f32x8 = _mm256_add_ps(a_f32x8, small_apply_(&m->u, h));
+            }
             h_f32x8 = fastgrnn_cell_(a_f32x8, bz_f32x8, bh_f32x8, h_f32x8, zeta_f32x8, nu_f32x8);
         }
         if (outputs == 1) {
@@ -561,8 +598,7 @@ static void fastgrnn_batch_avx2(const td_fastgrnn *m, const float *x, size_t bat
     const __m256 nu_f32x8 = _mm256_permutevar8x32_ps(gates_f32x8, _mm256_set1_epi32(1));
     float h[TD_FASTGRNN_MAX_DIM];
     __m256 logits_f32x8 = _mm256_setzero_ps();
-    if (hidden <= 8 && m->w.kind == TD_MATRIX_DENSE_F32 &&
-        (m->timesteps <= 1 || m->u.kind == TD_MATRIX_DENSE_F32)) {
+    if (hidden <= 8) {
         fastgrnn_small_avx2_(m, x, batch, zeta_f32x8, nu_f32x8, out);
         return;
     }

@@ -63,6 +63,7 @@ def test_cli_bench_one_isa(capsys):
     assert cli.main(["bench", "--isa", "scalar", "--repeats", "1", "--seconds", "0.001"]) == 0
     out = capsys.readouterr().out
     assert "cosine, one 384-d pair" in out and "FastGRNN 5->8, batch of 100" in out
+    assert "model 384->32 sparse int8" in out and "training, one epoch over 10,000 examples" in out
 
 
 def test_cli_errors_are_one_line(capsys):

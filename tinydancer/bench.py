@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinydancer import kernels
+from tinydancer.model import FastGRNN, FastGRNNConfig
 
 
 @dataclass(frozen=True)
@@ -79,20 +80,66 @@ def kernel_benchmarks(seed: int = 0) -> list[tuple[str, Callable[[], object], st
     ]
 
 
-def run(isas: list[str] | None = None, *, repeats: int = 7, target_s: float = 0.02) -> list[Timing]:
-    """Time every kernel benchmark on each ISA in ``isas`` (default: all available); restores the active ISA."""
+def _model(form: str, inputs: int, hidden: int) -> FastGRNN:
+    model = FastGRNN(FastGRNNConfig(input_dim=inputs, hidden_dim=hidden), seed=0)
+    if form == "sparse int8":
+        model.prune(0.9)
+    if form != "float32":
+        model.quantize()
+    return model
+
+
+def model_benchmarks(seed: int = 0) -> list[tuple[str, Callable[[], object], str]]:
+    """(name, call, the peer's figure) for the FastGRNN model in each storage form and at two sizes."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for inputs, hidden in ((5, 8), (384, 32)):
+        x = rng.standard_normal(inputs).astype(np.float32)
+        X = rng.standard_normal((100, inputs)).astype(np.float32)
+        y = np.empty(100, np.float32)
+        for form in ("float32", "int8", "sparse int8"):
+            m = _model(form, inputs, hidden)
+            label = f"model {inputs}->{hidden} {form} ({m.size_bytes()} B)"
+            single = "crate 7.5 us" if (inputs, form) == (5, "float32") else ""
+            out.append((f"{label}, one call", (lambda m=m, x=x: m.forward(x)), single))
+            out.append((f"{label}, batch of 100", (lambda m=m, X=X, y=y: m.forward_batch(X, y)), ""))
+    return out
+
+
+def run(isas: list[str] | None = None, *, repeats: int = 7, target_s: float = 0.02,
+        groups: tuple[str, ...] = ("kernels",)) -> list[Timing]:
+    """Time the benchmarks of ``groups`` (``"kernels"``, ``"model"``) on each ISA in ``isas`` (default: all
+    available); restores the active ISA."""
     isas = isas or kernels.available_isas()
     before = kernels.active_isa()
+    makers = {"kernels": kernel_benchmarks, "model": model_benchmarks}
     results = []
     try:
         for isa in isas:
             kernels.set_isa(isa)
-            for name, fn, reference in kernel_benchmarks():
-                median, low, high = time_call(fn, repeats=repeats, target_s=target_s)
-                results.append(Timing(name, isa, median, low, high, reference))
+            for group in groups:
+                for name, fn, reference in makers[group]():
+                    median, low, high = time_call(fn, repeats=repeats, target_s=target_s)
+                    results.append(Timing(name, isa, median, low, high, reference))
     finally:
         kernels.set_isa(before)
     return results
+
+
+def training_epoch_seconds(n: int = 10_000, repeats: int = 3) -> float:
+    """Median seconds of one training epoch over ``n`` examples of input 5, hidden 8 (batch 32)."""
+    from tinydancer.training import Trainer, TrainingConfig
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 1, (n, 5)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 1.0).astype(np.float32)
+    samples = []
+    for _ in range(repeats):
+        trainer = Trainer(FastGRNN(seed=0), TrainingConfig(epochs=1, validation_split=0.0, seed=0))
+        start = time.perf_counter()
+        trainer.fit(X, y)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
 
 
 def format_ns(ns: float) -> str:

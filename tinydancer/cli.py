@@ -59,7 +59,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if isa not in kernels.available_isas():
             raise TinyDancerError(f"ISA {isa!r} is not available here (available: {', '.join(kernels.available_isas())})")
     print(f"tinydancer {__version__}, {_cpu_name()}, median of {args.repeats} repeats per figure")
-    _print_table(bench.run(isas, repeats=args.repeats, target_s=args.seconds), isas)
+    _print_table(bench.run(isas, repeats=args.repeats, target_s=args.seconds, groups=("kernels", "model")), isas)
+    if not args.no_training:
+        seconds = bench.training_epoch_seconds()
+        print(f"\ntraining, one epoch over 10,000 examples (input 5, hidden 8, batch 32): {seconds * 1e3:.0f} ms")
     return 0
 
 
@@ -147,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--isa", action="append", help="only this ISA (repeatable)")
     b.add_argument("--repeats", type=int, default=9, help="timed repeats per figure (median reported)")
     b.add_argument("--seconds", type=float, default=0.05, help="approximate length of one repeat")
+    b.add_argument("--no-training", action="store_true", help="skip the training-epoch timing")
     b.set_defaults(func=_cmd_bench)
     t = sub.add_parser("train", help="train a FastGRNN model from a .npz or .csv file",
                        description="Train a FastGRNN (optionally compressed: IHT pruning, retraining, int8) and "
