@@ -44,3 +44,22 @@ class Model:
         return self.model.size_bytes()
 
     track_size_bytes.unit = "bytes"
+
+
+class Training:
+    """One epoch of backpropagation through time over 10,000 examples (input 5, hidden 8, batch 32)."""
+
+    timeout = 120
+
+    def setup(self):
+        from tinydancer.training import TrainingConfig
+
+        rng = np.random.default_rng(12)
+        self.X = rng.uniform(0, 1, (10_000, 5)).astype(np.float32)
+        self.y = (self.X[:, 0] + self.X[:, 1] > 1.0).astype(np.float32)
+        self.config = TrainingConfig(epochs=1, validation_split=0.0, seed=0)
+
+    def time_epoch_10k(self):
+        from tinydancer.training import Trainer
+
+        Trainer(FastGRNN(seed=0), self.config).fit(self.X, self.y)
