@@ -325,33 +325,127 @@ void td_fastgrnn_forward_batch(const td_fastgrnn *m, const float *x, size_t batc
 
 #define TD_SCORE_CHUNK 64 /* candidates staged at once: features live on the stack, nothing is allocated */
 
+/* Features of count candidates from start, into f (count x 5). */
+static void features_chunk_(const td_kernel_table *t, const td_feature_config *cfg, const float *query,
+                            double query_norm, size_t dim, const float *embeddings, const float *embedding_norms,
+                            size_t start, size_t count, const double *created_at, const int64_t *access_count,
+                            const float *success_rate, const float *metadata_overlap, double now, float *f) {
+    const double inv_log_cap = 1.0 / log1p(10000.0);
+    float sims[TD_SCORE_CHUNK];
+    cosine_rows_(t, query, query_norm, embeddings + start * dim, count, dim,
+                 embedding_norms ? embedding_norms + start : NULL, sims);
+    for (size_t i = 0; i < count; ++i) {
+        size_t c = start + i;
+        double age = now - created_at[c];
+        double freq = log1p((double)access_count[c]) * inv_log_cap;
+        float *row = f + i * TD_NUM_FEATURES;
+        row[0] = cfg->similarity_weight * sims[i];
+        row[1] = cfg->recency_weight * (float)exp(-cfg->recency_decay * (age > 0.0 ? age : 0.0));
+        row[2] = cfg->frequency_weight * (float)(freq < 1.0 ? freq : 1.0);
+        row[3] = cfg->success_weight * success_rate[c];
+        row[4] = metadata_overlap ? cfg->metadata_weight * metadata_overlap[c] : 0.0f;
+    }
+}
+
+void td_candidate_features(const td_feature_config *cfg, const float *query, size_t dim, const float *embeddings,
+                           const float *embedding_norms, size_t n, const double *created_at,
+                           const int64_t *access_count, const float *success_rate, const float *metadata_overlap,
+                           double now, float *features_out) {
+    const td_kernel_table *t = td_active_table_();
+    double query_norm = l2_norm_(t, query, dim);
+    for (size_t start = 0; start < n; start += TD_SCORE_CHUNK) {
+        size_t count = n - start < TD_SCORE_CHUNK ? n - start : TD_SCORE_CHUNK;
+        features_chunk_(t, cfg, query, query_norm, dim, embeddings, embedding_norms, start, count, created_at,
+                        access_count, success_rate, metadata_overlap, now, features_out + start * TD_NUM_FEATURES);
+    }
+}
+
 int td_score_candidates(const td_fastgrnn *m, const td_feature_config *cfg, const float *query, size_t dim,
                         const float *embeddings, const float *embedding_norms, size_t n,
                         const double *created_at, const int64_t *access_count, const float *success_rate,
                         const float *metadata_overlap, double now, float *features_out, float *scores_out) {
     const td_kernel_table *t = td_active_table_();
-    float sims[TD_SCORE_CHUNK], features[TD_SCORE_CHUNK * TD_NUM_FEATURES];
-    const double inv_log_cap = 1.0 / log1p(10000.0);
+    float features[TD_SCORE_CHUNK * TD_NUM_FEATURES];
     double query_norm;
     if (!m || !cfg || m->input_dim != TD_NUM_FEATURES || m->timesteps != 1 || m->output_dim != 1) return -1;
     query_norm = l2_norm_(t, query, dim);
     for (size_t start = 0; start < n; start += TD_SCORE_CHUNK) {
         size_t count = n - start < TD_SCORE_CHUNK ? n - start : TD_SCORE_CHUNK;
         float *f = features_out ? features_out + start * TD_NUM_FEATURES : features;
-        cosine_rows_(t, query, query_norm, embeddings + start * dim, count, dim,
-                     embedding_norms ? embedding_norms + start : NULL, sims);
-        for (size_t i = 0; i < count; ++i) {
-            size_t c = start + i;
-            double age = now - created_at[c];
-            double freq = log1p((double)access_count[c]) * inv_log_cap;
-            float *row = f + i * TD_NUM_FEATURES;
-            row[0] = cfg->similarity_weight * sims[i];
-            row[1] = cfg->recency_weight * (float)exp(-cfg->recency_decay * (age > 0.0 ? age : 0.0));
-            row[2] = cfg->frequency_weight * (float)(freq < 1.0 ? freq : 1.0);
-            row[3] = cfg->success_weight * success_rate[c];
-            row[4] = metadata_overlap ? cfg->metadata_weight * metadata_overlap[c] : 0.0f;
-        }
+        features_chunk_(t, cfg, query, query_norm, dim, embeddings, embedding_norms, start, count, created_at,
+                        access_count, success_rate, metadata_overlap, now, f);
         t->fastgrnn_batch(m, f, count, scores_out + start);
     }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Routing                                                                                              */
+/* ---------------------------------------------------------------------------------------------------- */
+
+/* a ranks before b: higher score first, then lower index. Scores are finite here. */
+#define TD_BEFORE(sa, ia, sb, ib) ((sa) > (sb) || ((sa) == (sb) && (ia) < (ib)))
+
+void td_rank_desc(const float *scores, size_t n, int32_t *order, int32_t *scratch) {
+    for (size_t i = 0; i < n; ++i) order[i] = (int32_t)i;
+    if (n <= 32 || !scratch) { /* insertion sort: stable, and fastest for the usual handful */
+        for (size_t i = 1; i < n; ++i) {
+            int32_t item = order[i];
+            size_t j = i;
+            while (j > 0 && TD_BEFORE(scores[item], item, scores[order[j - 1]], order[j - 1])) {
+                order[j] = order[j - 1];
+                --j;
+            }
+            order[j] = item;
+        }
+        return;
+    }
+    /* bottom-up merge sort: runs of 16 by insertion, then merges between order and scratch */
+    for (size_t lo = 0; lo < n; lo += 16) {
+        size_t hi = lo + 16 < n ? lo + 16 : n;
+        for (size_t i = lo + 1; i < hi; ++i) {
+            int32_t item = order[i];
+            size_t j = i;
+            while (j > lo && TD_BEFORE(scores[item], item, scores[order[j - 1]], order[j - 1])) {
+                order[j] = order[j - 1];
+                --j;
+            }
+            order[j] = item;
+        }
+    }
+    int32_t *src = order, *dst = scratch;
+    for (size_t width = 16; width < n; width *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * width) {
+            size_t mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
+            size_t a = lo, b = mid, k = lo;
+            while (a < mid && b < hi)
+                dst[k++] = TD_BEFORE(scores[src[b]], src[b], scores[src[a]], src[a]) ? src[b++] : src[a++];
+            while (a < mid) dst[k++] = src[a++];
+            while (b < hi) dst[k++] = src[b++];
+        }
+        int32_t *tmp = src;
+        src = dst;
+        dst = tmp;
+    }
+    if (src != order) memcpy(order, src, n * sizeof(int32_t));
+}
+
+int td_route_candidates(const td_fastgrnn *m, const td_feature_config *cfg, const float *query, size_t dim,
+                        const float *embeddings, const float *embedding_norms, size_t n, const double *created_at,
+                        const int64_t *access_count, const float *success_rate, const float *metadata_overlap,
+                        double now, float confidence_threshold, float max_uncertainty, float *scores,
+                        float *uncertainty, uint8_t *lightweight, int32_t *order, int32_t *scratch) {
+    int rc = td_score_candidates(m, cfg, query, dim, embeddings, embedding_norms, n, created_at, access_count,
+                                 success_rate, metadata_overlap, now, NULL, scores);
+    if (rc != 0) return rc;
+    for (size_t i = 0; i < n; ++i) {
+        float p = scores[i], u;
+        if (!isfinite(p)) return 1;
+        u = 1.0f - 2.0f * fabsf(p - 0.5f);
+        u = u < 0.0f ? 0.0f : (u > 1.0f ? 1.0f : u);
+        uncertainty[i] = u;
+        lightweight[i] = (uint8_t)(p >= confidence_threshold && u <= max_uncertainty);
+    }
+    td_rank_desc(scores, n, order, scratch);
     return 0;
 }

@@ -205,6 +205,34 @@ int td_score_candidates(const td_fastgrnn *m, const td_feature_config *cfg, cons
                         const double *created_at, const int64_t *access_count, const float *success_rate,
                         const float *metadata_overlap, double now, float *features_out, float *scores_out);
 
+/* The features of td_score_candidates alone: features_out (n x 5) receives the weighted features. */
+void td_candidate_features(const td_feature_config *cfg, const float *query, size_t dim, const float *embeddings,
+                           const float *embedding_norms, size_t n, const double *created_at,
+                           const int64_t *access_count, const float *success_rate, const float *metadata_overlap,
+                           double now, float *features_out);
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Routing                                                                                              */
+/* ---------------------------------------------------------------------------------------------------- */
+
+/* order[0 .. n) = the indices of scores sorted by score, highest first; equal scores keep their input
+ * order (a stable sort). scratch holds n int32 values; it may be NULL when n <= 32. */
+void td_rank_desc(const float *scores, size_t n, int32_t *order, int32_t *scratch);
+
+/*
+ * One routing pass over n candidates: td_score_candidates, then for each candidate
+ *   uncertainty[i]     = clamp(1 - 2 |scores[i] - 0.5|, 0, 1)     (distance from the decision boundary)
+ *   lightweight[i]     = scores[i] >= confidence_threshold && uncertainty[i] <= max_uncertainty
+ * and order = td_rank_desc(scores). scratch holds n int32 values (NULL when n <= 32).
+ * Returns 0; -1 if the model does not have the scorer's shape; 1 if some score is not finite (the
+ * outputs are then incomplete and must not be used).
+ */
+int td_route_candidates(const td_fastgrnn *m, const td_feature_config *cfg, const float *query, size_t dim,
+                        const float *embeddings, const float *embedding_norms, size_t n, const double *created_at,
+                        const int64_t *access_count, const float *success_rate, const float *metadata_overlap,
+                        double now, float confidence_threshold, float max_uncertainty, float *scores,
+                        float *uncertainty, uint8_t *lightweight, int32_t *order, int32_t *scratch);
+
 #ifdef __cplusplus
 }
 #endif

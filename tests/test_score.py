@@ -111,7 +111,7 @@ def test_overflowing_embeddings_are_scored_in_float64(isa, rng):
         (dict(now=float("inf")), "now must be finite"),
         (dict(recency_decay=-1.0), "recency_decay must be finite and >= 0"),
         (dict(weights=(1, 2, 3)), "weights must be five finite numbers"),
-        (dict(weights=None), "weights must be five numbers"),
+        (dict(weights="abcde"), "weights must be five numbers"),
         (dict(features_out=np.empty((3, 4), np.float32)), "features_out must be"),
         (dict(query=np.full(384, np.nan, np.float32)), "query holds"),
     ],
@@ -138,3 +138,75 @@ def test_wrong_model_shape(rng):
         kernels.score_candidates(cell, **candidates(rng, 3))
     with pytest.raises(TypeError):
         kernels.score_candidates(None, **candidates(rng, 3))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Features alone, and the routing pass
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 64, 65, 300])
+def test_candidate_features_match_reference(isa, rng, n):
+    args = candidates(rng, n)
+    overlap = rng.uniform(0, 1, n).astype(np.float32)
+    feats = kernels.candidate_features(**args, metadata_overlap=overlap)
+    expected = ref.features(args["query"], args["embeddings"], args["created_at"], args["access_count"],
+                            args["success_rate"], overlap, NOW, WEIGHTS, 0.001)
+    assert feats.shape == (n, 5) and feats.dtype == np.float32
+    np.testing.assert_allclose(feats, expected, atol=2e-6, rtol=0)
+    out = np.empty((n, 5), np.float32)
+    assert kernels.candidate_features(**args, metadata_overlap=overlap, out=out) is out
+
+
+def test_feature_weights_object(rng):
+    fw = kernels.FeatureWeights((1.0, 0.0, 0.0, 0.0, 0.0), recency_decay=0.5)
+    assert fw.weights == (1.0, 0.0, 0.0, 0.0, 0.0) and fw.recency_decay == 0.5
+    args = candidates(rng, 5, dim=8)
+    feats = kernels.candidate_features(**args, weights=fw)
+    np.testing.assert_allclose(feats[:, 0], ref.cosine_batch(args["query"], args["embeddings"]), atol=1e-6)
+    assert np.all(feats[:, 1:] == 0)
+    for bad, match in [((1, 2), "five finite numbers"), ((1, 2, 3, 4, float("nan")), "five finite numbers"),
+                       ("xyzzy", "five numbers")]:
+        with pytest.raises(InvalidInputError, match=match):
+            kernels.FeatureWeights(bad)
+    with pytest.raises(InvalidInputError, match="recency_decay"):
+        kernels.FeatureWeights(recency_decay=-0.1)
+
+
+def test_candidate_features_bad_input(rng):
+    args = candidates(rng, 3)
+    args["embeddings"][1, 5] = np.nan
+    with pytest.raises(InvalidInputError, match=r"embeddings holds a non-finite value \(nan\) at \[1, 5\]"):
+        kernels.candidate_features(**args)
+    with pytest.raises(InvalidInputError, match="out must be"):
+        kernels.candidate_features(**candidates(rng, 3), out=np.empty((3, 4), np.float32))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 10, 32, 33, 100, 1000])
+def test_route_candidates(isa, rng, n):
+    cell = scorer(rng)
+    args = candidates(rng, n)
+    scores, unc, light, order = kernels.route_candidates(cell, **args, confidence_threshold=0.6,
+                                                         max_uncertainty=0.5)
+    _, expected = expected_scores(cell, args)
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    np.testing.assert_allclose(unc, np.clip(1 - 2 * np.abs(scores.astype(np.float64) - 0.5), 0, 1), atol=1e-6)
+    np.testing.assert_array_equal(light, (scores >= np.float32(0.6)) & (unc <= np.float32(0.5)))
+    assert light.dtype == bool and order.dtype == np.int32
+    np.testing.assert_array_equal(order, np.argsort(-scores, kind="stable"))
+
+
+def test_route_order_is_stable_for_ties(rng):
+    cell = FastGRNNCell(np.zeros((8, 5)), np.zeros((8, 8)), np.zeros(8), np.zeros(8), np.ones(8), 0.3, 1.0, -4.0)
+    for n in (5, 40):
+        scores, _, _, order = kernels.route_candidates(cell, **candidates(rng, n))
+        assert np.all(scores == scores[0])  # a constant model: every score ties
+        np.testing.assert_array_equal(order, np.arange(n))
+
+
+def test_route_names_non_finite_embeddings(rng):
+    cell = scorer(rng)
+    args = candidates(rng, 4, dim=8)
+    args["embeddings"][2, 0] = np.inf
+    with pytest.raises(InvalidInputError, match=r"embeddings holds a non-finite value \(inf\) at \[2, 0\]"):
+        kernels.route_candidates(cell, **args)

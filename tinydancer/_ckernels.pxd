@@ -1,5 +1,5 @@
 # Declarations of csrc/td_kernels.h, nothing else.
-from libc.stdint cimport int8_t, int32_t, int64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 
 
 cdef extern from "td_kernels.h" nogil:
@@ -90,3 +90,14 @@ cdef extern from "td_kernels.h" nogil:
                             const float *success_rate, const float *metadata_overlap, double now,
                             float *features_out, float *scores_out)
 
+    void td_candidate_features(const td_feature_config *cfg, const float *query, size_t dim,
+                               const float *embeddings, const float *embedding_norms, size_t n,
+                               const double *created_at, const int64_t *access_count, const float *success_rate,
+                               const float *metadata_overlap, double now, float *features_out)
+    void td_rank_desc(const float *scores, size_t n, int32_t *order, int32_t *scratch)
+    int td_route_candidates(const td_fastgrnn *m, const td_feature_config *cfg, const float *query, size_t dim,
+                            const float *embeddings, const float *embedding_norms, size_t n,
+                            const double *created_at, const int64_t *access_count, const float *success_rate,
+                            const float *metadata_overlap, double now, float confidence_threshold,
+                            float max_uncertainty, float *scores, float *uncertainty, uint8_t *lightweight,
+                            int32_t *order, int32_t *scratch)

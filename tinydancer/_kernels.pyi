@@ -91,6 +91,40 @@ class FastGRNNCell:
     def forward(self, x: ArrayLike) -> float | NDArray[np.float32]: ...
     def forward_batch(self, X: ArrayLike, out: NDArray[np.float32] | None = None) -> NDArray[np.float32]: ...
 
+class FeatureWeights:
+    def __init__(self, weights: Sequence[float] = (0.4, 0.2, 0.15, 0.15, 0.1), recency_decay: float = 0.001) -> None: ...
+    @property
+    def weights(self) -> tuple[float, float, float, float, float]: ...
+    @property
+    def recency_decay(self) -> float: ...
+
+def candidate_features(
+    query: ArrayLike,
+    embeddings: ArrayLike,
+    created_at: ArrayLike,
+    access_count: ArrayLike,
+    success_rate: ArrayLike,
+    now: float,
+    metadata_overlap: ArrayLike | None = None,
+    embedding_norms: ArrayLike | None = None,
+    weights: FeatureWeights | Sequence[float] | None = None,
+    recency_decay: float = 0.001,
+    out: NDArray[np.float32] | None = None,
+) -> NDArray[np.float32]: ...
+def route_candidates(
+    model: FastGRNNCell,
+    query: ArrayLike,
+    embeddings: ArrayLike,
+    created_at: ArrayLike,
+    access_count: ArrayLike,
+    success_rate: ArrayLike,
+    now: float,
+    metadata_overlap: ArrayLike | None = None,
+    embedding_norms: ArrayLike | None = None,
+    weights: FeatureWeights | Sequence[float] | None = None,
+    confidence_threshold: float = 0.85,
+    max_uncertainty: float = 0.15,
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_], NDArray[np.int32]]: ...
 def score_candidates(
     model: FastGRNNCell,
     query: ArrayLike,
@@ -101,7 +135,7 @@ def score_candidates(
     now: float,
     metadata_overlap: ArrayLike | None = None,
     embedding_norms: ArrayLike | None = None,
-    weights: Sequence[float] = (0.4, 0.2, 0.15, 0.15, 0.1),
+    weights: FeatureWeights | Sequence[float] | None = None,
     recency_decay: float = 0.001,
     features_out: NDArray[np.float32] | None = None,
     out: NDArray[np.float32] | None = None,

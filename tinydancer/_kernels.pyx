@@ -11,14 +11,14 @@ when the work is large enough for releasing it to pay off.
 
 cimport numpy as cnp
 from libc.math cimport isfinite, isnan, sqrt
-from libc.stdint cimport int8_t, int32_t, int64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 from libc.string cimport memcpy
 
 from tinydancer cimport _ckernels as ck
 
 import numpy as np
 
-from tinydancer.errors import ConfigError, InvalidInputError
+from tinydancer.errors import ConfigError, InvalidInputError, ModelError
 
 cnp.import_array()
 
@@ -885,8 +885,148 @@ cdef int _require_unit_interval(cnp.ndarray v, str name) except -1:
     return 0
 
 
+cdef class FeatureWeights:
+    """The five feature weights and the recency decay, validated once (the routers keep one).
+
+    Args:
+        weights: (similarity, recency, frequency, success, metadata) weights, finite.
+        recency_decay: per second, finite and >= 0.
+    """
+
+    cdef ck.td_feature_config cfg
+
+    def __init__(self, weights=(0.4, 0.2, 0.15, 0.15, 0.1), double recency_decay=0.001):
+        try:
+            w = [float(v) for v in weights]
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"weights must be five numbers, got {weights!r}") from None
+        if len(w) != ck.TD_NUM_FEATURES or not all(isfinite(v) for v in w):
+            raise InvalidInputError(f"weights must be five finite numbers, got {weights!r}")
+        if not (isfinite(recency_decay) and recency_decay >= 0.0):
+            raise InvalidInputError(f"recency_decay must be finite and >= 0, got {recency_decay}")
+        self.cfg.similarity_weight = w[0]
+        self.cfg.recency_weight = w[1]
+        self.cfg.frequency_weight = w[2]
+        self.cfg.success_weight = w[3]
+        self.cfg.metadata_weight = w[4]
+        self.cfg.recency_decay = recency_decay
+
+    @property
+    def weights(self):
+        c = self.cfg
+        return (c.similarity_weight, c.recency_weight, c.frequency_weight, c.success_weight, c.metadata_weight)
+
+    @property
+    def recency_decay(self):
+        return self.cfg.recency_decay
+
+    def __repr__(self):
+        return f"FeatureWeights(weights={self.weights}, recency_decay={self.cfg.recency_decay})"
+
+
+cdef FeatureWeights _DEFAULT_WEIGHTS = FeatureWeights()
+
+
+cdef FeatureWeights _as_weights(object weights, double recency_decay):
+    """A FeatureWeights as given, or built from five numbers (None: the defaults) and recency_decay."""
+    if isinstance(weights, FeatureWeights):
+        return <FeatureWeights>weights
+    if weights is None:
+        if recency_decay == _DEFAULT_WEIGHTS.cfg.recency_decay:
+            return _DEFAULT_WEIGHTS
+        return FeatureWeights(_DEFAULT_WEIGHTS.weights, recency_decay)
+    return FeatureWeights(weights, recency_decay)
+
+
+cdef class _Candidates:
+    """Validated candidate arrays and the pointers the C kernels read (internal)."""
+
+    cdef cnp.ndarray q, E, created, counts, success, overlap, norms
+    cdef const float *overlap_p
+    cdef const float *norms_p
+    cdef Py_ssize_t n, dim
+    cdef double now
+
+    cdef int load(self, object query, object embeddings, object created_at, object access_count,
+                  object success_rate, double now, object metadata_overlap, object embedding_norms) except -1:
+        self.q = _arr(query, "query", cnp.NPY_FLOAT32, 1)
+        self.E = _arr(embeddings, "embeddings", cnp.NPY_FLOAT32, 2)
+        self.n = _dim(self.E, 0)
+        self.dim = _dim(self.q, 0)
+        _require_nonempty(self.dim, "query")
+        if _dim(self.E, 1) != self.dim:
+            raise InvalidInputError(
+                f"embeddings must have {self.dim} columns to match query, got shape {(<object>self.E).shape}")
+        self.created = _per_candidate(created_at, "created_at", self.n, cnp.NPY_FLOAT64)
+        _require_finite(self.created, "created_at")
+        self.counts = _per_candidate(access_count, "access_count", self.n, cnp.NPY_INT64)
+        _require_counts(self.counts, "access_count")
+        self.success = _per_candidate(success_rate, "success_rate", self.n, cnp.NPY_FLOAT32)
+        _require_unit_interval(self.success, "success_rate")
+        self.overlap_p = NULL
+        if metadata_overlap is not None:
+            self.overlap = _per_candidate(metadata_overlap, "metadata_overlap", self.n, cnp.NPY_FLOAT32)
+            _require_unit_interval(self.overlap, "metadata_overlap")
+            self.overlap_p = _f32p(self.overlap)
+        self.norms_p = NULL
+        if embedding_norms is not None:
+            self.norms = _per_candidate(embedding_norms, "embedding_norms", self.n, cnp.NPY_FLOAT32)
+            _require_norms(self.norms, "embedding_norms")
+            self.norms_p = _f32p(self.norms)
+        if not isfinite(now):
+            raise InvalidInputError(f"now must be finite, got {now}")
+        self.now = now
+        return 0
+
+    cdef int explain_nan(self) except -1:
+        """A NaN score or feature comes from a non-finite query or embedding: name it."""
+        _require_finite(self.q, "query")
+        _require_finite(self.E, "embeddings")
+        return 0
+
+
+cdef int _check_scorer(FastGRNNCell model) except -1:
+    if model.m.input_dim != ck.TD_NUM_FEATURES or model.m.timesteps != 1 or model.m.output_dim != 1:
+        raise InvalidInputError(
+            f"model must have input_dim {ck.TD_NUM_FEATURES}, timesteps 1 and output_dim 1, got {model!r}")
+    return 0
+
+
+def candidate_features(query, embeddings, created_at, access_count, success_rate, double now,
+                       metadata_overlap=None, embedding_norms=None, weights=None,
+                       double recency_decay=0.001, out=None):
+    """The five weighted features of N candidates, as float32 (N, 5); see :func:`score_candidates`.
+
+    ``weights`` may be a :class:`FeatureWeights` (then ``recency_decay`` is its own), five numbers, or None
+    for the defaults (0.4, 0.2, 0.15, 0.15, 0.1).
+    ``out`` may be a writable C-contiguous float32 (N, 5) array.
+
+    Raises:
+        InvalidInputError: any bad shape, dtype or value, naming the argument.
+    """
+    cdef _Candidates c = _Candidates.__new__(_Candidates)
+    c.load(query, embeddings, created_at, access_count, success_rate, now, metadata_overlap, embedding_norms)
+    cdef FeatureWeights fw = _as_weights(weights, recency_decay)
+    cdef cnp.ndarray feats
+    if out is None:
+        feats = cnp.PyArray_EMPTY(2, [c.n, ck.TD_NUM_FEATURES], cnp.NPY_FLOAT32, 0)
+    elif (_ready(out, cnp.NPY_FLOAT32, 2) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
+          and _dim(<cnp.ndarray>out, 0) == c.n and _dim(<cnp.ndarray>out, 1) == ck.TD_NUM_FEATURES):
+        feats = <cnp.ndarray>out
+    else:
+        raise InvalidInputError(f"out must be a writable C-contiguous float32 array of shape ({c.n}, 5)")
+    cdef void *state = _release(c.n * c.dim >= NOGIL_WORK)
+    ck.td_candidate_features(&fw.cfg, _f32p(c.q), <size_t>c.dim, _f32p(c.E), c.norms_p, <size_t>c.n,
+                             <const double *>cnp.PyArray_DATA(c.created), <const int64_t *>cnp.PyArray_DATA(c.counts),
+                             _f32p(c.success), c.overlap_p, c.now, _out_f32(feats))
+    _reacquire(state)
+    if _first_nonfinite_f32(_out_f32(feats), c.n * ck.TD_NUM_FEATURES) >= 0:
+        c.explain_nan()
+    return feats
+
+
 def score_candidates(FastGRNNCell model not None, query, embeddings, created_at, access_count, success_rate,
-                     double now, metadata_overlap=None, embedding_norms=None, weights=(0.4, 0.2, 0.15, 0.15, 0.1),
+                     double now, metadata_overlap=None, embedding_norms=None, weights=None,
                      double recency_decay=0.001, features_out=None, out=None):
     """Score N candidates against a query in one call: 5 features, then the model, without the GIL.
 
@@ -903,7 +1043,8 @@ def score_candidates(FastGRNNCell model not None, query, embeddings, created_at,
         query: (D,) float32; embeddings: (N, D) float32; created_at: (N,) float64 unix seconds;
         access_count: (N,) int64 >= 0; success_rate and metadata_overlap: (N,) float32 in [0, 1];
         now: the current time in unix seconds; embedding_norms: optional (N,) precomputed row norms.
-        weights: the five feature weights; recency_decay: per second, >= 0.
+        weights: a :class:`FeatureWeights`, or the five feature weights, or None for (0.4, 0.2, 0.15,
+            0.15, 0.1); with numbers or None, recency_decay (per second, >= 0) applies.
         features_out: optional writable float32 (N, 5) array that receives the weighted features.
         out: optional writable float32 (N,) array for the scores.
 
@@ -913,66 +1054,72 @@ def score_candidates(FastGRNNCell model not None, query, embeddings, created_at,
     Raises:
         InvalidInputError: any bad shape, dtype or value, naming the argument.
     """
-    if model.m.input_dim != ck.TD_NUM_FEATURES or model.m.timesteps != 1 or model.m.output_dim != 1:
-        raise InvalidInputError(
-            f"model must have input_dim {ck.TD_NUM_FEATURES}, timesteps 1 and output_dim 1, got {model!r}")
-    cdef cnp.ndarray q = _arr(query, "query", cnp.NPY_FLOAT32, 1)
-    cdef cnp.ndarray E = _arr(embeddings, "embeddings", cnp.NPY_FLOAT32, 2)
-    cdef Py_ssize_t n = _dim(E, 0), dim = _dim(q, 0)
-    _require_nonempty(dim, "query")
-    if _dim(E, 1) != dim:
-        raise InvalidInputError(f"embeddings must have {dim} columns to match query, got shape {(<object>E).shape}")
-    cdef cnp.ndarray created = _per_candidate(created_at, "created_at", n, cnp.NPY_FLOAT64)
-    _require_finite(created, "created_at")
-    cdef cnp.ndarray counts = _per_candidate(access_count, "access_count", n, cnp.NPY_INT64)
-    _require_counts(counts, "access_count")
-    cdef cnp.ndarray success = _per_candidate(success_rate, "success_rate", n, cnp.NPY_FLOAT32)
-    _require_unit_interval(success, "success_rate")
-    cdef cnp.ndarray overlap = None
-    cdef const float *overlap_p = NULL
-    if metadata_overlap is not None:
-        overlap = _per_candidate(metadata_overlap, "metadata_overlap", n, cnp.NPY_FLOAT32)
-        _require_unit_interval(overlap, "metadata_overlap")
-        overlap_p = _f32p(overlap)
-    cdef cnp.ndarray norms = None
-    cdef const float *norms_p = NULL
-    if embedding_norms is not None:
-        norms = _per_candidate(embedding_norms, "embedding_norms", n, cnp.NPY_FLOAT32)
-        _require_norms(norms, "embedding_norms")
-        norms_p = _f32p(norms)
-    if not isfinite(now):
-        raise InvalidInputError(f"now must be finite, got {now}")
-    if not (isfinite(recency_decay) and recency_decay >= 0.0):
-        raise InvalidInputError(f"recency_decay must be finite and >= 0, got {recency_decay}")
-    cdef ck.td_feature_config cfg
-    try:
-        w = [float(v) for v in weights]
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"weights must be five numbers, got {weights!r}") from None
-    if len(w) != ck.TD_NUM_FEATURES or not all(np.isfinite(w)):
-        raise InvalidInputError(f"weights must be five finite numbers, got {weights!r}")
-    cfg.similarity_weight = w[0]
-    cfg.recency_weight = w[1]
-    cfg.frequency_weight = w[2]
-    cfg.success_weight = w[3]
-    cfg.metadata_weight = w[4]
-    cfg.recency_decay = recency_decay
+    _check_scorer(model)
+    cdef _Candidates c = _Candidates.__new__(_Candidates)
+    c.load(query, embeddings, created_at, access_count, success_rate, now, metadata_overlap, embedding_norms)
+    cdef FeatureWeights fw = _as_weights(weights, recency_decay)
     cdef float *features_p = NULL
     if features_out is not None:
         if not (_ready(features_out, cnp.NPY_FLOAT32, 2) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>features_out)
-                and (<object>features_out).shape == (n, ck.TD_NUM_FEATURES)):
-            raise InvalidInputError(f"features_out must be a writable C-contiguous float32 array of shape ({n}, 5)")
+                and (<object>features_out).shape == (c.n, ck.TD_NUM_FEATURES)):
+            raise InvalidInputError(f"features_out must be a writable C-contiguous float32 array of shape ({c.n}, 5)")
         features_p = _out_f32(<cnp.ndarray>features_out)
-    cdef cnp.ndarray scores = _out_array(out, "out", n)
+    cdef cnp.ndarray scores = _out_array(out, "out", c.n)
     cdef int rc
-    cdef void *state = _release(n * dim >= NOGIL_WORK)
-    rc = ck.td_score_candidates(&model.m, &cfg, _f32p(q), <size_t>dim, _f32p(E), norms_p, <size_t>n,
-                                <const double *>cnp.PyArray_DATA(created), <const int64_t *>cnp.PyArray_DATA(counts),
-                                _f32p(success), overlap_p, now, features_p, _out_f32(scores))
+    cdef void *state = _release(c.n * c.dim >= NOGIL_WORK)
+    rc = ck.td_score_candidates(&model.m, &fw.cfg, _f32p(c.q), <size_t>c.dim, _f32p(c.E), c.norms_p, <size_t>c.n,
+                                <const double *>cnp.PyArray_DATA(c.created),
+                                <const int64_t *>cnp.PyArray_DATA(c.counts), _f32p(c.success), c.overlap_p, c.now,
+                                features_p, _out_f32(scores))
     _reacquire(state)
     if rc != 0:
         raise InvalidInputError("model does not have the shape of a candidate scorer")
-    if _first_nonfinite_f32(_out_f32(scores), n) >= 0:  # only non-finite embeddings give NaN scores
-        _require_finite(q, "query")
-        _require_finite(E, "embeddings")
+    if _first_nonfinite_f32(_out_f32(scores), c.n) >= 0:  # only non-finite embeddings give NaN scores
+        c.explain_nan()
     return scores
+
+
+def route_candidates(FastGRNNCell model not None, query, embeddings, created_at, access_count, success_rate,
+                     double now, metadata_overlap=None, embedding_norms=None, weights=None,
+                     double confidence_threshold=0.85, double max_uncertainty=0.15):
+    """One routing pass in C: :func:`score_candidates`, then per candidate the uncertainty
+    ``clamp(1 - 2 |p - 0.5|, 0, 1)`` and ``use_lightweight = p >= confidence_threshold and uncertainty <=
+    max_uncertainty``, and the rank order (highest confidence first, stable).
+
+    Returns:
+        (scores float32 (N,), uncertainty float32 (N,), lightweight bool (N,), order int32 (N,)), the first
+        three in input order.
+
+    Raises:
+        InvalidInputError: bad input, naming the argument (a non-finite query or embedding included).
+        ModelError: the model produced a non-finite score from finite input.
+    """
+    _check_scorer(model)
+    cdef _Candidates c = _Candidates.__new__(_Candidates)
+    c.load(query, embeddings, created_at, access_count, success_rate, now, metadata_overlap, embedding_norms)
+    cdef FeatureWeights fw = _as_weights(weights, _DEFAULT_WEIGHTS.cfg.recency_decay)
+    cdef Py_ssize_t n = c.n
+    cdef cnp.ndarray scores = cnp.PyArray_EMPTY(1, [n], cnp.NPY_FLOAT32, 0)
+    cdef cnp.ndarray uncertainty = cnp.PyArray_EMPTY(1, [n], cnp.NPY_FLOAT32, 0)
+    cdef cnp.ndarray light = cnp.PyArray_EMPTY(1, [n], cnp.NPY_BOOL, 0)
+    cdef cnp.ndarray order = cnp.PyArray_EMPTY(1, [n], cnp.NPY_INT32, 0)
+    cdef cnp.ndarray scratch = None
+    cdef int32_t *scratch_p = NULL
+    if n > 32:
+        scratch = cnp.PyArray_EMPTY(1, [n], cnp.NPY_INT32, 0)
+        scratch_p = <int32_t *>cnp.PyArray_DATA(scratch)
+    cdef int rc
+    cdef void *state = _release(n * c.dim >= NOGIL_WORK)
+    rc = ck.td_route_candidates(&model.m, &fw.cfg, _f32p(c.q), <size_t>c.dim, _f32p(c.E), c.norms_p, <size_t>n,
+                                <const double *>cnp.PyArray_DATA(c.created),
+                                <const int64_t *>cnp.PyArray_DATA(c.counts), _f32p(c.success), c.overlap_p, c.now,
+                                <float>confidence_threshold, <float>max_uncertainty, _out_f32(scores),
+                                _out_f32(uncertainty), <uint8_t *>cnp.PyArray_DATA(light),
+                                <int32_t *>cnp.PyArray_DATA(order), scratch_p)
+    _reacquire(state)
+    if rc < 0:
+        raise InvalidInputError("model does not have the shape of a candidate scorer")
+    if rc > 0:
+        c.explain_nan()
+        raise ModelError("the model produced a non-finite score")
+    return scores, uncertainty, light, order

@@ -19,10 +19,12 @@ except ImportError as exc:  # pragma: no cover - an unbuilt source tree, or a br
 
 from tinydancer._kernels import (
     FastGRNNCell,
+    FeatureWeights,
     KernelMatrix,
     active_isa,
     available_isas,
     best_isa,
+    candidate_features,
     compiled_isas,
     cosine,
     cosine_batch,
@@ -33,6 +35,7 @@ from tinydancer._kernels import (
     int8_matvec,
     int8_matvec_int32,
     l2_norms,
+    route_candidates,
     score_candidates,
     set_isa,
 )
@@ -40,10 +43,12 @@ from tinydancer.errors import ConfigError
 
 __all__ = [
     "FastGRNNCell",
+    "FeatureWeights",
     "KernelMatrix",
     "active_isa",
     "available_isas",
     "best_isa",
+    "candidate_features",
     "compiled_isas",
     "cosine",
     "cosine_batch",
@@ -54,6 +59,7 @@ __all__ = [
     "int8_matvec",
     "int8_matvec_int32",
     "l2_norms",
+    "route_candidates",
     "score_candidates",
     "set_isa",
 ]

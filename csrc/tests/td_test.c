@@ -307,6 +307,64 @@ static void test_find_nonfinite(void) {
     }
 }
 
+static const float *rank_scores_;
+static int rank_ref_cmp_(const void *pa, const void *pb) {
+    int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
+    if (rank_scores_[a] != rank_scores_[b]) return rank_scores_[a] > rank_scores_[b] ? -1 : 1;
+    return a < b ? -1 : (a > b); /* stable: the lower index first */
+}
+
+static void test_rank_and_route(void) {
+    enum { N = 1000 };
+    static float scores[N];
+    static int32_t order[N], want[N], scratch[N];
+    const size_t sizes[] = {0, 1, 2, 5, 16, 17, 32, 33, 100, 999, 1000};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; ++s) {
+        size_t n = sizes[s];
+        for (size_t i = 0; i < n; ++i) scores[i] = (float)(next_u64() % 7) / 7.0f; /* many ties */
+        for (size_t i = 0; i < n; ++i) want[i] = (int32_t)i;
+        rank_scores_ = scores;
+        qsort(want, n, sizeof want[0], rank_ref_cmp_);
+        td_rank_desc(scores, n, order, scratch);
+        CHECK(n == 0 || memcmp(order, want, n * sizeof order[0]) == 0, "rank of %zu", n);
+        if (n <= 32) {
+            td_rank_desc(scores, n, order, NULL);
+            CHECK(n == 0 || memcmp(order, want, n * sizeof order[0]) == 0, "rank of %zu without scratch", n);
+        }
+    }
+
+    enum { C = 50, D = 16 };
+    float W[40], Wc[40], U[64], Uc[64], bz[8] = {0}, bh[8] = {0}, wo[8], bo = 0.0f;
+    float q[D], E[C * D], success[C], sc[C], unc[C], ref_scores[C];
+    double created[C];
+    int64_t counts[C];
+    uint8_t light[C];
+    int32_t ord[C], scr[C];
+    fill(W, 40), fill(U, 64), fill(wo, 8), fill(q, D), fill(E, C * D);
+    for (int i = 0; i < 40; ++i) W[i] *= 4.0f;
+    transpose(W, 8, 5, Wc);
+    transpose(U, 8, 8, Uc);
+    for (int i = 0; i < C; ++i) created[i] = 1e9, counts[i] = i, success[i] = (float)i / C;
+    td_fastgrnn m = {5, 8, 1, 1, {TD_MATRIX_DENSE_F32, 8, 5, 0, Wc, NULL, NULL, NULL, NULL, NULL},
+                     {TD_MATRIX_DENSE_F32, 8, 8, 0, Uc, NULL, NULL, NULL, NULL, NULL}, bz, bh, wo, &bo, 1.0f, -4.0f};
+    td_feature_config cfg = {0.4f, 0.2f, 0.15f, 0.15f, 0.1f, 0.001};
+    float feats[C * 5], feats2[C * 5];
+    td_score_candidates(&m, &cfg, q, D, E, NULL, C, created, counts, success, NULL, 1e9, feats, ref_scores);
+    td_candidate_features(&cfg, q, D, E, NULL, C, created, counts, success, NULL, 1e9, feats2);
+    CHECK(memcmp(feats, feats2, sizeof feats) == 0, "candidate_features differs from score_candidates");
+    CHECK(td_route_candidates(&m, &cfg, q, D, E, NULL, C, created, counts, success, NULL, 1e9, 0.5f, 0.9f, sc, unc,
+                              light, ord, scr) == 0, "route refused a valid model");
+    for (int i = 0; i < C; ++i) {
+        float u = fminf(fmaxf(1.0f - 2.0f * fabsf(sc[i] - 0.5f), 0.0f), 1.0f);
+        CHECK(sc[i] == ref_scores[i] && unc[i] == u, "route score/uncertainty %d", i);
+        CHECK(light[i] == (sc[i] >= 0.5f && u <= 0.9f), "route lightweight flag %d", i);
+    }
+    for (int i = 1; i < C; ++i) CHECK(sc[ord[i - 1]] >= sc[ord[i]], "route order %d", i);
+    bo = NAN;
+    CHECK(td_route_candidates(&m, &cfg, q, D, E, NULL, C, created, counts, success, NULL, 1e9, 0.5f, 0.9f, sc, unc,
+                              light, ord, scr) == 1, "a NaN score must be reported");
+}
+
 static void test_isa_api(void) {
     CHECK(td_isa_usable() & TD_ISA_SCALAR, "scalar must always be usable");
     CHECK(td_isa_from_name("avx2") == TD_ISA_AVX2 && td_isa_from_name("bogus") == 0, "isa names");
@@ -327,6 +385,7 @@ int main(void) {
         test_matvec();
         test_fastgrnn();
         test_score_candidates();
+        test_rank_and_route();
         printf("%-7s checked\n", current_isa);
     }
     if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
