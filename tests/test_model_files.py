@@ -88,6 +88,19 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no temporary file left
 
 
+def test_save_permissions(tmp_path):
+    path = tmp_path / "m.safetensors"
+    old = os.umask(0o022)
+    try:
+        sample_model("dense").save(path)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0o600
+    path.chmod(0o640)
+    sample_model("int8").save(path)
+    assert path.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
+
+
 def test_save_into_missing_folder(tmp_path):
     with pytest.raises(ModelFileError, match="cannot write into"):
         sample_model("dense").save(tmp_path / "nope" / "m.safetensors")

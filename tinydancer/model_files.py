@@ -241,15 +241,33 @@ def save_fastgrnn(model: FastGRNN, path: PathArg) -> None:
     write_atomic(path, _st_save(tensors, metadata=metadata))
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux reports it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def write_atomic(path: PathArg, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and rename. A file that
+    is replaced keeps its permissions; a new one gets the usual 0o666 less the umask."""
     target = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(target)
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
     except OSError as exc:
         raise ModelFileError(f"{target}: cannot write into {folder} ({exc.strerror})") from None
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
