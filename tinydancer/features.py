@@ -1,0 +1,320 @@
+"""The five candidate features of the crate, computed by the C kernels.
+
+For a query and a candidate, with ``now`` read from an injectable clock once per request::
+
+    semantic_similarity = cosine(query, candidate.embedding)             in [-1, 1]; a zero vector gives 0
+    recency_score       = exp(-recency_decay * max(now - created_at, 0))  created_at in unix SECONDS
+    frequency_score     = min(ln(1 + access_count) / ln(1 + 10000), 1)
+    success_rate        = candidate.success_rate                         in [0, 1]
+    metadata_overlap    = |{k in query_md : candidate_md[k] == query_md[k]}| / |query_md|   (0 if either is empty)
+    features            = [w_sim*sim, w_rec*rec, w_freq*freq, w_succ*succ, w_meta*meta]
+
+Unlike the crate, NaN or Inf anywhere, a mismatched embedding length, a negative access count or a
+success rate outside [0, 1] raise :class:`~tinydancer.errors.InvalidInputError` naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from tinydancer import kernels
+from tinydancer.errors import ConfigError, InvalidInputError
+from tinydancer.types import (
+    Candidate,
+    CandidateBatch,
+    _count,
+    _diagnose_candidates,
+    _embedding_vector,
+    _real,
+    _unit,
+    metadata_overlap,
+)
+
+__all__ = ["FeatureConfig", "FeatureVector", "FeatureEngineer", "NUM_FEATURES", "FEATURE_NAMES"]
+
+NUM_FEATURES = 5
+FEATURE_NAMES = ("semantic_similarity", "recency_score", "frequency_score", "success_rate", "metadata_overlap")
+
+_candidate_features = kernels.candidate_features
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    """Weights of the five features and the recency decay, with the crate's defaults.
+
+    Args:
+        similarity_weight, recency_weight, frequency_weight, success_weight, metadata_weight: finite,
+            >= 0. They need not sum to 1.
+        recency_decay: per second, finite, >= 0 (0.001 halves the recency score in about 11.5 minutes).
+
+    Raises:
+        ConfigError: a value is not a finite number >= 0; the message names it.
+    """
+
+    similarity_weight: float = 0.4
+    recency_weight: float = 0.2
+    frequency_weight: float = 0.15
+    success_weight: float = 0.15
+    metadata_weight: float = 0.1
+    recency_decay: float = 0.001
+
+    def __post_init__(self) -> None:
+        for name in (
+            "similarity_weight",
+            "recency_weight",
+            "frequency_weight",
+            "success_weight",
+            "metadata_weight",
+            "recency_decay",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ConfigError(f"{name} must be a number, got {type(value).__name__}")
+            number = float(value)
+            if not (math.isfinite(number) and number >= 0.0):
+                raise ConfigError(f"{name} must be finite and >= 0, got {number}")
+            object.__setattr__(self, name, number)
+
+    @property
+    def weights(self) -> tuple[float, float, float, float, float]:
+        """(similarity, recency, frequency, success, metadata) weights, in feature order."""
+        return (
+            self.similarity_weight,
+            self.recency_weight,
+            self.frequency_weight,
+            self.success_weight,
+            self.metadata_weight,
+        )
+
+    def kernel_weights(self) -> kernels.FeatureWeights:
+        """The weights and decay bound for the kernels: build it once and pass it as ``weights=`` to
+        :func:`~tinydancer.kernels.candidate_features` or :func:`~tinydancer.kernels.score_candidates`."""
+        return kernels.FeatureWeights(self.weights, self.recency_decay)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureVector:
+    """The features of one candidate.
+
+    Attributes:
+        semantic_similarity, recency_score, frequency_score, success_rate, metadata_overlap: the raw
+            values, before weighting (computed in float32 by the kernels).
+        features: the weighted five-vector, as a tuple of floats: exactly the row that
+            :meth:`FeatureEngineer.extract_batch_features` gives for this candidate. A tuple keeps the
+            vector immutable and hashable; :meth:`as_array` gives it as float32.
+    """
+
+    semantic_similarity: float
+    recency_score: float
+    frequency_score: float
+    success_rate: float
+    metadata_overlap: float
+    features: tuple[float, float, float, float, float]
+
+    @property
+    def raw(self) -> tuple[float, float, float, float, float]:
+        """The five raw values, in feature order."""
+        return (
+            self.semantic_similarity,
+            self.recency_score,
+            self.frequency_score,
+            self.success_rate,
+            self.metadata_overlap,
+        )
+
+    def as_array(self) -> NDArray[np.float32]:
+        """The weighted features as a float32 array of shape (5,)."""
+        return np.array(self.features, dtype=np.float32)
+
+
+class FeatureEngineer:
+    """Computes candidate features through :func:`tinydancer.kernels.candidate_features`.
+
+    Args:
+        config: the weights and decay (default: ``FeatureConfig()``, the crate's).
+        clock: a callable returning the current unix time in seconds (default :func:`time.time`). It is
+            read once per call; pass ``now=`` to the extract methods to reuse one reading.
+
+    Raises:
+        ConfigError: ``config`` is not a FeatureConfig, or ``clock`` is not callable.
+
+    The engineer holds no per-request state and may be shared between threads.
+    """
+
+    __slots__ = ("_config", "_clock", "_weights", "_unit_weights", "_w32")
+
+    def __init__(self, config: FeatureConfig | None = None, clock: Callable[[], float] | None = None) -> None:
+        if config is None:
+            config = FeatureConfig()
+        elif not isinstance(config, FeatureConfig):
+            raise ConfigError(f"config must be a FeatureConfig, got {type(config).__name__}")
+        if clock is None:
+            clock = time.time
+        elif not callable(clock):
+            raise ConfigError(f"clock must be a callable returning unix seconds, got {type(clock).__name__}")
+        self._config = config
+        self._clock = clock
+        self._weights = config.kernel_weights()
+        # raw values: the same kernel with unit weights (and the same decay)
+        self._unit_weights = kernels.FeatureWeights((1.0,) * NUM_FEATURES, config.recency_decay)
+        # the kernel multiplies in float32 (float weight * float value); so does extract_features
+        self._w32 = np.array(config.weights, dtype=np.float32)
+
+    @property
+    def config(self) -> FeatureConfig:
+        return self._config
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    def extract_features(
+        self,
+        query_embedding: ArrayLike,
+        candidate: Candidate,
+        query_metadata: dict[str, Any] | None = None,
+        *,
+        now: float | None = None,
+    ) -> FeatureVector:
+        """The raw and weighted features of one candidate.
+
+        Args:
+            query_embedding: 1-D, the same length as the candidate's embedding.
+            candidate: a :class:`Candidate`; its fields are checked again (they may have been assigned).
+            query_metadata: the request's metadata dict, or None.
+            now: unix seconds; default: one reading of the clock.
+
+        Raises:
+            InvalidInputError: a bad query, a bad candidate field, or mismatched lengths, naming it.
+        """
+        if not isinstance(candidate, Candidate):
+            raise InvalidInputError(f"candidate must be a Candidate, got {type(candidate).__name__}")
+        emb = _embedding_vector(candidate.embedding, "candidate.embedding")
+        created = np.array([_real(candidate.created_at, "candidate.created_at")], dtype=np.float64)
+        counts = np.array([_count(candidate.access_count, "candidate.access_count")], dtype=np.int64)
+        success = np.array([_unit(candidate.success_rate, "candidate.success_rate")], dtype=np.float32)
+        if not isinstance(candidate.metadata, dict):
+            raise InvalidInputError(f"candidate.metadata must be a dict, got {type(candidate.metadata).__name__}")
+        overlap = None if query_metadata is None else metadata_overlap(query_metadata, (candidate.metadata,))
+        rows = emb.reshape(1, -1)
+        try:
+            norms = kernels.l2_norms(rows)  # as a CandidateBatch does, so both paths give the same floats
+        except InvalidInputError as exc:  # finite values whose norm overflows float32
+            raise InvalidInputError(f"candidate.embedding: {exc}") from None
+        t = self._clock() if now is None else now
+        try:
+            raw = _candidate_features(
+                query_embedding, rows, created, counts, success, t, overlap, norms, self._unit_weights
+            )
+        except (InvalidInputError, TypeError):
+            q = _embedding_vector(query_embedding, "query_embedding")
+            if q.shape[0] != emb.shape[0]:
+                raise InvalidInputError(
+                    f"candidate.embedding has length {emb.shape[0]}, but query_embedding has length {q.shape[0]}"
+                ) from None
+            _check_time(t, now is None)
+            raise
+        values = raw[0].tolist()
+        weighted = (raw[0] * self._w32).tolist()
+        return FeatureVector(values[0], values[1], values[2], values[3], values[4], tuple(weighted))
+
+    def extract_batch_features(
+        self,
+        query_embedding: ArrayLike,
+        candidates: Sequence[Candidate] | CandidateBatch,
+        query_metadata: dict[str, Any] | None = None,
+        *,
+        now: float | None = None,
+        out: NDArray[np.float32] | None = None,
+    ) -> NDArray[np.float32]:
+        """The weighted features of N candidates, as float32 (N, 5), rows in input order.
+
+        Args:
+            query_embedding: 1-D, the candidates' embedding length.
+            candidates: a :class:`CandidateBatch` (the fast path: no per-candidate Python work unless
+                ``query_metadata`` is given), or a list or tuple of :class:`Candidate` (converted with
+                :meth:`CandidateBatch.from_candidates`, which costs far more than the features).
+            query_metadata: the request's metadata dict, or None. Matching it costs a Python loop over
+                the candidates, except for a CandidateBatch used more than once, which builds an index
+                (see :meth:`CandidateBatch.metadata_overlap`).
+            now: unix seconds; default: one reading of the clock.
+            out: optional writable C-contiguous float32 (N, 5) array to fill and return.
+
+        Raises:
+            InvalidInputError: a bad query or candidate field, or mismatched lengths, naming it.
+        """
+        batch = candidates
+        if type(batch) is not CandidateBatch:
+            batch = _as_batch(candidates)
+        overlap = None if query_metadata is None else batch.metadata_overlap(query_metadata)
+        t = self._clock() if now is None else now
+        embeddings = batch._embeddings
+        if not batch._ids:
+            embeddings = _no_rows(query_embedding, batch)
+        try:
+            return _candidate_features(
+                query_embedding,
+                embeddings,
+                batch._created_at,
+                batch._access_count,
+                batch._success_rate,
+                t,
+                overlap,
+                batch._norms,
+                self._weights,
+                0.0,
+                out,
+            )
+        except (InvalidInputError, TypeError):
+            q = _embedding_vector(query_embedding, "query_embedding")
+            if isinstance(candidates, CandidateBatch):
+                if batch.dim != q.shape[0]:
+                    raise InvalidInputError(
+                        f"candidates has embeddings of length {batch.dim}, but query_embedding has length {q.shape[0]}"
+                    ) from None
+            else:
+                _diagnose_candidates(candidates, q.shape[0], "candidates", "query_embedding")
+            _check_time(t, now is None)
+            raise
+
+    def __repr__(self) -> str:
+        return f"FeatureEngineer(config={self._config!r})"
+
+
+def _as_batch(candidates: Any) -> CandidateBatch:
+    if isinstance(candidates, CandidateBatch):
+        return candidates
+    if isinstance(candidates, (list, tuple)):
+        return CandidateBatch.from_candidates(candidates)
+    raise InvalidInputError(
+        f"candidates must be a list of Candidate or a CandidateBatch, got {type(candidates).__name__}"
+    )
+
+
+def _no_rows(query_embedding: ArrayLike, batch: CandidateBatch) -> NDArray[np.float32]:
+    """The (0, D) embeddings of an empty batch, D taken from the query (``from_candidates([])`` has D = 0)."""
+    q = _embedding_vector(query_embedding, "query_embedding")
+    if batch.dim not in (0, q.shape[0]):
+        raise InvalidInputError(
+            f"candidates has embeddings of length {batch.dim}, but query_embedding has length {q.shape[0]}"
+        )
+    return np.empty((0, q.shape[0]), dtype=np.float32)
+
+
+def _check_time(t: Any, from_clock: bool) -> None:
+    """Raise when the time is not a number, naming the clock or ``now`` (the kernel's TypeError does not)."""
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, float, np.integer, np.floating)):
+        if from_clock:
+            raise ConfigError(f"clock must return unix seconds as a number, got {type(t).__name__}")
+        raise InvalidInputError(f"now must be a number (unix seconds), got {type(t).__name__}")
+    if not math.isfinite(float(t)):
+        raise (ConfigError if from_clock else InvalidInputError)(
+            f"{'clock returned' if from_clock else 'now is'} {float(t)}; the time must be finite"
+        )
