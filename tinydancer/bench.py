@@ -106,13 +106,56 @@ def model_benchmarks(seed: int = 0) -> list[tuple[str, Callable[[], object], str
     return out
 
 
+CRATE_ROUTE = {10: "crate 8.8 us; npm binding 107 us", 50: "crate 48 us; npm binding 219 us",
+               100: "crate 93 us; npm binding 342 us"}
+
+
+def routing_benchmarks(seed: int = 0) -> list[tuple[str, Callable[[], object], str]]:
+    """The crate's benchmark table: feature extraction, model inference and complete routing, 384-d."""
+    from tinydancer.demo import random_candidates, random_query
+    from tinydancer.features import FeatureEngineer
+    from tinydancer.router import Router
+    from tinydancer.types import Candidate, CandidateBatch, RoutingRequest
+
+    rng = np.random.default_rng(seed)
+    now = time.time()
+    router = Router()
+    engineer = FeatureEngineer()
+    out: list[tuple[str, Callable[[], object], str]] = []
+    requests = {}
+    for n in (10, 50, 100):
+        query = random_query(rng)
+        cols = random_candidates(rng, query, n, now=now)
+        batch = CandidateBatch(cols["ids"], cols["embeddings"], cols["created_at"], cols["access_count"],
+                               cols["success_rate"])
+        objects = [Candidate(id=cols["ids"][i], embedding=cols["embeddings"][i], created_at=float(cols["created_at"][i]),
+                             access_count=int(cols["access_count"][i]), success_rate=float(cols["success_rate"][i]))
+                   for i in range(n)]
+        requests[n] = (RoutingRequest(query, batch), RoutingRequest(query, objects))
+        out.append((f"feature extraction, {n} candidates", (lambda q=query, b=batch: engineer.extract_batch_features(q, b)),
+                    "crate 18.5 us" if n == 100 else ""))
+    features = engineer.extract_batch_features(requests[100][0].query_embedding, requests[100][0].candidates)
+    model = router.model
+    x, X10, X100 = features[0].copy(), features[:10].copy(), features.copy()
+    out += [
+        ("model inference, single", lambda: model.forward(x), "crate 7.5 us"),
+        ("model inference, batch of 10", lambda: model.forward_batch(X10), ""),
+        ("model inference, batch of 100", lambda: model.forward_batch(X100), "crate 7.35 us per item"),
+    ]
+    for n, (columnar, listed) in requests.items():
+        out.append((f"route(), {n} candidates (CandidateBatch)", (lambda r=columnar: router.route(r)), CRATE_ROUTE[n]))
+    for n, (columnar, listed) in requests.items():
+        out.append((f"route(), {n} Candidate objects", (lambda r=listed: router.route(r)), ""))
+    return out
+
+
 def run(isas: list[str] | None = None, *, repeats: int = 7, target_s: float = 0.02,
         groups: tuple[str, ...] = ("kernels",)) -> list[Timing]:
-    """Time the benchmarks of ``groups`` (``"kernels"``, ``"model"``) on each ISA in ``isas`` (default: all
+    """Time the benchmarks of ``groups`` (``"kernels"``, ``"model"``, ``"routing"``) on each ISA in ``isas`` (default: all
     available); restores the active ISA."""
     isas = isas or kernels.available_isas()
     before = kernels.active_isa()
-    makers = {"kernels": kernel_benchmarks, "model": model_benchmarks}
+    makers = {"kernels": kernel_benchmarks, "model": model_benchmarks, "routing": routing_benchmarks}
     results = []
     try:
         for isa in isas:

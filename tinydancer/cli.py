@@ -1,4 +1,4 @@
-"""The ``tinydancer`` command line: ``info``, ``bench`` and ``train``.
+"""The ``tinydancer`` command line: ``demo``, ``route``, ``info``, ``bench`` and ``train``.
 
 Errors print one line to stderr and exit with status 2 (bad usage) or 1 (anything else).
 """
@@ -59,7 +59,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if isa not in kernels.available_isas():
             raise TinyDancerError(f"ISA {isa!r} is not available here (available: {', '.join(kernels.available_isas())})")
     print(f"tinydancer {__version__}, {_cpu_name()}, median of {args.repeats} repeats per figure")
-    _print_table(bench.run(isas, repeats=args.repeats, target_s=args.seconds, groups=("kernels", "model")), isas)
+    groups = tuple(args.group) if args.group else ("routing", "kernels", "model")
+    _print_table(bench.run(isas, repeats=args.repeats, target_s=args.seconds, groups=groups), isas)
     if not args.no_training:
         seconds = bench.training_epoch_seconds()
         print(f"\ntraining, one epoch over 10,000 examples (input 5, hidden 8, batch 32): {seconds * 1e3:.0f} ms")
@@ -139,10 +140,87 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tinydancer.demo import demo_requests
+    from tinydancer.router import Router, RouterConfig
+
+    router = Router(RouterConfig(model_path=args.model))
+    model = router.model
+    print(f"tinydancer {__version__}: routing demo with {'the shipped model' if args.model is None else args.model} "
+          f"({model.cell.W.kind} weights, {model.size_bytes()} bytes), kernels: {kernels.active_isa()}")
+    print(f"lightweight when confidence >= {router.config.confidence_threshold} and uncertainty <= "
+          f"{router.config.max_uncertainty}\n")
+    total = light = 0
+    for item in demo_requests():
+        response = router.route(item.request)
+        median_ns = bench.time_call(lambda r=item.request: router.route(r), repeats=5, target_s=0.005)[0]
+        n, k = response.candidates_processed, response.lightweight_count
+        total, light = total + n, light + k
+        print(f"{item.name}: {k} of {n} to the lightweight model, route() {bench.format_ns(median_ns)}")
+        for d in response.decisions[: args.top]:
+            side = "lightweight" if d.use_lightweight else "powerful"
+            print(f"    {d.candidate_id}  confidence {d.confidence:.3f}  uncertainty {d.uncertainty:.3f}  -> {side}")
+        if n > args.top:
+            print(f"    ... {n - args.top} more")
+    share = light / total if total else 0.0
+    print(f"\n{light} of {total} candidates ({share:.0%}) can go to the lightweight model; "
+          f"circuit breaker {router.metrics()['circuit_breaker']}.")
+    return 0
+
+
+def _read_request(source: str):
+    from tinydancer.errors import InvalidInputError
+    from tinydancer.types import Candidate, RoutingRequest
+
+    try:
+        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+    except OSError as exc:
+        raise InvalidInputError(f"{source}: cannot be read ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"the request is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or "query_embedding" not in data or "candidates" not in data:
+        raise InvalidInputError("the request must be a JSON object with query_embedding and candidates")
+    if not isinstance(data["candidates"], list):
+        raise InvalidInputError("candidates must be a JSON list")
+    known = {"id", "embedding", "metadata", "created_at", "access_count", "success_rate"}
+    candidates = []
+    for i, c in enumerate(data["candidates"]):
+        if not isinstance(c, dict) or "id" not in c or "embedding" not in c:
+            raise InvalidInputError(f"candidates[{i}] must be an object with at least id and embedding")
+        unknown = set(c) - known
+        if unknown:
+            raise InvalidInputError(f"candidates[{i}] has unknown fields {sorted(unknown)}")
+        candidates.append(Candidate(**c))
+    return RoutingRequest(query_embedding=data["query_embedding"], candidates=candidates,
+                          metadata=data.get("metadata"))
+
+
+def _cmd_route(args: argparse.Namespace) -> int:
+    from tinydancer.router import Router, RouterConfig
+
+    request = _read_request(args.request)
+    with Router(RouterConfig(model_path=args.model)) as router:
+        response = router.route(request)
+    json.dump(response.to_dict(), sys.stdout, indent=2 if args.pretty else None)
+    print()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinydancer", description="Microsecond routing for AI requests.")
     parser.add_argument("--version", action="version", version=f"tinydancer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="route a built-in set of requests with the shipped model")
+    d.add_argument("--model", help="a candidate model file instead of the shipped one")
+    d.add_argument("--top", type=int, default=3, help="decisions shown per request (default 3)")
+    d.set_defaults(func=_cmd_demo)
+    r = sub.add_parser("route", help="route a JSON request (file or - for stdin); JSON decisions out")
+    r.add_argument("request", nargs="?", default="-", help="JSON file, or - (default) for standard input")
+    r.add_argument("--model", help="a candidate model file instead of the shipped one")
+    r.add_argument("--pretty", action="store_true", help="indent the JSON")
+    r.set_defaults(func=_cmd_route)
     info = sub.add_parser("info", help="version, CPU features, active kernels and a few quick timings")
     info.add_argument("--no-timings", action="store_true", help="skip the quick timings")
     info.set_defaults(func=_cmd_info)
@@ -151,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=9, help="timed repeats per figure (median reported)")
     b.add_argument("--seconds", type=float, default=0.05, help="approximate length of one repeat")
     b.add_argument("--no-training", action="store_true", help="skip the training-epoch timing")
+    b.add_argument("--group", action="append", choices=("routing", "kernels", "model"),
+                   help="only this group (repeatable; default: all three)")
     b.set_defaults(func=_cmd_bench)
     t = sub.add_parser("train", help="train a FastGRNN model from a .npz or .csv file",
                        description="Train a FastGRNN (optionally compressed: IHT pruning, retraining, int8) and "

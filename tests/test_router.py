@@ -1,0 +1,363 @@
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinydancer import kernels
+from tinydancer.errors import ConfigError, InvalidInputError, ModelError, ModelFormatError, ModelSchemaError, TinyDancerError
+from tinydancer.features import FeatureConfig
+from tinydancer.model import FastGRNN, FastGRNNConfig
+from tinydancer.router import Router, RouterConfig, default_model_path
+from tinydancer.types import Candidate, CandidateBatch, RoutingDecision, RoutingRequest
+
+NOW = 1_800_000_000.0
+
+
+class FakeClock:
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def make_request(rng: np.random.Generator, n: int, dim: int = 384, columnar: bool = False,
+                 metadata: dict | None = None) -> RoutingRequest:
+    query = unit(rng.standard_normal(dim))
+    emb = unit(rng.standard_normal((n, dim)))
+    created = NOW - rng.uniform(0, 1e5, n)
+    counts = rng.integers(0, 1000, n)
+    success = rng.uniform(0, 1, n).astype(np.float32)
+    ids = [f"c{i}" for i in range(n)]
+    if columnar:
+        return RoutingRequest(query, CandidateBatch(ids, emb, created, counts, success), metadata)
+    cands = [Candidate(id=ids[i], embedding=emb[i], created_at=float(created[i]), access_count=int(counts[i]),
+                       success_rate=float(success[i])) for i in range(n)]
+    return RoutingRequest(query, cands, metadata)
+
+
+def router(**kwargs) -> Router:
+    clock = kwargs.pop("clock", FakeClock(NOW))
+    monotonic = kwargs.pop("monotonic", FakeClock(0.0))
+    return Router(RouterConfig(**kwargs), clock=clock, monotonic=monotonic)
+
+
+def expected_confidences(r: Router, request: RoutingRequest) -> np.ndarray:
+    batch = request.candidates if isinstance(request.candidates, CandidateBatch) else \
+        CandidateBatch.from_candidates(request.candidates)
+    feats = kernels.candidate_features(request.query_embedding, batch.embeddings, batch.created_at,
+                                       batch.access_count, batch.success_rate, NOW)
+    return r.model.forward_batch(feats)
+
+
+@pytest.mark.parametrize("columnar", [False, True])
+@pytest.mark.parametrize("n", [1, 3, 10, 50, 100])
+def test_route_scores_sorts_and_decides(isa, rng, columnar, n):
+    r = router(confidence_threshold=0.5, max_uncertainty=0.9)
+    request = make_request(rng, n, columnar=columnar)
+    response = r.route(request)
+    conf = expected_confidences(r, request)
+    assert response.candidates_processed == n and len(response) == n and not response.fell_back
+    order = np.argsort(-conf, kind="stable")
+    assert [d.candidate_id for d in response.decisions] == [f"c{i}" for i in order]
+    for d in response.decisions:
+        assert isinstance(d, RoutingDecision)
+        i = int(d.candidate_id[1:])
+        assert d.confidence == pytest.approx(float(conf[i]), abs=1e-6)
+        assert d.uncertainty == pytest.approx(min(max(1 - 2 * abs(d.confidence - 0.5), 0.0), 1.0), abs=1e-6)
+        assert d.use_lightweight == (d.confidence >= 0.5 and d.uncertainty <= 0.9)
+    confidences = [d.confidence for d in response.decisions]
+    assert confidences == sorted(confidences, reverse=True)
+    assert response.inference_time_us > 0
+
+
+def test_default_router_uses_the_shipped_model_sensibly(rng):
+    """A candidate identical to the query, fresh and successful, ranks above unrelated ones."""
+    r = Router.default()
+    assert Path(default_model_path()).is_file()
+    assert r.model.is_quantized  # enable_quantization is the default
+    query = unit(rng.standard_normal(384))
+    now = time.time()
+    same = Candidate(id="same", embedding=query, created_at=now, access_count=5000, success_rate=0.95)
+    others = [Candidate(id=f"u{i}", embedding=unit(rng.standard_normal(384)), created_at=now - 86400 * 30,
+                        access_count=3, success_rate=0.3) for i in range(20)]
+    response = r.route(RoutingRequest(query, others[:10] + [same] + others[10:]))
+    top = response.decisions[0]
+    assert top.candidate_id == "same" and top.confidence > 0.85
+    assert all(d.confidence < 0.5 for d in response.decisions[1:])
+
+
+def test_shipped_model_reproduces_the_weighted_score(rng):
+    r = router(enable_quantization=False)
+    request = make_request(rng, 200, columnar=True)
+    b = request.candidates
+    feats = kernels.candidate_features(request.query_embedding, b.embeddings, b.created_at, b.access_count,
+                                       b.success_rate, NOW)
+    target = np.clip(feats.astype(np.float64).sum(axis=1), 0, 1)
+    conf = np.array([d.confidence for d in sorted(r.route(request).decisions, key=lambda d: int(d.candidate_id[1:]))])
+    assert np.abs(conf - target).mean() < 0.01
+
+
+def test_list_and_batch_paths_agree(rng):
+    r = router()
+    listed = make_request(rng, 30)
+    columnar = RoutingRequest(listed.query_embedding, CandidateBatch.from_candidates(listed.candidates))
+    a, b = r.route(listed), r.route(columnar)
+    assert [d.candidate_id for d in a.decisions] == [d.candidate_id for d in b.decisions]
+    np.testing.assert_array_equal(a.confidences, b.confidences)
+
+
+def test_metadata_overlap_counts(rng):
+    r = router(enable_quantization=False)
+    query = unit(rng.standard_normal(16))
+    emb = unit(rng.standard_normal((2, 16)))
+    a = Candidate(id="a", embedding=emb[0], metadata={"topic": "x", "user": 1}, created_at=NOW)
+    b = Candidate(id="b", embedding=emb[0], metadata={"topic": "y"}, created_at=NOW)
+    response = r.route(RoutingRequest(query, [a, b], metadata={"topic": "x", "user": 1}))
+    conf = {d.candidate_id: d.confidence for d in response.decisions}
+    assert conf["a"] > conf["b"]  # a full metadata match adds 0.1 to the weighted score
+
+
+def test_empty_candidate_list(rng):
+    r = router()
+    for candidates in ([], CandidateBatch([], np.zeros((0, 8), np.float32), [], [], [])):
+        response = r.route(RoutingRequest(unit(rng.standard_normal(8)), candidates))
+        assert len(response) == 0 and response.decisions == [] and not response.fell_back
+
+
+def test_ten_thousand_candidates(rng):
+    r = router()
+    response = r.route(make_request(rng, 10_000, dim=64, columnar=True))
+    assert response.candidates_processed == 10_000
+    conf = response.confidences
+    assert np.all(np.diff(conf) <= 0)
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda req: req.query_embedding.__setitem__(3, np.nan), "query"),
+        (lambda req: req.candidates[1].embedding.__setitem__(0, np.inf), r"candidates\[1\]|embeddings"),
+        (lambda req: setattr(req.candidates[0], "embedding", np.ones(7, np.float32)), r"candidates\[0\]|embedding"),
+        (lambda req: setattr(req.candidates[2], "access_count", -1), r"access_count"),
+        (lambda req: setattr(req.candidates[2], "success_rate", 1.5), r"success_rate"),
+    ],
+)
+def test_bad_input_raises_and_does_not_count_against_the_breaker(rng, mutate, match):
+    r = router(circuit_breaker_threshold=1)
+    request = make_request(rng, 4, dim=16)
+    mutate(request)
+    with pytest.raises(InvalidInputError, match=match):
+        r.route(request)
+    assert r.circuit_breaker_status() is True
+    assert r.metrics()["invalid_requests"] == 1
+
+
+def test_not_a_request():
+    with pytest.raises(InvalidInputError, match="RoutingRequest"):
+        router().route({"query_embedding": [1.0]})
+
+
+class BrokenCell:
+    """Stands in for a model whose kernels fail."""
+
+    def __getattr__(self, name):
+        raise RuntimeError("weights unavailable")
+
+
+def break_model(r: Router) -> None:
+    class Broken:
+        cell = BrokenCell()
+
+    r._model = Broken()
+
+
+def test_model_failure_falls_back_and_opens_the_breaker(rng):
+    monotonic = FakeClock(0.0)
+    r = router(circuit_breaker_threshold=3, circuit_breaker_timeout=10.0, monotonic=monotonic)
+    good = r._model
+    request = make_request(rng, 5, dim=16)
+    break_model(r)
+    for i in range(3):
+        response = r.route(request)
+        assert response.fell_back and "model error" in response.fallback_reason
+        assert all(not d.use_lightweight for d in response.decisions)
+        assert [d.candidate_id for d in response.decisions] == [f"c{k}" for k in range(5)]
+    assert r.circuit_breaker_status() is False
+    r._model = good  # even a healthy model is not called while the breaker is open
+    response = r.route(request)
+    assert response.fell_back and response.fallback_reason == "circuit breaker open"
+    monotonic.t = 10.0  # recovery timeout: a probe goes through and closes it
+    assert not r.route(request).fell_back
+    assert r.circuit_breaker_status() is True
+    m = r.metrics()
+    assert m["fallbacks"] == 4 and m["model_errors"] == 3 and m["rejected_by_breaker"] == 1
+
+
+def test_reading_the_breaker_status_does_not_change_it(rng):
+    monotonic = FakeClock(0.0)
+    r = router(circuit_breaker_threshold=1, circuit_breaker_timeout=5.0, monotonic=monotonic)
+    break_model(r)
+    r.route(make_request(rng, 2, dim=8))
+    monotonic.t = 100.0
+    for _ in range(10):
+        assert r.circuit_breaker_status() is False
+    assert r.circuit_breaker.state == "open"
+
+
+def test_invalid_input_in_half_open_gives_the_probe_back(rng):
+    monotonic = FakeClock(0.0)
+    r = router(circuit_breaker_threshold=1, circuit_breaker_timeout=5.0, monotonic=monotonic)
+    good = r._model
+    break_model(r)
+    r.route(make_request(rng, 2, dim=8))
+    r._model = good
+    monotonic.t = 5.0
+    bad = make_request(rng, 2, dim=8)
+    bad.query_embedding[0] = np.nan
+    for _ in range(5):  # more bad requests than half-open probes: none may use a probe up
+        with pytest.raises(InvalidInputError):
+            r.route(bad)
+    assert not r.route(make_request(rng, 2, dim=8)).fell_back
+    assert r.circuit_breaker_status() is True
+
+
+def test_without_breaker(rng):
+    r = router(enable_circuit_breaker=False)
+    assert r.circuit_breaker_status() is None
+    break_model(r)
+    assert r.route(make_request(rng, 2, dim=8)).fell_back
+
+
+def test_reload_model(tmp_path, rng):
+    r = router(enable_quantization=False)
+    request = make_request(rng, 20, dim=16, columnar=True)
+    before = r.route(request).confidences
+    other = FastGRNN(FastGRNNConfig(), seed=99)
+    path = tmp_path / "other.safetensors"
+    other.save(path)
+    r.reload_model(path)
+    after = r.route(request).confidences
+    assert not np.array_equal(before, after)
+    assert r.metrics()["reloads"] == 1
+    r.reload_model()  # back to the configured (shipped) model
+    np.testing.assert_array_equal(r.route(request).confidences, before)
+
+
+@pytest.mark.parametrize(
+    "make, error",
+    [
+        (lambda p: p.write_bytes(b"not a model"), ModelFormatError),
+        (lambda p: FastGRNN(FastGRNNConfig(input_dim=6)).save(p), ModelSchemaError),
+        (lambda p: FastGRNN(FastGRNNConfig(timesteps=2)).save(p), ModelSchemaError),
+        (lambda p: None, Exception),
+    ],
+)
+def test_failed_reload_keeps_the_old_model(tmp_path, rng, make, error):
+    r = router()
+    model = r.model
+    path = tmp_path / "m.safetensors"
+    make(path)
+    with pytest.raises(error):
+        r.reload_model(path)
+    assert r.model is model
+    assert not r.route(make_request(rng, 3, dim=8)).fell_back
+
+
+def test_concurrent_routes_during_reloads_see_one_model_or_the_other(tmp_path, rng):
+    r = router(enable_quantization=False)
+    request = make_request(rng, 64, dim=32, columnar=True)
+    a_out = r.route(request).confidences
+    path = tmp_path / "b.safetensors"
+    FastGRNN(FastGRNNConfig(), seed=5).save(path)
+    r.reload_model(path)
+    b_out = r.route(request).confidences
+    r.reload_model()
+    stop = threading.Event()
+    bad: list[np.ndarray] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            out = r.route(request).confidences
+            if not (np.array_equal(out, a_out) or np.array_equal(out, b_out)):
+                bad.append(out)
+
+    threads = [threading.Thread(target=reader) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for i in range(40):
+        r.reload_model(path if i % 2 == 0 else None)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not bad
+
+
+def test_many_threads_route_at_once(rng):
+    r = router()
+    requests = [make_request(rng, 50, dim=64, columnar=True) for _ in range(8)]
+    expected = [r.route(q).confidences for q in requests]
+    errors: list[str] = []
+
+    def work(k: int) -> None:
+        for _ in range(50):
+            if not np.array_equal(r.route(requests[k % 8]).confidences, expected[k % 8]):
+                errors.append("mismatch")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert r.metrics()["requests"] == 8 + 16 * 50
+
+
+def test_close_and_context_manager(rng):
+    with router() as r:
+        r.route(make_request(rng, 2, dim=8))
+    with pytest.raises(TinyDancerError, match="closed"):
+        r.route(make_request(rng, 2, dim=8))
+    r.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(confidence_threshold=1.5), dict(max_uncertainty=-0.1), dict(circuit_breaker_threshold=0),
+     dict(circuit_breaker_timeout=float("nan")), dict(enable_quantization="yes"), dict(feature_config={}),
+     dict(database_path="routing.db")],
+)
+def test_bad_config(kwargs):
+    with pytest.raises(ConfigError):
+        RouterConfig(**kwargs)
+
+
+def test_feature_config_is_used(rng):
+    only_similarity = FeatureConfig(similarity_weight=1.0, recency_weight=0.0, frequency_weight=0.0,
+                                    success_weight=0.0, metadata_weight=0.0)
+    r = router(feature_config=only_similarity, enable_quantization=False)
+    request = make_request(rng, 10, dim=16, columnar=True)
+    b = request.candidates
+    feats = kernels.candidate_features(request.query_embedding, b.embeddings, b.created_at, b.access_count,
+                                       b.success_rate, NOW, weights=only_similarity.weights)
+    expected = r.model.forward_batch(feats)
+    got = {d.candidate_id: d.confidence for d in r.route(request).decisions}
+    for i in range(10):
+        assert got[f"c{i}"] == pytest.approx(float(expected[i]), abs=1e-6)
+
+
+def test_router_rejects_models_of_the_wrong_shape(tmp_path):
+    path = tmp_path / "q.safetensors"
+    FastGRNN(FastGRNNConfig(input_dim=384, hidden_dim=8)).save(path)
+    with pytest.raises(ModelSchemaError, match="input_dim 5"):
+        Router(RouterConfig(model_path=path))
+    with pytest.raises(ModelError):
+        Router(RouterConfig(model_path=tmp_path / "missing.safetensors"))

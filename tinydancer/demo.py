@@ -1,0 +1,82 @@
+"""The built-in requests of ``tinydancer demo`` and of the routing benchmarks.
+
+Candidates are made, deterministically, the way a memory store holds them: 384-d unit embeddings, some
+close paraphrases of the query (the query plus a little noise), some on the same topic, most unrelated;
+ages from minutes to months; access counts and success rates drawn per candidate.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinydancer.types import Candidate, CandidateBatch, RoutingRequest
+
+__all__ = ["DemoRequest", "demo_requests", "random_candidates", "random_query"]
+
+DIM = 384
+
+
+@dataclass(frozen=True)
+class DemoRequest:
+    name: str
+    request: RoutingRequest
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def random_query(rng: np.random.Generator, dim: int = DIM) -> np.ndarray:
+    return _unit(rng.standard_normal(dim))
+
+
+def random_candidates(rng: np.random.Generator, query: np.ndarray, n: int, *, now: float,
+                      close: float = 0.2, related: float = 0.3) -> dict[str, np.ndarray | list]:
+    """Columns for n candidates: a share ``close`` nearly identical to the query, ``related`` on its topic."""
+    kind = rng.random(n)
+    noise = rng.standard_normal((n, query.shape[0]))
+    mix = np.where(kind < close, 0.05, np.where(kind < close + related, 1.0, 8.0))[:, None]
+    embeddings = _unit(query[None, :] + mix * noise / np.sqrt(query.shape[0]))
+    ages = rng.choice([60.0, 3600.0, 86400.0, 30 * 86400.0], n) * rng.uniform(0.1, 1.0, n)
+    fresh = kind < close  # paraphrases of what was just asked are recent and useful
+    return {
+        "ids": [f"mem-{i:04d}" for i in range(n)],
+        "embeddings": embeddings,
+        "created_at": now - np.where(fresh, ages / 1000.0, ages),
+        "access_count": np.where(fresh, rng.integers(200, 20000, n), rng.integers(0, 50, n)),
+        "success_rate": np.where(fresh, rng.uniform(0.85, 1.0, n), rng.uniform(0.0, 0.8, n)).astype(np.float32),
+    }
+
+
+def demo_requests(seed: int = 7, now: float | None = None) -> list[DemoRequest]:
+    """A fixed set of requests: small and large, objects and columnar, with and without metadata."""
+    rng = np.random.default_rng(seed)
+    now = time.time() if now is None else now
+    out = []
+    for name, n, columnar, with_metadata in [
+        ("chat turn, 5 memories", 5, False, True),
+        ("tool choice, 12 tools", 12, False, False),
+        ("document lookup, 50 passages", 50, True, False),
+        ("agent memory, 100 entries", 100, True, False),
+        ("cold start, 8 unrelated", 8, False, False),
+    ]:
+        query = random_query(rng)
+        cols = random_candidates(rng, query, n, now=now, close=0.0 if name.startswith("cold") else 0.2)
+        metadata = {"user": "u42", "topic": "billing"} if with_metadata else None
+        if columnar:
+            candidates = CandidateBatch(cols["ids"], cols["embeddings"], cols["created_at"], cols["access_count"],
+                                        cols["success_rate"])
+        else:
+            topics = ["billing", "shipping", "billing", "returns"]
+            candidates = [
+                Candidate(id=cols["ids"][i], embedding=cols["embeddings"][i],
+                          metadata={"user": "u42", "topic": topics[i % 4]} if with_metadata else {},
+                          created_at=float(cols["created_at"][i]), access_count=int(cols["access_count"][i]),
+                          success_rate=float(cols["success_rate"][i]))
+                for i in range(n)
+            ]
+        out.append(DemoRequest(name, RoutingRequest(query_embedding=query, candidates=candidates, metadata=metadata)))
+    return out
