@@ -42,8 +42,11 @@ def random_candidates(rng: np.random.Generator, query: np.ndarray, n: int, *, no
     embeddings = _unit(query[None, :] + mix * noise / np.sqrt(query.shape[0]))
     ages = rng.choice([60.0, 3600.0, 86400.0, 30 * 86400.0], n) * rng.uniform(0.1, 1.0, n)
     fresh = kind < close  # paraphrases of what was just asked are recent and useful
+    topics = ["billing", "shipping", "returns", "accounts"]
     return {
         "ids": [f"mem-{i:04d}" for i in range(n)],
+        "metadata": [{"user": "u42", "topic": "billing"} if f else {"user": f"u{i % 7}", "topic": topics[i % 4]}
+                     for i, f in enumerate(fresh)],
         "embeddings": embeddings,
         "created_at": now - np.where(fresh, ages / 1000.0, ages),
         "access_count": np.where(fresh, rng.integers(200, 20000, n), rng.integers(0, 50, n)),
@@ -52,31 +55,29 @@ def random_candidates(rng: np.random.Generator, query: np.ndarray, n: int, *, no
 
 
 def demo_requests(seed: int = 7, now: float | None = None) -> list[DemoRequest]:
-    """A fixed set of requests: small and large, objects and columnar, with and without metadata."""
+    """A fixed set of requests: small and large, as objects and columnar, with query metadata."""
     rng = np.random.default_rng(seed)
     now = time.time() if now is None else now
     out = []
-    for name, n, columnar, with_metadata in [
-        ("chat turn, 5 memories", 5, False, True),
-        ("tool choice, 12 tools", 12, False, False),
-        ("document lookup, 50 passages", 50, True, False),
-        ("agent memory, 100 entries", 100, True, False),
-        ("cold start, 8 unrelated", 8, False, False),
+    for name, n, columnar in [
+        ("chat turn, 5 memories", 5, False),
+        ("tool choice, 12 tools", 12, False),
+        ("document lookup, 50 passages", 50, True),
+        ("agent memory, 100 entries", 100, True),
+        ("cold start, 8 unrelated", 8, False),
     ]:
         query = random_query(rng)
         cols = random_candidates(rng, query, n, now=now, close=0.0 if name.startswith("cold") else 0.2)
-        metadata = {"user": "u42", "topic": "billing"} if with_metadata else None
         if columnar:
             candidates = CandidateBatch(cols["ids"], cols["embeddings"], cols["created_at"], cols["access_count"],
-                                        cols["success_rate"])
+                                        cols["success_rate"], cols["metadata"])
         else:
-            topics = ["billing", "shipping", "billing", "returns"]
             candidates = [
-                Candidate(id=cols["ids"][i], embedding=cols["embeddings"][i],
-                          metadata={"user": "u42", "topic": topics[i % 4]} if with_metadata else {},
+                Candidate(id=cols["ids"][i], embedding=cols["embeddings"][i], metadata=cols["metadata"][i],
                           created_at=float(cols["created_at"][i]), access_count=int(cols["access_count"][i]),
                           success_rate=float(cols["success_rate"][i]))
                 for i in range(n)
             ]
-        out.append(DemoRequest(name, RoutingRequest(query_embedding=query, candidates=candidates, metadata=metadata)))
+        request = RoutingRequest(query_embedding=query, candidates=candidates, metadata={"user": "u42", "topic": "billing"})
+        out.append(DemoRequest(name, request))
     return out
