@@ -122,7 +122,7 @@ class Router:
         if not callable(clock):
             raise ConfigError("clock must be callable")
         fc = self.config.feature_config or FeatureConfig()
-        self._weights = kernels.FeatureWeights(fc.weights, fc.recency_decay)
+        self._weights = fc.kernel_weights()
         self._clock = clock
         self._reload_lock = threading.Lock()
         self._model = self._load(self.config.model_path)
