@@ -166,24 +166,20 @@ def test_not_a_request():
         router().route({"query_embedding": [1.0]})
 
 
-class BrokenCell:
-    """Stands in for a model whose kernels fail."""
-
-    def __getattr__(self, name):
-        raise RuntimeError("weights unavailable")
-
-
 def break_model(r: Router) -> None:
-    class Broken:
-        cell = BrokenCell()
+    """Make the serving model fail the way a broken kernel call would."""
 
-    r._model = Broken()
+    class Broken:
+        def run(self, *args):
+            raise RuntimeError("weights unavailable")
+
+    r._serving = (r._serving[0], Broken())
 
 
 def test_model_failure_falls_back_and_opens_the_breaker(rng):
     monotonic = FakeClock(0.0)
     r = router(circuit_breaker_threshold=3, circuit_breaker_timeout=10.0, monotonic=monotonic)
-    good = r._model
+    good = r._serving
     request = make_request(rng, 5, dim=16)
     break_model(r)
     for i in range(3):
@@ -192,7 +188,7 @@ def test_model_failure_falls_back_and_opens_the_breaker(rng):
         assert all(not d.use_lightweight for d in response.decisions)
         assert [d.candidate_id for d in response.decisions] == [f"c{k}" for k in range(5)]
     assert r.circuit_breaker_status() is False
-    r._model = good  # even a healthy model is not called while the breaker is open
+    r._serving = good  # even a healthy model is not called while the breaker is open
     response = r.route(request)
     assert response.fell_back and response.fallback_reason == "circuit breaker open"
     monotonic.t = 10.0  # recovery timeout: a probe goes through and closes it
@@ -216,10 +212,10 @@ def test_reading_the_breaker_status_does_not_change_it(rng):
 def test_invalid_input_in_half_open_gives_the_probe_back(rng):
     monotonic = FakeClock(0.0)
     r = router(circuit_breaker_threshold=1, circuit_breaker_timeout=5.0, monotonic=monotonic)
-    good = r._model
+    good = r._serving
     break_model(r)
     r.route(make_request(rng, 2, dim=8))
-    r._model = good
+    r._serving = good
     monotonic.t = 5.0
     bad = make_request(rng, 2, dim=8)
     bad.query_embedding[0] = np.nan

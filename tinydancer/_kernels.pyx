@@ -1123,3 +1123,115 @@ def route_candidates(FastGRNNCell model not None, query, embeddings, created_at,
         c.explain_nan()
         raise ModelError("the model produced a non-finite score")
     return scores, uncertainty, light, order
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Repeated routing: candidate columns validated once, a routing pass bound once
+# ---------------------------------------------------------------------------------------------------------
+
+
+cdef class CandidateArrays:
+    """Candidate columns checked once for repeated routing (a :class:`~tinydancer.types.CandidateBatch`
+    keeps one): embeddings (N, D) float32, created_at (N,) float64 finite, access_count (N,) int64 >= 0,
+    success_rate (N,) float32 in [0, 1], and the row norms (computed when not given).
+
+    The arrays are used as given (no copy) when already in kernel form: do not change them afterwards.
+    """
+
+    cdef readonly object embeddings, norms, created_at, access_count, success_rate
+    cdef readonly Py_ssize_t n, dim
+
+    def __init__(self, embeddings, created_at, access_count, success_rate, norms=None):
+        cdef cnp.ndarray E = _arr(embeddings, "embeddings", cnp.NPY_FLOAT32, 2)
+        self.n = _dim(E, 0)
+        self.dim = _dim(E, 1)
+        if self.n and not self.dim:
+            raise InvalidInputError("embeddings has rows of length 0")
+        cdef cnp.ndarray created = _per_candidate(created_at, "created_at", self.n, cnp.NPY_FLOAT64)
+        _require_finite(created, "created_at")
+        cdef cnp.ndarray counts = _per_candidate(access_count, "access_count", self.n, cnp.NPY_INT64)
+        _require_counts(counts, "access_count")
+        cdef cnp.ndarray success = _per_candidate(success_rate, "success_rate", self.n, cnp.NPY_FLOAT32)
+        _require_unit_interval(success, "success_rate")
+        cdef cnp.ndarray nrm
+        if norms is None:
+            nrm = l2_norms(E)
+        else:
+            nrm = _per_candidate(norms, "norms", self.n, cnp.NPY_FLOAT32)
+            _require_norms(nrm, "norms")
+        self.embeddings, self.created_at, self.access_count = E, created, counts
+        self.success_rate, self.norms = success, nrm
+
+
+cdef class RoutePass:
+    """:func:`route_candidates` with the model, feature weights and thresholds bound once.
+
+    Args:
+        model: a candidate scorer (input_dim 5, timesteps 1, output_dim 1).
+        weights: the feature weights.
+        confidence_threshold, max_uncertainty: the lightweight rule.
+    """
+
+    cdef readonly FastGRNNCell model
+    cdef readonly FeatureWeights weights
+    cdef float threshold, max_uncertainty
+
+    def __init__(self, FastGRNNCell model not None, FeatureWeights weights not None,
+                 double confidence_threshold=0.85, double max_uncertainty=0.15):
+        _check_scorer(model)
+        self.model, self.weights = model, weights
+        self.threshold, self.max_uncertainty = <float>confidence_threshold, <float>max_uncertainty
+
+    def run(self, query, CandidateArrays candidates not None, double now, metadata_overlap=None):
+        """Route ``candidates`` for ``query`` at time ``now``.
+
+        Returns:
+            (scores, uncertainty, lightweight, order, lightweight_count): as :func:`route_candidates`, plus
+            the number of lightweight decisions.
+
+        Raises:
+            InvalidInputError: a bad query, overlap or time, naming it.
+            ModelError: the model produced a non-finite score from finite input.
+        """
+        cdef CandidateArrays c = candidates
+        cdef cnp.ndarray q = _arr(query, "query", cnp.NPY_FLOAT32, 1)
+        cdef Py_ssize_t n = c.n, dim = _dim(q, 0), i, count = 0
+        if dim != c.dim:
+            _require_nonempty(dim, "query")
+            if n or c.dim:
+                raise InvalidInputError(f"query has length {dim}, the candidates' embeddings {c.dim}")
+        if not isfinite(now):
+            raise InvalidInputError(f"now must be finite, got {now}")
+        cdef cnp.ndarray overlap
+        cdef const float *overlap_p = NULL
+        if metadata_overlap is not None:
+            overlap = _per_candidate(metadata_overlap, "metadata_overlap", n, cnp.NPY_FLOAT32)
+            _require_unit_interval(overlap, "metadata_overlap")
+            overlap_p = _f32p(overlap)
+        cdef cnp.ndarray scores = cnp.PyArray_EMPTY(1, [n], cnp.NPY_FLOAT32, 0)
+        cdef cnp.ndarray uncertainty = cnp.PyArray_EMPTY(1, [n], cnp.NPY_FLOAT32, 0)
+        cdef cnp.ndarray light = cnp.PyArray_EMPTY(1, [n], cnp.NPY_BOOL, 0)
+        cdef cnp.ndarray order = cnp.PyArray_EMPTY(1, [n], cnp.NPY_INT32, 0)
+        cdef cnp.ndarray scratch
+        cdef int32_t *scratch_p = NULL
+        if n > 32:
+            scratch = cnp.PyArray_EMPTY(1, [n], cnp.NPY_INT32, 0)
+            scratch_p = <int32_t *>cnp.PyArray_DATA(scratch)
+        cdef int rc
+        cdef uint8_t *flags = <uint8_t *>cnp.PyArray_DATA(light)
+        cdef void *state = _release(n * dim >= NOGIL_WORK)
+        rc = ck.td_route_candidates(&self.model.m, &self.weights.cfg, _f32p(q), <size_t>dim,
+                                    _f32p(<cnp.ndarray>c.embeddings), _f32p(<cnp.ndarray>c.norms), <size_t>n,
+                                    <const double *>cnp.PyArray_DATA(<cnp.ndarray>c.created_at),
+                                    <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>c.access_count),
+                                    _f32p(<cnp.ndarray>c.success_rate), overlap_p, now, self.threshold,
+                                    self.max_uncertainty, _out_f32(scores), _out_f32(uncertainty), flags,
+                                    <int32_t *>cnp.PyArray_DATA(order), scratch_p)
+        _reacquire(state)
+        if rc > 0:
+            _require_finite(q, "query")
+            _require_finite(<cnp.ndarray>c.embeddings, "embeddings")
+            raise ModelError("the model produced a non-finite score")
+        for i in range(n):
+            count += flags[i]
+        return scores, uncertainty, light, order, count

@@ -18,9 +18,11 @@ except ImportError as exc:  # pragma: no cover - an unbuilt source tree, or a br
     ) from exc
 
 from tinydancer._kernels import (
+    CandidateArrays,
     FastGRNNCell,
     FeatureWeights,
     KernelMatrix,
+    RoutePass,
     active_isa,
     available_isas,
     best_isa,
@@ -42,9 +44,11 @@ from tinydancer._kernels import (
 from tinydancer.errors import ConfigError
 
 __all__ = [
+    "CandidateArrays",
     "FastGRNNCell",
     "FeatureWeights",
     "KernelMatrix",
+    "RoutePass",
     "active_isa",
     "available_isas",
     "best_isa",

@@ -125,7 +125,7 @@ class Router:
         self._weights = fc.kernel_weights()
         self._clock = clock
         self._reload_lock = threading.Lock()
-        self._model = self._load(self.config.model_path)
+        self._serving = self._bind(self._load(self.config.model_path))
         self._breaker = (CircuitBreaker(failure_threshold=self.config.circuit_breaker_threshold,
                                         recovery_timeout=self.config.circuit_breaker_timeout, clock=monotonic)
                          if self.config.enable_circuit_breaker else None)
@@ -156,17 +156,22 @@ class Router:
             model.quantize()
         return model
 
+    def _bind(self, model: FastGRNN) -> tuple[FastGRNN, kernels.RoutePass]:
+        """The model with its routing pass: swapped together, so a request sees one model."""
+        return model, kernels.RoutePass(model.cell, self._weights, self.config.confidence_threshold,
+                                        self.config.max_uncertainty)
+
     @property
     def model(self) -> FastGRNN:
         """The model serving now."""
-        return self._model
+        return self._serving[0]
 
     def reload_model(self, path: str | PathLike[str] | None = None) -> None:
         """Load ``path`` (default: the configured model) and swap it in atomically once it is fully loaded
         and checked. On any failure the old model keeps serving and the error is raised."""
         with self._reload_lock:
-            model = self._load(self.config.model_path if path is None else path)
-            self._model = model
+            serving = self._bind(self._load(self.config.model_path if path is None else path))
+            self._serving = serving
         with self._counters.lock:
             self._counters.reloads += 1
 
@@ -178,7 +183,9 @@ class Router:
         """Score, rank and route the request's candidates.
 
         Returns:
-            a :class:`RoutingResponse`; decisions sorted by confidence, highest first (stable), each with
+            a :class:`RoutingResponse`; ``inference_time_us`` is the whole call, ``feature_time_us`` the part
+            spent gathering the candidates' fields and metadata (the features themselves are computed
+            with the model, in one C pass). Decisions are sorted by confidence, highest first (stable), each with
             ``use_lightweight = confidence >= confidence_threshold and uncertainty <= max_uncertainty``. On a
             model failure or an open circuit breaker, a fallback response: every candidate to the powerful
             model, ``fell_back`` True and ``fallback_reason`` set.
@@ -198,23 +205,22 @@ class Router:
             batch = request.candidates
             if type(batch) is not CandidateBatch:
                 batch = CandidateBatch.from_candidates(batch)
+            n = len(batch)
+            if n == 0:
+                return self._empty(start)
             overlap = batch.metadata_overlap(request.metadata) if request.metadata else None
+            arrays = batch.kernel_arrays()
         except InvalidInputError:
             self._count_invalid()
             raise
         prepared = time.perf_counter_ns()
-        n = len(batch)
-        if n == 0:
-            return self._empty(start)
         breaker = self._breaker
         if breaker is not None and not breaker.allow_request():
             return self._fall_back(batch, "circuit breaker open", start, rejected=True)
-        cell = self._model.cell  # one read: this request sees one model, whatever reloads happen
+        route_pass = self._serving[1]  # one read: this request sees one model, whatever reloads happen
         try:
-            scores, uncertainty, light, order = kernels.route_candidates(
-                cell, request.query_embedding, batch.embeddings, batch.created_at, batch.access_count,
-                batch.success_rate, self._clock(), overlap, batch.norms, self._weights,
-                self.config.confidence_threshold, self.config.max_uncertainty)
+            scores, uncertainty, light, order, n_light = route_pass.run(request.query_embedding, arrays,
+                                                                        self._clock(), overlap)
         except InvalidInputError:
             self._count_invalid()
             if breaker is not None:
@@ -227,14 +233,14 @@ class Router:
         if breaker is not None:
             breaker.record_success()
         end = time.perf_counter_ns()
-        response = RoutingResponse(batch.ids, scores, uncertainty, light, order, (end - start) / 1e3,
-                                   (prepared - start) / 1e3)
+        elapsed_us = (end - start) / 1e3
+        response = RoutingResponse(batch.ids, scores, uncertainty, light, order, elapsed_us, (prepared - start) / 1e3)
         counters = self._counters
         with counters.lock:
             counters.requests += 1
             counters.candidates += n
-            counters.lightweight += int(np.count_nonzero(light)) if n > 64 else sum(light.tolist())
-            counters.total_us += (end - start) / 1e3
+            counters.lightweight += n_light
+            counters.total_us += elapsed_us
         return response
 
     def _empty(self, start: int) -> RoutingResponse:
@@ -287,7 +293,7 @@ class Router:
                 "invalid_requests": c.invalid, "reloads": c.reloads,
                 "mean_route_us": c.total_us / routed if routed else 0.0,
             }
-        model = self._model
+        model = self._serving[0]
         out.update(circuit_breaker=None if self._breaker is None else self._breaker.state,
                    model_weights=model.cell.W.kind, model_size_bytes=model.size_bytes())
         return out
@@ -303,4 +309,4 @@ class Router:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Router(model={self._model!r}, breaker={self.circuit_breaker_status()})"
+        return f"Router(model={self._serving[0]!r}, breaker={self.circuit_breaker_status()})"

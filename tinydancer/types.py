@@ -229,6 +229,7 @@ class CandidateBatch:
         "_success_rate",
         "_metadata",
         "_metadata_index",
+        "_kernel_arrays",
     )
 
     _ids: tuple[str, ...]
@@ -278,6 +279,7 @@ class CandidateBatch:
         self._success_rate = _frozen(success64.astype(np.float32))
         self._metadata = _metadata_column(metadata, n)
         self._metadata_index = None
+        self._kernel_arrays = None
 
     @classmethod
     def from_candidates(cls, candidates: Sequence[Candidate]) -> CandidateBatch:
@@ -336,6 +338,7 @@ class CandidateBatch:
         self._success_rate = _frozen(success)
         self._metadata = tuple(metas) if any(metas) else None
         self._metadata_index = None
+        self._kernel_arrays = None
         return self
 
     # -- read-only attributes ----------------------------------------------------------------------------
@@ -422,6 +425,15 @@ class CandidateBatch:
     def to_candidates(self) -> list[Candidate]:
         """Every candidate as a :class:`Candidate` object, in order."""
         return [self.candidate(i) for i in range(len(self._ids))]
+
+    def kernel_arrays(self) -> kernels.CandidateArrays:
+        """The columns checked once for the routing kernels (made on first use, then reused)."""
+        arrays = self._kernel_arrays
+        if arrays is None:  # racing threads may both build one: equal, and either may stay
+            arrays = kernels.CandidateArrays(self._embeddings, self._created_at, self._access_count,
+                                             self._success_rate, self._norms)
+            self._kernel_arrays = arrays
+        return arrays
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuilt through __init__, so the copy is aligned and validated again.
