@@ -140,3 +140,38 @@ def score_candidates(
     features_out: NDArray[np.float32] | None = None,
     out: NDArray[np.float32] | None = None,
 ) -> NDArray[np.float32]: ...
+
+class CandidateArrays:
+    embeddings: NDArray[np.float32]
+    norms: NDArray[np.float32]
+    created_at: NDArray[np.float64]
+    access_count: NDArray[np.int64]
+    success_rate: NDArray[np.float32]
+    n: int
+    dim: int
+    def __init__(
+        self,
+        embeddings: ArrayLike,
+        created_at: ArrayLike,
+        access_count: ArrayLike,
+        success_rate: ArrayLike,
+        norms: ArrayLike | None = None,
+    ) -> None: ...
+
+class RoutePass:
+    model: FastGRNNCell
+    weights: FeatureWeights
+    def __init__(
+        self,
+        model: FastGRNNCell,
+        weights: FeatureWeights,
+        confidence_threshold: float = 0.85,
+        max_uncertainty: float = 0.15,
+    ) -> None: ...
+    def run(
+        self, query: ArrayLike, candidates: CandidateArrays, now: float, metadata_overlap: ArrayLike | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_], NDArray[np.int32], int]: ...
+
+def gather_candidates(
+    candidates: list[object],
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float64], NDArray[np.int64], NDArray[np.float32]]: ...

@@ -1235,3 +1235,64 @@ cdef class RoutePass:
         for i in range(n):
             count += flags[i]
         return scores, uncertainty, light, order, count
+
+
+def gather_candidates(list candidates not None):
+    """Columns from a list of :class:`~tinydancer.types.Candidate` objects, in one pass in C.
+
+    Each candidate must have ``embedding`` (a C-contiguous float32 1-D array, all of one length),
+    ``created_at`` (a finite float or int), ``access_count`` (an int >= 0, not a bool) and ``success_rate``
+    (a float or int in [0, 1]).
+
+    Returns:
+        (embeddings float32 (N, D), norms float32 (N,), created_at float64 (N,), access_count int64 (N,),
+        success_rate float32 (N,)).
+
+    Raises:
+        InvalidInputError: anything else (the caller falls back to a slower path that converts what it can
+            and names the bad field).
+    """
+    cdef Py_ssize_t n = len(candidates), dim = 0, i
+    if n == 0:
+        raise InvalidInputError("no candidates")
+    cdef object first = candidates[0].embedding
+    if not _ready(first, cnp.NPY_FLOAT32, 1):
+        raise InvalidInputError("candidates[0].embedding is not a float32 vector")
+    dim = _dim(<cnp.ndarray>first, 0)
+    if dim == 0:
+        raise InvalidInputError("candidates[0].embedding is empty")
+    cdef cnp.ndarray E = cnp.PyArray_EMPTY(2, [n, dim], cnp.NPY_FLOAT32, 0)
+    cdef cnp.ndarray created = cnp.PyArray_EMPTY(1, [n], cnp.NPY_FLOAT64, 0)
+    cdef cnp.ndarray counts = cnp.PyArray_EMPTY(1, [n], cnp.NPY_INT64, 0)
+    cdef cnp.ndarray success = cnp.PyArray_EMPTY(1, [n], cnp.NPY_FLOAT32, 0)
+    cdef float *e = _out_f32(E)
+    cdef double *cr = <double *>cnp.PyArray_DATA(created)
+    cdef int64_t *co = <int64_t *>cnp.PyArray_DATA(counts)
+    cdef float *su = _out_f32(success)
+    cdef object c, emb, count
+    cdef double t, rate
+    for i in range(n):
+        c = candidates[i]
+        emb = c.embedding
+        if not (_ready(emb, cnp.NPY_FLOAT32, 1) and _dim(<cnp.ndarray>emb, 0) == dim):
+            raise InvalidInputError(f"candidates[{i}].embedding does not match")
+        memcpy(e + i * dim, cnp.PyArray_DATA(<cnp.ndarray>emb), dim * sizeof(float))
+        t = c.created_at
+        count = c.access_count
+        if type(count) is not int or count < 0:
+            raise InvalidInputError(f"candidates[{i}].access_count is not a count")
+        rate = c.success_rate
+        if not (isfinite(t) and rate >= 0.0 and rate <= 1.0):
+            raise InvalidInputError(f"candidates[{i}] has an out-of-range field")
+        cr[i] = t
+        co[i] = count
+        su[i] = <float>rate
+    if _first_nonfinite_f32(e, n * dim) >= 0:
+        raise InvalidInputError("a candidate embedding holds NaN or Inf")
+    cdef cnp.ndarray norms = cnp.PyArray_EMPTY(1, [n], cnp.NPY_FLOAT32, 0)
+    ck.td_l2_norms_f32(e, <size_t>n, <size_t>dim, _out_f32(norms))
+    if _first_nonfinite_f32(_out_f32(norms), n) >= 0:
+        raise InvalidInputError("a candidate embedding's norm overflows float32")
+    for a in (E, norms, created, counts, success):
+        a.setflags(write=False)
+    return E, norms, created, counts, success

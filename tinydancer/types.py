@@ -285,7 +285,8 @@ class CandidateBatch:
     def from_candidates(cls, candidates: Sequence[Candidate]) -> CandidateBatch:
         """A batch holding ``candidates`` (a list or tuple of :class:`Candidate`), in their order.
 
-        The router's path for lists, made cheap: the fields were validated when each Candidate was built,
+        The router's path for lists, made cheap (the embeddings are gathered into an ordinary array, not a
+        64-byte aligned one): the fields were validated when each Candidate was built,
         so this checks types and embedding lengths, and finiteness through the norms kernel; ranges
         (access counts >= 0, success rates in [0, 1]) of fields assigned since are checked by the feature
         kernels on use. ``from_candidates([])`` gives an empty batch of dimension 0.
@@ -296,6 +297,17 @@ class CandidateBatch:
         """
         if not isinstance(candidates, (list, tuple)):
             raise InvalidInputError(f"candidates must be a list of Candidate, got {type(candidates).__name__}")
+        if candidates and type(candidates) is list and all(type(c) is Candidate for c in candidates):
+            try:  # the usual case, in one pass in C
+                emb, norms, created, counts, success = kernels.gather_candidates(candidates)
+            except (InvalidInputError, TypeError, ValueError, OverflowError):
+                pass  # the path below converts what it can and names the bad field
+            else:
+                ids = tuple([c.id for c in candidates])
+                if all(type(i) is str for i in ids):
+                    metas = [c.metadata for c in candidates]
+                    return cls._assemble(ids, emb, norms, created, counts, success,
+                                         tuple(metas) if any(metas) else None)
         n = len(candidates)
         try:
             embs = [c.embedding for c in candidates]
@@ -324,19 +336,28 @@ class CandidateBatch:
                 _diagnose_candidates(candidates, len(embs[0]), "candidates", "candidates[0].embedding")
                 raise
             _frozen(emb)
-        self = object.__new__(cls)
-        self._ids = ids
-        self._embeddings = emb
         try:
-            self._norms = _frozen(kernels.l2_norms(emb))
+            norms = _frozen(kernels.l2_norms(emb))
         except InvalidInputError as exc:
             _diagnose_candidates(candidates, None, "candidates")
             # finite values whose norm overflows float32; the kernel calls the matrix "rows"
             raise InvalidInputError(re.sub(r"^rows\[(\d+)\]", r"candidates[\1].embedding", str(exc))) from None
-        self._created_at = _frozen(created)
-        self._access_count = _frozen(counts)
-        self._success_rate = _frozen(success)
-        self._metadata = tuple(metas) if any(metas) else None
+        return cls._assemble(ids, emb, norms, _frozen(created), _frozen(counts), _frozen(success),
+                             tuple(metas) if any(metas) else None)
+
+    @classmethod
+    def _assemble(cls, ids: tuple[str, ...], emb: NDArray[np.float32], norms: NDArray[np.float32],
+                  created: NDArray[np.float64], counts: NDArray[np.int64], success: NDArray[np.float32],
+                  metadata: tuple[dict[str, Any], ...] | None) -> CandidateBatch:
+        """A batch from columns already checked and frozen."""
+        self = object.__new__(cls)
+        self._ids = ids
+        self._embeddings = emb
+        self._norms = norms
+        self._created_at = created
+        self._access_count = counts
+        self._success_rate = success
+        self._metadata = metadata
         self._metadata_index = None
         self._kernel_arrays = None
         return self
