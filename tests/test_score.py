@@ -210,3 +210,27 @@ def test_route_names_non_finite_embeddings(rng):
     args["embeddings"][2, 0] = np.inf
     with pytest.raises(InvalidInputError, match=r"embeddings holds a non-finite value \(inf\) at \[2, 0\]"):
         kernels.route_candidates(cell, **args)
+
+
+def test_gather_candidates(rng):
+    from tinydancer.types import Candidate
+
+    cs = [Candidate(f"c{i}", rng.standard_normal(16).astype(np.float32), created_at=float(i), access_count=i,
+                    success_rate=0.5) for i in range(5)]
+    E, norms, created, counts, success = kernels.gather_candidates(cs)
+    np.testing.assert_array_equal(E, np.stack([c.embedding for c in cs]))
+    np.testing.assert_allclose(norms, np.linalg.norm(E.astype(np.float64), axis=1), rtol=1e-6)
+    np.testing.assert_array_equal(created, np.arange(5.0))
+    np.testing.assert_array_equal(counts, np.arange(5))
+    assert counts.dtype == np.int64 and np.all(success == np.float32(0.5))
+    assert not any(a.flags.writeable for a in (E, norms, created, counts, success))
+    for field, value in [("access_count", -1), ("access_count", 2.0), ("access_count", True),
+                         ("success_rate", 1.5), ("created_at", float("inf")),
+                         ("embedding", np.ones(15, np.float32)), ("embedding", np.full(16, np.nan, np.float32))]:
+        saved = getattr(cs[2], field)
+        setattr(cs[2], field, value)
+        with pytest.raises(InvalidInputError):
+            kernels.gather_candidates(cs)
+        setattr(cs[2], field, saved)
+    with pytest.raises(InvalidInputError, match="no candidates"):
+        kernels.gather_candidates([])
