@@ -938,41 +938,67 @@ cdef FeatureWeights _as_weights(object weights, double recency_decay):
     return FeatureWeights(weights, recency_decay)
 
 
-cdef class _Candidates:
-    """Validated candidate arrays and the pointers the C kernels read (internal)."""
+cdef class CandidateArrays:
+    """Candidate columns checked once, for the kernels (a :class:`~tinydancer.types.CandidateBatch` keeps
+    one for repeated routing): embeddings (N, D) float32, created_at (N,) float64 finite, access_count
+    (N,) int64 >= 0, success_rate (N,) float32 in [0, 1], and optionally the row norms (without them the
+    kernels compute each norm on the way).
 
-    cdef cnp.ndarray q, E, created, counts, success, overlap, norms
-    cdef const float *overlap_p
+    Arrays already in kernel form are used as given, not copied: do not change them afterwards.
+
+    Raises:
+        InvalidInputError: a bad shape, dtype or value, naming the argument.
+    """
+
+    cdef readonly cnp.ndarray embeddings, created_at, access_count, success_rate
+    cdef readonly object norms
+    cdef readonly Py_ssize_t n, dim
     cdef const float *norms_p
+
+    def __init__(self, embeddings, created_at, access_count, success_rate, norms=None):
+        self.embeddings = _arr(embeddings, "embeddings", cnp.NPY_FLOAT32, 2)
+        self.n = _dim(self.embeddings, 0)
+        self.dim = _dim(self.embeddings, 1)
+        self.created_at = _per_candidate(created_at, "created_at", self.n, cnp.NPY_FLOAT64)
+        _require_finite(self.created_at, "created_at")
+        self.access_count = _per_candidate(access_count, "access_count", self.n, cnp.NPY_INT64)
+        _require_counts(self.access_count, "access_count")
+        self.success_rate = _per_candidate(success_rate, "success_rate", self.n, cnp.NPY_FLOAT32)
+        _require_unit_interval(self.success_rate, "success_rate")
+        self.norms_p = NULL
+        if norms is not None:
+            self.norms = _per_candidate(norms, "embedding_norms", self.n, cnp.NPY_FLOAT32)
+            _require_norms(<cnp.ndarray>self.norms, "embedding_norms")
+            self.norms_p = _f32p(<cnp.ndarray>self.norms)
+
+
+cdef class _Candidates:
+    """A query, its candidates, their metadata overlap and the time, checked (internal)."""
+
+    cdef cnp.ndarray q, overlap
+    cdef CandidateArrays c
+    cdef const float *overlap_p
     cdef Py_ssize_t n, dim
     cdef double now
 
     cdef int load(self, object query, object embeddings, object created_at, object access_count,
                   object success_rate, double now, object metadata_overlap, object embedding_norms) except -1:
         self.q = _arr(query, "query", cnp.NPY_FLOAT32, 1)
-        self.E = _arr(embeddings, "embeddings", cnp.NPY_FLOAT32, 2)
-        self.n = _dim(self.E, 0)
         self.dim = _dim(self.q, 0)
         _require_nonempty(self.dim, "query")
-        if _dim(self.E, 1) != self.dim:
-            raise InvalidInputError(
-                f"embeddings must have {self.dim} columns to match query, got shape {(<object>self.E).shape}")
-        self.created = _per_candidate(created_at, "created_at", self.n, cnp.NPY_FLOAT64)
-        _require_finite(self.created, "created_at")
-        self.counts = _per_candidate(access_count, "access_count", self.n, cnp.NPY_INT64)
-        _require_counts(self.counts, "access_count")
-        self.success = _per_candidate(success_rate, "success_rate", self.n, cnp.NPY_FLOAT32)
-        _require_unit_interval(self.success, "success_rate")
+        if isinstance(embeddings, CandidateArrays):
+            self.c = <CandidateArrays>embeddings
+        else:
+            self.c = CandidateArrays(embeddings, created_at, access_count, success_rate, embedding_norms)
+        self.n = self.c.n
+        if self.c.dim != self.dim:
+            raise InvalidInputError(f"embeddings must have {self.dim} columns to match query, got shape "
+                                    f"{(<object>self.c.embeddings).shape}")
         self.overlap_p = NULL
         if metadata_overlap is not None:
             self.overlap = _per_candidate(metadata_overlap, "metadata_overlap", self.n, cnp.NPY_FLOAT32)
             _require_unit_interval(self.overlap, "metadata_overlap")
             self.overlap_p = _f32p(self.overlap)
-        self.norms_p = NULL
-        if embedding_norms is not None:
-            self.norms = _per_candidate(embedding_norms, "embedding_norms", self.n, cnp.NPY_FLOAT32)
-            _require_norms(self.norms, "embedding_norms")
-            self.norms_p = _f32p(self.norms)
         if not isfinite(now):
             raise InvalidInputError(f"now must be finite, got {now}")
         self.now = now
@@ -981,7 +1007,7 @@ cdef class _Candidates:
     cdef int explain_nan(self) except -1:
         """A NaN score or feature comes from a non-finite query or embedding: name it."""
         _require_finite(self.q, "query")
-        _require_finite(self.E, "embeddings")
+        _require_finite(self.c.embeddings, "embeddings")
         return 0
 
 
@@ -1016,9 +1042,10 @@ def candidate_features(query, embeddings, created_at, access_count, success_rate
     else:
         raise InvalidInputError(f"out must be a writable C-contiguous float32 array of shape ({c.n}, 5)")
     cdef void *state = _release(c.n * c.dim >= NOGIL_WORK)
-    ck.td_candidate_features(&fw.cfg, _f32p(c.q), <size_t>c.dim, _f32p(c.E), c.norms_p, <size_t>c.n,
-                             <const double *>cnp.PyArray_DATA(c.created), <const int64_t *>cnp.PyArray_DATA(c.counts),
-                             _f32p(c.success), c.overlap_p, c.now, _out_f32(feats))
+    ck.td_candidate_features(&fw.cfg, _f32p(c.q), <size_t>c.dim, _f32p(c.c.embeddings), c.c.norms_p, <size_t>c.n,
+                             <const double *>cnp.PyArray_DATA(c.c.created_at),
+                             <const int64_t *>cnp.PyArray_DATA(c.c.access_count), _f32p(c.c.success_rate),
+                             c.overlap_p, c.now, _out_f32(feats))
     _reacquire(state)
     if _first_nonfinite_f32(_out_f32(feats), c.n * ck.TD_NUM_FEATURES) >= 0:
         c.explain_nan()
@@ -1067,9 +1094,10 @@ def score_candidates(FastGRNNCell model not None, query, embeddings, created_at,
     cdef cnp.ndarray scores = _out_array(out, "out", c.n)
     cdef int rc
     cdef void *state = _release(c.n * c.dim >= NOGIL_WORK)
-    rc = ck.td_score_candidates(&model.m, &fw.cfg, _f32p(c.q), <size_t>c.dim, _f32p(c.E), c.norms_p, <size_t>c.n,
-                                <const double *>cnp.PyArray_DATA(c.created),
-                                <const int64_t *>cnp.PyArray_DATA(c.counts), _f32p(c.success), c.overlap_p, c.now,
+    rc = ck.td_score_candidates(&model.m, &fw.cfg, _f32p(c.q), <size_t>c.dim, _f32p(c.c.embeddings), c.c.norms_p,
+                                <size_t>c.n, <const double *>cnp.PyArray_DATA(c.c.created_at),
+                                <const int64_t *>cnp.PyArray_DATA(c.c.access_count), _f32p(c.c.success_rate),
+                                c.overlap_p, c.now,
                                 features_p, _out_f32(scores))
     _reacquire(state)
     if rc != 0:
@@ -1110,9 +1138,10 @@ def route_candidates(FastGRNNCell model not None, query, embeddings, created_at,
         scratch_p = <int32_t *>cnp.PyArray_DATA(scratch)
     cdef int rc
     cdef void *state = _release(n * c.dim >= NOGIL_WORK)
-    rc = ck.td_route_candidates(&model.m, &fw.cfg, _f32p(c.q), <size_t>c.dim, _f32p(c.E), c.norms_p, <size_t>n,
-                                <const double *>cnp.PyArray_DATA(c.created),
-                                <const int64_t *>cnp.PyArray_DATA(c.counts), _f32p(c.success), c.overlap_p, c.now,
+    rc = ck.td_route_candidates(&model.m, &fw.cfg, _f32p(c.q), <size_t>c.dim, _f32p(c.c.embeddings), c.c.norms_p,
+                                <size_t>n, <const double *>cnp.PyArray_DATA(c.c.created_at),
+                                <const int64_t *>cnp.PyArray_DATA(c.c.access_count), _f32p(c.c.success_rate),
+                                c.overlap_p, c.now,
                                 <float>confidence_threshold, <float>max_uncertainty, _out_f32(scores),
                                 _out_f32(uncertainty), <uint8_t *>cnp.PyArray_DATA(light),
                                 <int32_t *>cnp.PyArray_DATA(order), scratch_p)
@@ -1128,39 +1157,6 @@ def route_candidates(FastGRNNCell model not None, query, embeddings, created_at,
 # ---------------------------------------------------------------------------------------------------------
 # Repeated routing: candidate columns validated once, a routing pass bound once
 # ---------------------------------------------------------------------------------------------------------
-
-
-cdef class CandidateArrays:
-    """Candidate columns checked once for repeated routing (a :class:`~tinydancer.types.CandidateBatch`
-    keeps one): embeddings (N, D) float32, created_at (N,) float64 finite, access_count (N,) int64 >= 0,
-    success_rate (N,) float32 in [0, 1], and the row norms (computed when not given).
-
-    The arrays are used as given (no copy) when already in kernel form: do not change them afterwards.
-    """
-
-    cdef readonly object embeddings, norms, created_at, access_count, success_rate
-    cdef readonly Py_ssize_t n, dim
-
-    def __init__(self, embeddings, created_at, access_count, success_rate, norms=None):
-        cdef cnp.ndarray E = _arr(embeddings, "embeddings", cnp.NPY_FLOAT32, 2)
-        self.n = _dim(E, 0)
-        self.dim = _dim(E, 1)
-        if self.n and not self.dim:
-            raise InvalidInputError("embeddings has rows of length 0")
-        cdef cnp.ndarray created = _per_candidate(created_at, "created_at", self.n, cnp.NPY_FLOAT64)
-        _require_finite(created, "created_at")
-        cdef cnp.ndarray counts = _per_candidate(access_count, "access_count", self.n, cnp.NPY_INT64)
-        _require_counts(counts, "access_count")
-        cdef cnp.ndarray success = _per_candidate(success_rate, "success_rate", self.n, cnp.NPY_FLOAT32)
-        _require_unit_interval(success, "success_rate")
-        cdef cnp.ndarray nrm
-        if norms is None:
-            nrm = l2_norms(E)
-        else:
-            nrm = _per_candidate(norms, "norms", self.n, cnp.NPY_FLOAT32)
-            _require_norms(nrm, "norms")
-        self.embeddings, self.created_at, self.access_count = E, created, counts
-        self.success_rate, self.norms = success, nrm
 
 
 cdef class RoutePass:
@@ -1193,21 +1189,9 @@ cdef class RoutePass:
             InvalidInputError: a bad query, overlap or time, naming it.
             ModelError: the model produced a non-finite score from finite input.
         """
-        cdef CandidateArrays c = candidates
-        cdef cnp.ndarray q = _arr(query, "query", cnp.NPY_FLOAT32, 1)
-        cdef Py_ssize_t n = c.n, dim = _dim(q, 0), i, count = 0
-        if dim != c.dim:
-            _require_nonempty(dim, "query")
-            if n or c.dim:
-                raise InvalidInputError(f"query has length {dim}, the candidates' embeddings {c.dim}")
-        if not isfinite(now):
-            raise InvalidInputError(f"now must be finite, got {now}")
-        cdef cnp.ndarray overlap
-        cdef const float *overlap_p = NULL
-        if metadata_overlap is not None:
-            overlap = _per_candidate(metadata_overlap, "metadata_overlap", n, cnp.NPY_FLOAT32)
-            _require_unit_interval(overlap, "metadata_overlap")
-            overlap_p = _f32p(overlap)
+        cdef _Candidates c = _Candidates.__new__(_Candidates)
+        c.load(query, candidates, None, None, None, now, metadata_overlap, None)
+        cdef Py_ssize_t n = c.n, i, count = 0
         cdef cnp.ndarray scores = cnp.PyArray_EMPTY(1, [n], cnp.NPY_FLOAT32, 0)
         cdef cnp.ndarray uncertainty = cnp.PyArray_EMPTY(1, [n], cnp.NPY_FLOAT32, 0)
         cdef cnp.ndarray light = cnp.PyArray_EMPTY(1, [n], cnp.NPY_BOOL, 0)
@@ -1219,18 +1203,17 @@ cdef class RoutePass:
             scratch_p = <int32_t *>cnp.PyArray_DATA(scratch)
         cdef int rc
         cdef uint8_t *flags = <uint8_t *>cnp.PyArray_DATA(light)
-        cdef void *state = _release(n * dim >= NOGIL_WORK)
-        rc = ck.td_route_candidates(&self.model.m, &self.weights.cfg, _f32p(q), <size_t>dim,
-                                    _f32p(<cnp.ndarray>c.embeddings), _f32p(<cnp.ndarray>c.norms), <size_t>n,
-                                    <const double *>cnp.PyArray_DATA(<cnp.ndarray>c.created_at),
-                                    <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>c.access_count),
-                                    _f32p(<cnp.ndarray>c.success_rate), overlap_p, now, self.threshold,
+        cdef void *state = _release(n * c.dim >= NOGIL_WORK)
+        rc = ck.td_route_candidates(&self.model.m, &self.weights.cfg, _f32p(c.q), <size_t>c.dim,
+                                    _f32p(c.c.embeddings), c.c.norms_p, <size_t>n,
+                                    <const double *>cnp.PyArray_DATA(c.c.created_at),
+                                    <const int64_t *>cnp.PyArray_DATA(c.c.access_count),
+                                    _f32p(c.c.success_rate), c.overlap_p, c.now, self.threshold,
                                     self.max_uncertainty, _out_f32(scores), _out_f32(uncertainty), flags,
                                     <int32_t *>cnp.PyArray_DATA(order), scratch_p)
         _reacquire(state)
         if rc > 0:
-            _require_finite(q, "query")
-            _require_finite(<cnp.ndarray>c.embeddings, "embeddings")
+            c.explain_nan()
             raise ModelError("the model produced a non-finite score")
         for i in range(n):
             count += flags[i]
