@@ -143,7 +143,7 @@ def score_candidates(
 
 class CandidateArrays:
     embeddings: NDArray[np.float32]
-    norms: NDArray[np.float32]
+    norms: NDArray[np.float32] | None
     created_at: NDArray[np.float64]
     access_count: NDArray[np.int64]
     success_rate: NDArray[np.float32]
