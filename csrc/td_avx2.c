@@ -1,5 +1,6 @@
 #include <immintrin.h>
 #include "td_internal.h"
+#include "td_feature_math.h"
 
 /* td_avx2.c - x86-64 AVX2 + FMA kernels. Built alone with -mavx2 -mfma; td_scalar.c is the specification of
  * every entry. Cosine forms f32 products, sums at most 4 of them per lane in f32 (one 32-float block), then
@@ -238,12 +239,29 @@ static void cosine_batch_f32_avx2(const float *query, double query_norm, const f
     double ab[4], bb[2];
     size_t r = 0;
     if (row_norms) { /* the hot path: only q.row is needed, four rows at a time */
+        const int query_ok = isfinite(aa) && aa >= TD_TINY_SUMSQ;
         for (; r + 4 <= n_rows; r += 4) {
             const float *next = r + 8 <= n_rows ? rows + (r + 4) * dim : NULL;
+            __m256d ab_f64x4, norm_f64x4, bb_f64x4, c_f64x4;
+            int ok;
             dot_rows_(query, rows + r * dim, next, dim, dim, 4, ab, NULL);
-            for (size_t k = 0; k < 4; ++k) {
-                double norm = (double)row_norms[r + k];
-                out[r + k] = (float)td_cosine_from_f32_dots_(ab[k], aa, norm * norm);
+            /* ab / (query_norm * norm) for the four rows at once; td_cosine_from_f32_dots_ where it does not
+             * apply (a non-finite dot, a zero or tiny norm) */
+            ab_f64x4 = _mm256_loadu_pd(ab);
+            norm_f64x4 = _mm256_cvtps_pd(_mm_loadu_ps(row_norms + r));
+            bb_f64x4 = _mm256_mul_pd(norm_f64x4, norm_f64x4);
+            ok = _mm256_movemask_pd(_mm256_and_pd(
+                _mm256_cmp_pd(_mm256_andnot_pd(_mm256_set1_pd(-0.0), ab_f64x4), _mm256_set1_pd(INFINITY), _CMP_LT_OQ),
+                _mm256_cmp_pd(bb_f64x4, _mm256_set1_pd(TD_TINY_SUMSQ), _CMP_GE_OQ)));
+            if (ok == 0xF && query_ok) {
+                c_f64x4 = _mm256_div_pd(ab_f64x4, _mm256_mul_pd(_mm256_set1_pd(query_norm), norm_f64x4));
+                c_f64x4 = _mm256_min_pd(_mm256_set1_pd(1.0), _mm256_max_pd(_mm256_set1_pd(-1.0), c_f64x4));
+                _mm_storeu_ps(out + r, _mm256_cvtpd_ps(c_f64x4));
+            } else {
+                for (size_t k = 0; k < 4; ++k) {
+                    double norm = (double)row_norms[r + k];
+                    out[r + k] = (float)td_cosine_from_f32_dots_(ab[k], aa, norm * norm);
+                }
             }
         }
         for (; r < n_rows; ++r) {
@@ -618,6 +636,11 @@ static void fastgrnn_batch_avx2(const td_fastgrnn *m, const float *x, size_t bat
     }
 }
 
+static void recency_frequency_avx2(double decay, double now, const double *created_at,
+                                  const int64_t *access_count, size_t n, float *recency, float *frequency) {
+    td_recency_frequency_(decay, now, created_at, access_count, n, recency, frequency);
+}
+
 const td_kernel_table td_table_avx2 = {
     dot3_f32_avx2,
     sumsq_f32_avx2,
@@ -628,4 +651,5 @@ const td_kernel_table td_table_avx2 = {
     csr_matvec_i8_i32_avx2,
     csr_matvec_f32_avx2,
     fastgrnn_batch_avx2,
+    recency_frequency_avx2,
 };

@@ -1,5 +1,6 @@
 #include <immintrin.h>
 #include "td_internal.h"
+#include "td_feature_math.h"
 
 #include <string.h>
 
@@ -137,9 +138,8 @@ static double sumsq_f32_avx512(const float *a, size_t n) {
     return _mm512_reduce_add_pd(sum_f64x8);
 }
 
-/* query . row and (if want_bb) row . row for R consecutive rows (R <= 4), sharing the query loads. */
-TD_INLINE void cosine_rows_(const float *query, const float *rows, size_t dim, int R, int want_bb, double *ab,
-                            double *bb) {
+/* query . row and row . row for R consecutive rows (R <= 4), sharing the query loads. */
+TD_INLINE void cosine_rows_(const float *query, const float *rows, size_t dim, int R, double *ab, double *bb) {
     __m512d dot_f64x8[4], sq_f64x8[4];
     size_t i = 0;
     for (int r = 0; r < R; ++r) dot_f64x8[r] = sq_f64x8[r] = _mm512_setzero_pd();
@@ -150,18 +150,16 @@ TD_INLINE void cosine_rows_(const float *query, const float *rows, size_t dim, i
             const float *p = rows + (size_t)r * dim + i;
             __m512 y0_f32x16 = _mm512_loadu_ps(p), y1_f32x16 = _mm512_loadu_ps(p + 16);
             __m512 y2_f32x16 = _mm512_loadu_ps(p + 32), y3_f32x16 = _mm512_loadu_ps(p + 48);
-            __m512 dot_f32x16 = _mm512_mul_ps(q0_f32x16, y0_f32x16);
+            __m512 dot_f32x16 = _mm512_mul_ps(q0_f32x16, y0_f32x16), sq_f32x16;
             dot_f32x16 = _mm512_fmadd_ps(q1_f32x16, y1_f32x16, dot_f32x16);
             dot_f32x16 = _mm512_fmadd_ps(q2_f32x16, y2_f32x16, dot_f32x16);
             dot_f32x16 = _mm512_fmadd_ps(q3_f32x16, y3_f32x16, dot_f32x16);
             dot_f64x8[r] = widen_add_(dot_f64x8[r], dot_f32x16);
-            if (want_bb) {
-                __m512 sq_f32x16 = _mm512_mul_ps(y0_f32x16, y0_f32x16);
-                sq_f32x16 = _mm512_fmadd_ps(y1_f32x16, y1_f32x16, sq_f32x16);
-                sq_f32x16 = _mm512_fmadd_ps(y2_f32x16, y2_f32x16, sq_f32x16);
-                sq_f32x16 = _mm512_fmadd_ps(y3_f32x16, y3_f32x16, sq_f32x16);
-                sq_f64x8[r] = widen_add_(sq_f64x8[r], sq_f32x16);
-            }
+            sq_f32x16 = _mm512_mul_ps(y0_f32x16, y0_f32x16);
+            sq_f32x16 = _mm512_fmadd_ps(y1_f32x16, y1_f32x16, sq_f32x16);
+            sq_f32x16 = _mm512_fmadd_ps(y2_f32x16, y2_f32x16, sq_f32x16);
+            sq_f32x16 = _mm512_fmadd_ps(y3_f32x16, y3_f32x16, sq_f32x16);
+            sq_f64x8[r] = widen_add_(sq_f64x8[r], sq_f32x16);
         }
     }
     if (i < dim) {
@@ -173,17 +171,80 @@ TD_INLINE void cosine_rows_(const float *query, const float *rows, size_t dim, i
             for (int r = 0; r < R; ++r) {
                 __m512 y_f32x16 = _mm512_maskz_loadu_ps(mask, rows + (size_t)r * dim + i);
                 dot_f32x16[r] = _mm512_fmadd_ps(q_f32x16, y_f32x16, dot_f32x16[r]);
-                if (want_bb) sq_f32x16[r] = _mm512_fmadd_ps(y_f32x16, y_f32x16, sq_f32x16[r]);
+                sq_f32x16[r] = _mm512_fmadd_ps(y_f32x16, y_f32x16, sq_f32x16[r]);
             }
         }
         for (int r = 0; r < R; ++r) {
             dot_f64x8[r] = widen_add_(dot_f64x8[r], dot_f32x16[r]);
-            if (want_bb) sq_f64x8[r] = widen_add_(sq_f64x8[r], sq_f32x16[r]);
+            sq_f64x8[r] = widen_add_(sq_f64x8[r], sq_f32x16[r]);
         }
     }
     for (int r = 0; r < R; ++r) {
         ab[r] = _mm512_reduce_add_pd(dot_f64x8[r]);
-        bb[r] = want_bb ? _mm512_reduce_add_pd(sq_f64x8[r]) : 0.0;
+        bb[r] = _mm512_reduce_add_pd(sq_f64x8[r]);
+    }
+}
+
+/* query . row for R consecutive rows (R <= 8): f32 products summed 8 to a lane (a 128-float block), each
+ * block sum widened to f64, so a 384-d result is well within 1e-6 of f64. Lane r of the result is row r. */
+TD_INLINE __m512d dots_rows_(const float *query, const float *rows, size_t dim, int R) {
+    __m512d dot_f64x8[8], p01, p23, p45, p67, q0, q1;
+    size_t i = 0;
+    for (int r = 0; r < 8; ++r) dot_f64x8[r] = _mm512_setzero_pd();
+    for (; i + 128 <= dim; i += 128) {
+        for (int r = 0; r < R; ++r) {
+            const float *p = rows + (size_t)r * dim + i;
+            __m512 dot_f32x16 = _mm512_mul_ps(_mm512_loadu_ps(query + i), _mm512_loadu_ps(p));
+            for (size_t k = 16; k < 128; k += 16)
+                dot_f32x16 = _mm512_fmadd_ps(_mm512_loadu_ps(query + i + k), _mm512_loadu_ps(p + k), dot_f32x16);
+            dot_f64x8[r] = widen_add_(dot_f64x8[r], dot_f32x16);
+        }
+    }
+    if (i < dim) {
+        __m512 dot_f32x16[8];
+        for (int r = 0; r < R; ++r) dot_f32x16[r] = _mm512_setzero_ps();
+        for (; i < dim; i += 16) {
+            __mmask16 mask = mask16_(min_(dim - i, 16));
+            __m512 q_f32x16 = _mm512_maskz_loadu_ps(mask, query + i);
+            for (int r = 0; r < R; ++r)
+                dot_f32x16[r] = _mm512_fmadd_ps(q_f32x16, _mm512_maskz_loadu_ps(mask, rows + (size_t)r * dim + i),
+                                                dot_f32x16[r]);
+        }
+        for (int r = 0; r < R; ++r) dot_f64x8[r] = widen_add_(dot_f64x8[r], dot_f32x16[r]);
+    }
+    /* transpose-add: lane r of the result is the sum of dot_f64x8[r] */
+    p01 = _mm512_add_pd(_mm512_unpacklo_pd(dot_f64x8[0], dot_f64x8[1]), _mm512_unpackhi_pd(dot_f64x8[0], dot_f64x8[1]));
+    p23 = _mm512_add_pd(_mm512_unpacklo_pd(dot_f64x8[2], dot_f64x8[3]), _mm512_unpackhi_pd(dot_f64x8[2], dot_f64x8[3]));
+    p45 = _mm512_add_pd(_mm512_unpacklo_pd(dot_f64x8[4], dot_f64x8[5]), _mm512_unpackhi_pd(dot_f64x8[4], dot_f64x8[5]));
+    p67 = _mm512_add_pd(_mm512_unpacklo_pd(dot_f64x8[6], dot_f64x8[7]), _mm512_unpackhi_pd(dot_f64x8[6], dot_f64x8[7]));
+    q0 = _mm512_add_pd(_mm512_shuffle_f64x2(p01, p23, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f64x2(p01, p23, _MM_SHUFFLE(3, 1, 3, 1)));
+    q1 = _mm512_add_pd(_mm512_shuffle_f64x2(p45, p67, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f64x2(p45, p67, _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_pd(_mm512_shuffle_f64x2(q0, q1, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f64x2(q0, q1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* Cosines of R rows (R <= 8) with trusted norms: ab / (query_norm * norm) in f64 for every lane, then
+ * td_cosine_from_f32_dots_ on the rare lanes it does not cover (non-finite, zero or tiny). */
+TD_INLINE void cosine_rows_normed_(const float *query, double query_norm, const float *rows, size_t dim,
+                                   const float *row_norms, int R, float *out) {
+    __mmask8 live = (__mmask8)((1u << R) - 1u);
+    double aa = query_norm * query_norm;
+    __m512d ab_f64x8 = dots_rows_(query, rows, dim, R);
+    __m512d norm_f64x8 = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(live, row_norms));
+    __m512d bb_f64x8 = _mm512_mul_pd(norm_f64x8, norm_f64x8);
+    __m512d c_f64x8 = _mm512_div_pd(ab_f64x8, _mm512_mul_pd(_mm512_set1_pd(query_norm), norm_f64x8));
+    /* ab finite (|ab| < inf, false for NaN) and bb >= TD_TINY_SUMSQ */
+    __mmask8 ok = _mm512_cmp_pd_mask(_mm512_abs_pd(ab_f64x8), _mm512_set1_pd(INFINITY), _CMP_LT_OQ) &
+                  _mm512_cmp_pd_mask(bb_f64x8, _mm512_set1_pd(TD_TINY_SUMSQ), _CMP_GE_OQ);
+    c_f64x8 = _mm512_min_pd(_mm512_set1_pd(1.0), _mm512_max_pd(_mm512_set1_pd(-1.0), c_f64x8));
+    _mm256_mask_storeu_ps(out, live, _mm512_cvtpd_ps(c_f64x8));
+    if ((ok & live) != live || !(isfinite(aa) && aa >= TD_TINY_SUMSQ)) {
+        double ab[8], bb[8];
+        _mm512_storeu_pd(ab, ab_f64x8);
+        _mm512_storeu_pd(bb, bb_f64x8);
+        for (int r = 0; r < R; ++r) out[r] = (float)td_cosine_from_f32_dots_(ab[r], aa, bb[r]);
     }
 }
 
@@ -192,21 +253,13 @@ static void cosine_batch_f32_avx512(const float *query, double query_norm, const
     double aa = query_norm * query_norm, ab[4], bb[4];
     size_t r = 0;
     if (row_norms) { /* trusted norms: only a.b per row */
-        for (; r + 4 <= n_rows; r += 4) {
-            cosine_rows_(query, rows + r * dim, dim, 4, 0, ab, bb);
-            for (size_t k = 0; k < 4; ++k) {
-                double norm = (double)row_norms[r + k];
-                out[r + k] = (float)td_cosine_from_f32_dots_(ab[k], aa, norm * norm);
-            }
-        }
-        for (; r < n_rows; ++r) {
-            double norm = (double)row_norms[r];
-            cosine_rows_(query, rows + r * dim, dim, 1, 0, ab, bb);
-            out[r] = (float)td_cosine_from_f32_dots_(ab[0], aa, norm * norm);
-        }
+        for (; r + 8 <= n_rows; r += 8)
+            cosine_rows_normed_(query, query_norm, rows + r * dim, dim, row_norms + r, 8, out + r);
+        if (r < n_rows)
+            cosine_rows_normed_(query, query_norm, rows + r * dim, dim, row_norms + r, (int)(n_rows - r), out + r);
     } else {
         for (; r + 4 <= n_rows; r += 4) {
-            cosine_rows_(query, rows + r * dim, dim, 4, 1, ab, bb);
+            cosine_rows_(query, rows + r * dim, dim, 4, ab, bb);
             for (size_t k = 0; k < 4; ++k) {
                 double norm = sqrt(bb[k]);
                 out[r + k] = (float)td_cosine_from_f32_dots_(ab[k], aa, norm * norm);
@@ -214,7 +267,7 @@ static void cosine_batch_f32_avx512(const float *query, double query_norm, const
         }
         for (; r < n_rows; ++r) {
             double norm;
-            cosine_rows_(query, rows + r * dim, dim, 1, 1, ab, bb);
+            cosine_rows_(query, rows + r * dim, dim, 1, ab, bb);
             norm = sqrt(bb[0]);
             out[r] = (float)td_cosine_from_f32_dots_(ab[0], aa, norm * norm);
         }
@@ -602,6 +655,11 @@ static void fastgrnn_batch_avx512(const td_fastgrnn *m, const float *x, size_t b
     }
 }
 
+static void recency_frequency_avx512(double decay, double now, const double *created_at,
+                                  const int64_t *access_count, size_t n, float *recency, float *frequency) {
+    td_recency_frequency_(decay, now, created_at, access_count, n, recency, frequency);
+}
+
 const td_kernel_table td_table_avx512 = {
     dot3_f32_avx512,
     sumsq_f32_avx512,
@@ -612,4 +670,5 @@ const td_kernel_table td_table_avx512 = {
     csr_matvec_i8_i32_avx512,
     csr_matvec_f32_avx512,
     fastgrnn_batch_avx512,
+    recency_frequency_avx512,
 };

@@ -330,18 +330,17 @@ static void features_chunk_(const td_kernel_table *t, const td_feature_config *c
                             double query_norm, size_t dim, const float *embeddings, const float *embedding_norms,
                             size_t start, size_t count, const double *created_at, const int64_t *access_count,
                             const float *success_rate, const float *metadata_overlap, double now, float *f) {
-    const double inv_log_cap = 1.0 / log1p(10000.0);
-    float sims[TD_SCORE_CHUNK];
+    float sims[TD_SCORE_CHUNK], recency[TD_SCORE_CHUNK], frequency[TD_SCORE_CHUNK];
     cosine_rows_(t, query, query_norm, embeddings + start * dim, count, dim,
                  embedding_norms ? embedding_norms + start : NULL, sims);
+    t->recency_frequency(cfg->recency_decay, now, created_at + start, access_count + start, count, recency,
+                         frequency);
     for (size_t i = 0; i < count; ++i) {
         size_t c = start + i;
-        double age = now - created_at[c];
-        double freq = log1p((double)access_count[c]) * inv_log_cap;
         float *row = f + i * TD_NUM_FEATURES;
         row[0] = cfg->similarity_weight * sims[i];
-        row[1] = cfg->recency_weight * (float)exp(-cfg->recency_decay * (age > 0.0 ? age : 0.0));
-        row[2] = cfg->frequency_weight * (float)(freq < 1.0 ? freq : 1.0);
+        row[1] = cfg->recency_weight * recency[i];
+        row[2] = cfg->frequency_weight * frequency[i];
         row[3] = cfg->success_weight * success_rate[c];
         row[4] = metadata_overlap ? cfg->metadata_weight * metadata_overlap[c] : 0.0f;
     }

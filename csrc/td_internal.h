@@ -24,6 +24,9 @@ typedef struct td_kernel_table {
     void (*csr_matvec_f32)(const float *values, const int32_t *indices, const int32_t *indptr,
                            const float *bias, const float *x, size_t rows, float *y);
     void (*fastgrnn_batch)(const td_fastgrnn *m, const float *x, size_t batch, float *out);
+    /* the recency and frequency features of n candidates (see td_feature_math.h) */
+    void (*recency_frequency)(double decay, double now, const double *created_at, const int64_t *access_count,
+                              size_t n, float *recency, float *frequency);
 } td_kernel_table;
 
 extern const td_kernel_table td_table_scalar;

@@ -3,6 +3,7 @@
  * (one 16-element block), then widen the block sums to f64. */
 #include <arm_neon.h>
 #include "td_internal.h"
+#include "td_feature_math.h"
 
 #include <math.h>
 #include <string.h>
@@ -513,6 +514,11 @@ static void fastgrnn_batch_neon(const td_fastgrnn *m, const float *x, size_t bat
     for (size_t n = 0; n < batch; ++n) fastgrnn_one_neon_(m, x + n * step, out + n * (size_t)m->output_dim);
 }
 
+static void recency_frequency_neon(double decay, double now, const double *created_at,
+                                  const int64_t *access_count, size_t n, float *recency, float *frequency) {
+    td_recency_frequency_(decay, now, created_at, access_count, n, recency, frequency);
+}
+
 const td_kernel_table td_table_neon = {
     dot3_f32_neon,
     sumsq_f32_neon,
@@ -523,4 +529,5 @@ const td_kernel_table td_table_neon = {
     csr_matvec_i8_i32_neon,
     csr_matvec_f32_neon,
     fastgrnn_batch_neon,
+    recency_frequency_neon,
 };

@@ -184,6 +184,18 @@ static void fastgrnn_batch_scalar(const td_fastgrnn *m, const float *x, size_t b
     for (size_t n = 0; n < batch; ++n) fastgrnn_one_scalar_(m, x + n * step, out + n * (size_t)m->output_dim);
 }
 
+/* The reference for td_feature_math.h: libm's exp and log1p in float64. */
+static void recency_frequency_scalar(double decay, double now, const double *created_at,
+                                     const int64_t *access_count, size_t n, float *recency, float *frequency) {
+    const double inv_log_cap = 1.0 / log1p(10000.0);
+    for (size_t i = 0; i < n; ++i) {
+        double age = now - created_at[i];
+        double freq = log1p((double)(access_count[i] > 0 ? access_count[i] : 0)) * inv_log_cap;
+        recency[i] = decay > 0.0 ? (float)exp(-decay * (age > 0.0 ? age : 0.0)) : 1.0f;
+        frequency[i] = (float)(freq < 1.0 ? freq : 1.0);
+    }
+}
+
 const td_kernel_table td_table_scalar = {
     dot3_f32_scalar,
     sumsq_f32_scalar,
@@ -194,4 +206,5 @@ const td_kernel_table td_table_scalar = {
     csr_matvec_i8_i32_scalar,
     csr_matvec_f32_scalar,
     fastgrnn_batch_scalar,
+    recency_frequency_scalar,
 };

@@ -186,6 +186,20 @@ def test_batch_row_counts_and_views(isa, rng):
         np.testing.assert_allclose(got, expected[:n], atol=1e-6)
 
 
+@pytest.mark.parametrize("special", ["zero", "tiny", "huge"])
+def test_batch_with_norms_special_row_anywhere(isa, rng, special):
+    # SIMD kernels finish several rows at once; a zero, tiny or overflowing row must not disturb its block
+    q = rng.standard_normal(384).astype(np.float32)
+    scale = {"zero": 0.0, "tiny": 1e-22, "huge": 1e19}[special]
+    for n in range(1, 21):
+        rows = rng.standard_normal((n, 384)).astype(np.float32)
+        for at in {0, n // 2, n - 1}:
+            case = rows.copy()
+            case[at] *= scale
+            got = kernels.cosine_batch(q, case, kernels.l2_norms(case))
+            np.testing.assert_allclose(got, ref.cosine_batch(q, case), atol=1e-6, rtol=0)
+
+
 def test_batch_zero_query_and_out(isa, rng):
     rows = rng.standard_normal((5, 16)).astype(np.float32)
     out = np.full(5, 7.0, np.float32)

@@ -158,6 +158,23 @@ def test_candidate_features_match_reference(isa, rng, n):
     assert kernels.candidate_features(**args, metadata_overlap=overlap, out=out) is out
 
 
+@pytest.mark.parametrize("decay", [0.0, 1e-6, 0.001, 1.0, 1e6])
+def test_recency_and_frequency_over_their_whole_range(isa, rng, decay):
+    # the SIMD kernels compute exp and log1p with their own polynomials; libm (the scalar path) is the reference
+    counts = np.concatenate([np.arange(0, 300), [9998, 9999, 10000, 10001, 2**31, 2**62], rng.integers(0, 20000, 194)])
+    ages = np.concatenate([[0.0, -5.0, 1e-9, 1.0, 1e300], rng.uniform(0, 1e5, 195), 10 ** rng.uniform(-3, 9, 300)])
+    n = len(counts)
+    args = dict(query=np.ones(4, np.float32), embeddings=np.ones((n, 4), np.float32), created_at=NOW - ages,
+                access_count=counts, success_rate=np.zeros(n, np.float32), now=NOW)
+    unit = kernels.FeatureWeights((1.0,) * 5, recency_decay=decay)
+    feats = kernels.candidate_features(**args, weights=unit)
+    expected = ref.features(**{k: v for k, v in args.items() if k != "now"}, metadata_overlap=None, now=NOW,
+                            weights=(1.0,) * 5, decay=decay)
+    np.testing.assert_allclose(feats[:, 1:3], expected[:, 1:3], atol=1e-7, rtol=0)
+    assert feats[:, 2].max() == 1.0 and np.all(feats[counts >= 10000, 2] == 1.0)
+    assert np.all(feats[ages <= 0, 1] == 1.0)
+
+
 def test_feature_weights_object(rng):
     fw = kernels.FeatureWeights((1.0, 0.0, 0.0, 0.0, 0.0), recency_decay=0.5)
     assert fw.weights == (1.0, 0.0, 0.0, 0.0, 0.0) and fw.recency_decay == 0.5
