@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from pathlib import Path
@@ -77,6 +78,30 @@ def test_route_scores_sorts_and_decides(isa, rng, columnar, n):
     confidences = [d.confidence for d in response.decisions]
     assert confidences == sorted(confidences, reverse=True)
     assert response.inference_time_us > 0
+
+
+def test_feature_time_and_pickled_responses(rng):
+    r = router()
+    columnar = r.route(make_request(rng, 20, columnar=True))
+    assert columnar.feature_time_us == 0.0  # nothing to gather
+    for request in (make_request(rng, 20), make_request(rng, 20, columnar=True, metadata={"topic": "a"})):
+        response = r.route(request)
+        assert 0.0 < response.feature_time_us < response.inference_time_us
+    for response in (columnar, r.route(make_request(rng, 0, columnar=True))):
+        clone = pickle.loads(pickle.dumps(response))
+        assert type(clone) is type(response) and clone.to_dict() == response.to_dict()
+        np.testing.assert_array_equal(clone.order, response.order)
+        assert clone.lightweight_count == response.lightweight_count
+
+
+def test_a_clock_that_returns_no_number_is_a_config_error(rng):
+    r = router(clock=lambda: "noon")
+    with pytest.raises(ConfigError, match="clock must return unix seconds as a number, got str"):
+        r.route(make_request(rng, 3, columnar=True))
+    assert r.circuit_breaker_status() is True and r.metrics()["model_errors"] == 0
+    r = router(clock=lambda: float("nan"))
+    with pytest.raises(InvalidInputError, match="now must be finite"):
+        r.route(make_request(rng, 3, columnar=True))
 
 
 def test_default_router_uses_the_shipped_model_sensibly(rng):

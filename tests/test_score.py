@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 import reference as ref
 from tinydancer import kernels
-from tinydancer.errors import InvalidInputError
+from tinydancer.errors import ConfigError, InvalidInputError
 from tinydancer.kernels import FastGRNNCell
 
 WEIGHTS = (0.4, 0.2, 0.15, 0.15, 0.1)
@@ -211,6 +213,83 @@ def test_route_candidates(isa, rng, n):
     np.testing.assert_array_equal(light, (scores >= np.float32(0.6)) & (unc <= np.float32(0.5)))
     assert light.dtype == bool and order.dtype == np.int32
     np.testing.assert_array_equal(order, np.argsort(-scores, kind="stable"))
+
+
+@pytest.mark.parametrize("n", [0, 1, 10, 32, 33, 100, 1000])
+def test_route_pass_route_matches_run_and_counts(isa, rng, n):
+    cell = scorer(rng)
+    args = candidates(rng, n)
+    arrays = kernels.CandidateArrays(args["embeddings"], args["created_at"], args["access_count"],
+                                     args["success_rate"])
+    route_pass = kernels.RoutePass(cell, kernels.FeatureWeights(), 0.6, 0.5)
+    scores, unc, light, order, count = route_pass.run(args["query"], arrays, NOW)
+    counters = kernels.RouteCounters()
+    ids = [f"c{i}" for i in range(n)]
+    start = time.perf_counter_ns()
+    result = route_pass.route(args["query"], arrays, ids, NOW, None, start, 2.5, counters)
+    assert type(result) is kernels.RouteResult and len(result) == n
+    for got, want in [(result._confidence, scores), (result._uncertainty, unc), (result._lightweight, light),
+                      (result._order, order)]:
+        assert got.dtype == want.dtype and not got.flags.writeable
+        np.testing.assert_array_equal(got, want)
+    assert result._confidence is result._confidence  # made once
+    assert result._lightweight_count == count and result._ids is ids and result._feature_time_us == 2.5
+    assert result._inference_time_us > 0 and result._fallback_reason is None and result._decisions is None
+    snap = counters.snapshot()
+    assert (snap["requests"], snap["candidates"], snap["lightweight"]) == (1, n, count)
+    assert snap["mean_route_us"] == pytest.approx(result._inference_time_us)
+
+
+def test_route_result_arrays_outlive_the_pass_and_cannot_be_replaced(rng):
+    cell = scorer(rng)
+    args = candidates(rng, 40)
+    arrays = kernels.CandidateArrays(args["embeddings"], args["created_at"], args["access_count"],
+                                     args["success_rate"])
+    result = kernels.RoutePass(cell, kernels.FeatureWeights()).route(args["query"], arrays, None, NOW, None, 0,
+                                                                    0.0, kernels.RouteCounters())
+    conf = result._confidence
+    expected = conf.copy()
+    del result  # the array keeps the block alive
+    np.testing.assert_array_equal(conf, expected)
+    with pytest.raises(ValueError):
+        conf[0] = 1.0
+    result = kernels.RoutePass(cell, kernels.FeatureWeights()).route(args["query"], arrays, None, NOW, None, 0,
+                                                                    0.0, kernels.RouteCounters())
+    with pytest.raises(InvalidInputError, match="cannot be replaced"):
+        result._set_arrays(conf, conf, conf, conf)
+
+
+def test_route_pass_errors_count_nothing(rng):
+    cell = scorer(rng)
+    args = candidates(rng, 5, dim=8)
+    arrays = kernels.CandidateArrays(args["embeddings"], args["created_at"], args["access_count"],
+                                     args["success_rate"])
+    counters = kernels.RouteCounters()
+    route_pass = kernels.RoutePass(cell, kernels.FeatureWeights())
+    with pytest.raises(InvalidInputError, match="embeddings must have 9 columns"):
+        route_pass.route(np.ones(9, np.float32), arrays, None, NOW, None, 0, 0.0, counters)
+    with pytest.raises(InvalidInputError, match="now must be finite"):
+        route_pass.route(args["query"], arrays, None, float("nan"), None, 0, 0.0, counters)
+    with pytest.raises(InvalidInputError, match="metadata_overlap"):
+        route_pass.route(args["query"], arrays, None, NOW, np.full(5, 2.0, np.float32), 0, 0.0, counters)
+    assert counters.snapshot()["requests"] == 0
+    with pytest.raises(ConfigError, match="result_type must be RouteResult"):
+        kernels.RoutePass(cell, kernels.FeatureWeights(), result_type=dict)
+
+
+def test_route_counters():
+    c = kernels.RouteCounters()
+    c.count_routed(10, 3, 4.0)
+    c.count_routed(5, 1, 2.0)
+    c.count_fallback(7, True, False)
+    c.count_fallback(2, False, True)
+    c.count_invalid()
+    c.count_reload()
+    assert c.snapshot() == {
+        "requests": 4, "candidates": 24, "lightweight": 4, "fallbacks": 2, "rejected_by_breaker": 1,
+        "model_errors": 1, "invalid_requests": 1, "reloads": 1, "mean_route_us": 3.0,
+    }
+    assert kernels.RouteCounters().snapshot()["mean_route_us"] == 0.0
 
 
 def test_route_order_is_stable_for_ties(rng):

@@ -1,5 +1,5 @@
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -100,10 +100,10 @@ class FeatureWeights:
 
 def candidate_features(
     query: ArrayLike,
-    embeddings: ArrayLike,
-    created_at: ArrayLike,
-    access_count: ArrayLike,
-    success_rate: ArrayLike,
+    embeddings: ArrayLike | CandidateArrays,
+    created_at: ArrayLike | None,
+    access_count: ArrayLike | None,
+    success_rate: ArrayLike | None,
     now: float,
     metadata_overlap: ArrayLike | None = None,
     embedding_norms: ArrayLike | None = None,
@@ -114,10 +114,10 @@ def candidate_features(
 def route_candidates(
     model: FastGRNNCell,
     query: ArrayLike,
-    embeddings: ArrayLike,
-    created_at: ArrayLike,
-    access_count: ArrayLike,
-    success_rate: ArrayLike,
+    embeddings: ArrayLike | CandidateArrays,
+    created_at: ArrayLike | None,
+    access_count: ArrayLike | None,
+    success_rate: ArrayLike | None,
     now: float,
     metadata_overlap: ArrayLike | None = None,
     embedding_norms: ArrayLike | None = None,
@@ -128,10 +128,10 @@ def route_candidates(
 def score_candidates(
     model: FastGRNNCell,
     query: ArrayLike,
-    embeddings: ArrayLike,
-    created_at: ArrayLike,
-    access_count: ArrayLike,
-    success_rate: ArrayLike,
+    embeddings: ArrayLike | CandidateArrays,
+    created_at: ArrayLike | None,
+    access_count: ArrayLike | None,
+    success_rate: ArrayLike | None,
     now: float,
     metadata_overlap: ArrayLike | None = None,
     embedding_norms: ArrayLike | None = None,
@@ -158,7 +158,41 @@ class CandidateArrays:
         norms: ArrayLike | None = None,
     ) -> None: ...
 
-class RoutePass:
+class RouteCounters:
+    def count_routed(self, candidates: int, lightweight: int, elapsed_us: float) -> None: ...
+    def count_fallback(self, candidates: int, rejected: bool, model_error: bool) -> None: ...
+    def count_invalid(self) -> None: ...
+    def count_reload(self) -> None: ...
+    def snapshot(self) -> dict[str, int | float]: ...
+
+class RouteResult:
+    _ids: Any
+    _fallback_reason: str | None
+    _decisions: Any
+    _inference_time_us: float
+    _feature_time_us: float
+    def _set_arrays(
+        self,
+        confidence: NDArray[np.float32],
+        uncertainty: NDArray[np.float32],
+        use_lightweight: NDArray[np.bool_],
+        order: NDArray[np.integer[Any]],
+    ) -> None: ...
+    @property
+    def _confidence(self) -> NDArray[np.float32]: ...
+    @property
+    def _uncertainty(self) -> NDArray[np.float32]: ...
+    @property
+    def _order(self) -> NDArray[np.integer[Any]]: ...
+    @property
+    def _lightweight(self) -> NDArray[np.bool_]: ...
+    @property
+    def _lightweight_count(self) -> int: ...
+    def __len__(self) -> int: ...
+
+_R = TypeVar("_R", bound=RouteResult)
+
+class RoutePass(Generic[_R]):
     model: FastGRNNCell
     weights: FeatureWeights
     def __init__(
@@ -167,10 +201,22 @@ class RoutePass:
         weights: FeatureWeights,
         confidence_threshold: float = 0.85,
         max_uncertainty: float = 0.15,
+        result_type: type[_R] = ...,
     ) -> None: ...
     def run(
         self, query: ArrayLike, candidates: CandidateArrays, now: float, metadata_overlap: ArrayLike | None = None
     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_], NDArray[np.int32], int]: ...
+    def route(
+        self,
+        query: ArrayLike,
+        candidates: CandidateArrays,
+        ids: Any,
+        now: float,
+        metadata_overlap: ArrayLike | None,
+        start_ns: int,
+        feature_time_us: float,
+        counters: RouteCounters,
+    ) -> _R: ...
 
 def gather_candidates(
     candidates: list[object],

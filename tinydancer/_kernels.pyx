@@ -12,9 +12,12 @@ when the work is large enough for releasing it to pay off.
 cimport numpy as cnp
 from libc.math cimport isfinite, isnan, sqrt
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from tinydancer cimport _ckernels as ck
+
+import time
 
 import numpy as np
 
@@ -1159,6 +1162,120 @@ def route_candidates(FastGRNNCell model not None, query, embeddings, created_at,
 # ---------------------------------------------------------------------------------------------------------
 
 
+cdef object _perf_counter_ns = time.perf_counter_ns
+
+
+cdef class RouteCounters:
+    """A router's request counters. They change only in C with the GIL held, which makes each update and
+    each :meth:`snapshot` atomic without a lock (this module never runs without the GIL: it does not declare
+    free-threading support, so free-threaded Python builds enable the GIL when they import it)."""
+
+    cdef long long requests, candidates, lightweight, fallbacks, model_errors, rejected, invalid, reloads
+    cdef double total_us
+
+    def count_routed(self, Py_ssize_t candidates, Py_ssize_t lightweight, double elapsed_us):
+        """One request routed by the model (``route`` counts its own)."""
+        self.requests += 1
+        self.candidates += candidates
+        self.lightweight += lightweight
+        self.total_us += elapsed_us
+
+    def count_fallback(self, Py_ssize_t candidates, bint rejected, bint model_error):
+        """One request that fell back to the powerful model."""
+        self.requests += 1
+        self.candidates += candidates
+        self.fallbacks += 1
+        self.rejected += rejected
+        self.model_errors += model_error
+
+    def count_invalid(self):
+        self.invalid += 1
+
+    def count_reload(self):
+        self.reloads += 1
+
+    def snapshot(self):
+        """Every counter at one instant, as a dict; ``mean_route_us`` averages over requests the model routed."""
+        cdef long long routed = self.requests - self.fallbacks
+        return {
+            "requests": self.requests, "candidates": self.candidates, "lightweight": self.lightweight,
+            "fallbacks": self.fallbacks, "rejected_by_breaker": self.rejected, "model_errors": self.model_errors,
+            "invalid_requests": self.invalid, "reloads": self.reloads,
+            "mean_route_us": self.total_us / routed if routed else 0.0,
+        }
+
+
+cdef class RouteResult:
+    """The results of routing N candidates, the base of :class:`tinydancer.types.RoutingResponse`:
+    confidence, uncertainty and the lightweight flag of each candidate in input order, and the rank order.
+
+    :meth:`RoutePass.route` writes them into one C block and they appear as read-only NumPy arrays, each made
+    on first access; :meth:`_set_arrays` stores arrays made elsewhere instead.
+    """
+
+    cdef void *block
+    cdef Py_ssize_t n, light_count
+    cdef object conf_a, unc_a, light_a, order_a
+    cdef public object _ids, _fallback_reason, _decisions
+    cdef public double _inference_time_us, _feature_time_us
+
+    def __cinit__(self):
+        self.light_count = -1
+
+    def __dealloc__(self):
+        free(self.block)
+
+    def _set_arrays(self, confidence, uncertainty, use_lightweight, order):
+        """Hold these arrays (input order; ``order`` the rank order) as the results."""
+        if self.block != NULL:
+            raise InvalidInputError("the results of a routing pass cannot be replaced")
+        self.conf_a, self.unc_a, self.light_a, self.order_a = confidence, uncertainty, use_lightweight, order
+        self.n = len(order)
+        self.light_count = -1
+
+    cdef object _view(self, int typenum, Py_ssize_t offset):
+        cdef cnp.npy_intp dims[1]
+        dims[0] = self.n
+        cdef cnp.ndarray a = cnp.PyArray_SimpleNewFromData(1, dims, typenum, <char *>self.block + offset)
+        cnp.set_array_base(a, self)
+        cnp.PyArray_CLEARFLAGS(a, cnp.NPY_ARRAY_WRITEABLE)
+        return a
+
+    @property
+    def _confidence(self):
+        if self.conf_a is None:
+            self.conf_a = self._view(cnp.NPY_FLOAT32, 0)
+        return self.conf_a
+
+    @property
+    def _uncertainty(self):
+        if self.unc_a is None:
+            self.unc_a = self._view(cnp.NPY_FLOAT32, 4 * self.n)
+        return self.unc_a
+
+    @property
+    def _order(self):
+        if self.order_a is None:
+            self.order_a = self._view(cnp.NPY_INT32, 8 * self.n)
+        return self.order_a
+
+    @property
+    def _lightweight(self):
+        if self.light_a is None:
+            self.light_a = self._view(cnp.NPY_BOOL, 12 * self.n)
+        return self.light_a
+
+    @property
+    def _lightweight_count(self):
+        """The number of lightweight decisions (counted by the routing pass, or from the array)."""
+        if self.light_count >= 0:
+            return self.light_count
+        return int(np.count_nonzero(self.light_a))
+
+    def __len__(self):
+        return self.n
+
+
 cdef class RoutePass:
     """:func:`route_candidates` with the model, feature weights and thresholds bound once.
 
@@ -1166,17 +1283,39 @@ cdef class RoutePass:
         model: a candidate scorer (input_dim 5, timesteps 1, output_dim 1).
         weights: the feature weights.
         confidence_threshold, max_uncertainty: the lightweight rule.
+        result_type: what :meth:`route` returns: :class:`RouteResult` or a subclass of it.
     """
 
     cdef readonly FastGRNNCell model
     cdef readonly FeatureWeights weights
     cdef float threshold, max_uncertainty
+    cdef type result_type
 
     def __init__(self, FastGRNNCell model not None, FeatureWeights weights not None,
-                 double confidence_threshold=0.85, double max_uncertainty=0.15):
+                 double confidence_threshold=0.85, double max_uncertainty=0.15, type result_type=RouteResult):
         _check_scorer(model)
+        if not issubclass(result_type, RouteResult):
+            raise ConfigError(f"result_type must be RouteResult or a subclass, got {result_type.__name__}")
         self.model, self.weights = model, weights
         self.threshold, self.max_uncertainty = <float>confidence_threshold, <float>max_uncertainty
+        self.result_type = result_type
+
+    cdef int _run(self, _Candidates c, float *scores, float *uncertainty, uint8_t *flags, int32_t *order,
+                  int32_t *scratch) except -1:
+        """The routing pass over checked candidates; scratch (n int32) is needed above 32 candidates."""
+        cdef int rc
+        cdef void *state = _release(c.n * c.dim >= NOGIL_WORK)
+        rc = ck.td_route_candidates(&self.model.m, &self.weights.cfg, _f32p(c.q), <size_t>c.dim,
+                                    _f32p(c.c.embeddings), c.c.norms_p, <size_t>c.n,
+                                    <const double *>cnp.PyArray_DATA(c.c.created_at),
+                                    <const int64_t *>cnp.PyArray_DATA(c.c.access_count),
+                                    _f32p(c.c.success_rate), c.overlap_p, c.now, self.threshold,
+                                    self.max_uncertainty, scores, uncertainty, flags, order, scratch)
+        _reacquire(state)
+        if rc > 0:
+            c.explain_nan()
+            raise ModelError("the model produced a non-finite score")
+        return 0
 
     def run(self, query, CandidateArrays candidates not None, double now, metadata_overlap=None):
         """Route ``candidates`` for ``query`` at time ``now``.
@@ -1201,23 +1340,49 @@ cdef class RoutePass:
         if n > 32:
             scratch = cnp.PyArray_EMPTY(1, [n], cnp.NPY_INT32, 0)
             scratch_p = <int32_t *>cnp.PyArray_DATA(scratch)
-        cdef int rc
         cdef uint8_t *flags = <uint8_t *>cnp.PyArray_DATA(light)
-        cdef void *state = _release(n * c.dim >= NOGIL_WORK)
-        rc = ck.td_route_candidates(&self.model.m, &self.weights.cfg, _f32p(c.q), <size_t>c.dim,
-                                    _f32p(c.c.embeddings), c.c.norms_p, <size_t>n,
-                                    <const double *>cnp.PyArray_DATA(c.c.created_at),
-                                    <const int64_t *>cnp.PyArray_DATA(c.c.access_count),
-                                    _f32p(c.c.success_rate), c.overlap_p, c.now, self.threshold,
-                                    self.max_uncertainty, _out_f32(scores), _out_f32(uncertainty), flags,
-                                    <int32_t *>cnp.PyArray_DATA(order), scratch_p)
-        _reacquire(state)
-        if rc > 0:
-            c.explain_nan()
-            raise ModelError("the model produced a non-finite score")
+        self._run(c, _out_f32(scores), _out_f32(uncertainty), flags, <int32_t *>cnp.PyArray_DATA(order), scratch_p)
         for i in range(n):
             count += flags[i]
         return scores, uncertainty, light, order, count
+
+    def route(self, query, CandidateArrays candidates not None, ids, double now, metadata_overlap,
+              long long start_ns, double feature_time_us, RouteCounters counters not None):
+        """:meth:`run`, returning a ``result_type`` and counting the request in ``counters``.
+
+        The results live in one allocation. ``ids`` (the candidate ids, input order) and ``feature_time_us``
+        are stored on the result; its ``_inference_time_us`` runs from ``start_ns`` (a
+        ``time.perf_counter_ns()`` reading) to the end of the pass.
+
+        Raises:
+            InvalidInputError: a bad query, overlap or time, naming it (nothing is counted).
+            ModelError: the model produced a non-finite score from finite input (nothing is counted).
+        """
+        cdef _Candidates c = _Candidates.__new__(_Candidates)
+        c.load(query, candidates, None, None, None, now, metadata_overlap, None)
+        cdef Py_ssize_t n = c.n, i, count = 0
+        cdef RouteResult r = <RouteResult>RouteResult.__new__(self.result_type)
+        # confidence f32, uncertainty f32, order i32, flags u8; then the sort's scratch above 32 candidates
+        r.block = malloc(<size_t>(n * 13 + (4 * n + 4 if n > 32 else 1)))
+        if r.block == NULL:
+            raise MemoryError(f"no memory for the results of {n} candidates")
+        cdef char *b = <char *>r.block
+        cdef uint8_t *flags = <uint8_t *>(b + 12 * n)
+        self._run(c, <float *>b, <float *>(b + 4 * n), flags, <int32_t *>(b + 8 * n),
+                  <int32_t *>(b + ((13 * n + 3) & ~3)) if n > 32 else NULL)
+        for i in range(n):
+            count += flags[i]
+        cdef double elapsed_us = (<long long>_perf_counter_ns() - start_ns) / 1e3
+        r.n = n
+        r.light_count = count
+        r._ids = ids
+        r._inference_time_us = elapsed_us
+        r._feature_time_us = feature_time_us
+        counters.requests += 1
+        counters.candidates += n
+        counters.lightweight += count
+        counters.total_us += elapsed_us
+        return r
 
 
 def gather_candidates(list candidates not None):

@@ -255,23 +255,13 @@ class FeatureEngineer:
             batch = _as_batch(candidates)
         overlap = None if query_metadata is None else batch.metadata_overlap(query_metadata)
         t = self._clock() if now is None else now
-        embeddings = batch._embeddings
-        if not batch._ids:
-            embeddings = _no_rows(query_embedding, batch)
         try:
-            return _candidate_features(
-                query_embedding,
-                embeddings,
-                batch._created_at,
-                batch._access_count,
-                batch._success_rate,
-                t,
-                overlap,
-                batch._norms,
-                self._weights,
-                0.0,
-                out,
-            )
+            if batch._ids:  # the batch's columns, checked once and kept by the batch
+                return _candidate_features(query_embedding, batch.kernel_arrays(), None, None, None, t, overlap,
+                                           None, self._weights, 0.0, out)
+            return _candidate_features(query_embedding, _no_rows(query_embedding, batch), batch._created_at,
+                                       batch._access_count, batch._success_rate, t, overlap, batch._norms,
+                                       self._weights, 0.0, out)
         except (InvalidInputError, TypeError):
             q = _embedding_vector(query_embedding, "query_embedding")
             if isinstance(candidates, CandidateBatch):

@@ -33,6 +33,7 @@ from tinydancer.types import CandidateBatch, RoutingRequest, RoutingResponse
 __all__ = ["RouterConfig", "Router", "default_model_path"]
 
 DEFAULT_MODEL = "candidate_router.safetensors"
+_perf_counter_ns = time.perf_counter_ns
 
 
 def default_model_path() -> str:
@@ -89,19 +90,6 @@ class RouterConfig:
             raise ConfigError("database_path: routing logs in SQLite are not available in this version; leave it None")
 
 
-class _Counters:
-    """Request counters, updated under one lock (a few tens of nanoseconds a request)."""
-
-    __slots__ = ("lock", "requests", "candidates", "lightweight", "fallbacks", "model_errors", "rejected",
-                 "invalid", "reloads", "total_us")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests = self.candidates = self.lightweight = self.fallbacks = 0
-        self.model_errors = self.rejected = self.invalid = self.reloads = 0
-        self.total_us = 0.0
-
-
 class Router:
     """Routes a request's candidates with a FastGRNN model (see the module docstring).
 
@@ -129,7 +117,7 @@ class Router:
         self._breaker = (CircuitBreaker(failure_threshold=self.config.circuit_breaker_threshold,
                                         recovery_timeout=self.config.circuit_breaker_timeout, clock=monotonic)
                          if self.config.enable_circuit_breaker else None)
-        self._counters = _Counters()
+        self._counters = kernels.RouteCounters()
         self._closed = False
 
     @classmethod
@@ -159,7 +147,7 @@ class Router:
     def _bind(self, model: FastGRNN) -> tuple[FastGRNN, kernels.RoutePass]:
         """The model with its routing pass: swapped together, so a request sees one model."""
         return model, kernels.RoutePass(model.cell, self._weights, self.config.confidence_threshold,
-                                        self.config.max_uncertainty)
+                                        self.config.max_uncertainty, RoutingResponse)
 
     @property
     def model(self) -> FastGRNN:
@@ -172,8 +160,7 @@ class Router:
         with self._reload_lock:
             serving = self._bind(self._load(self.config.model_path if path is None else path))
             self._serving = serving
-        with self._counters.lock:
-            self._counters.reloads += 1
+        self._counters.count_reload()
 
     # ----------------------------------------------------------------------------------------------------
     # Routing
@@ -184,8 +171,9 @@ class Router:
 
         Returns:
             a :class:`RoutingResponse`; ``inference_time_us`` is the whole call, ``feature_time_us`` the part
-            spent gathering the candidates' fields and metadata (the features themselves are computed
-            with the model, in one C pass). Decisions are sorted by confidence, highest first (stable), each with
+            spent gathering fields: converting a list of Candidate objects and matching metadata (0.0 for
+            a CandidateBatch without query metadata; the features themselves are computed with the model,
+            in one C pass). Decisions are sorted by confidence, highest first (stable), each with
             ``use_lightweight = confidence >= confidence_threshold and uncertainty <= max_uncertainty``. On a
             model failure or an open circuit breaker, a fallback response: every candidate to the powerful
             model, ``fell_back`` True and ``fallback_reason`` set.
@@ -194,78 +182,67 @@ class Router:
             InvalidInputError: a malformed request (it does not count against the circuit breaker).
             TinyDancerError: the router is closed.
         """
-        start = time.perf_counter_ns()
+        start = _perf_counter_ns()
         if self._closed:
             raise TinyDancerError("the router is closed")
-        if type(request) is not RoutingRequest:
-            if not isinstance(request, RoutingRequest):
-                self._count_invalid()
-                raise InvalidInputError(f"request must be a RoutingRequest, got {type(request).__name__}")
+        if type(request) is not RoutingRequest and not isinstance(request, RoutingRequest):
+            self._counters.count_invalid()
+            raise InvalidInputError(f"request must be a RoutingRequest, got {type(request).__name__}")
+        batch: Any = request.candidates
+        metadata = request.metadata
+        overlap = None
+        feature_us = 0.0
         try:
-            batch = request.candidates
-            if type(batch) is not CandidateBatch:
-                batch = CandidateBatch.from_candidates(batch)
-            n = len(batch)
-            if n == 0:
-                return self._empty(start)
-            overlap = batch.metadata_overlap(request.metadata) if request.metadata else None
+            if type(batch) is not CandidateBatch or metadata:  # gathering fields: the feature time
+                if type(batch) is not CandidateBatch:
+                    batch = CandidateBatch.from_candidates(batch)
+                if metadata:
+                    overlap = batch.metadata_overlap(metadata)
+                feature_us = (_perf_counter_ns() - start) / 1e3
+            if not len(batch):
+                return self._empty(start, feature_us)
             arrays = batch.kernel_arrays()
         except InvalidInputError:
-            self._count_invalid()
+            self._counters.count_invalid()
             raise
-        prepared = time.perf_counter_ns()
+        now = self._clock()
         breaker = self._breaker
         if breaker is not None and not breaker.allow_request():
             return self._fall_back(batch, "circuit breaker open", start, rejected=True)
         route_pass = self._serving[1]  # one read: this request sees one model, whatever reloads happen
         try:
-            scores, uncertainty, light, order, n_light = route_pass.run(request.query_embedding, arrays,
-                                                                        self._clock(), overlap)
+            response = route_pass.route(request.query_embedding, arrays, batch.ids, now, overlap, start, feature_us,
+                                        self._counters)
         except InvalidInputError:
-            self._count_invalid()
+            self._counters.count_invalid()
             if breaker is not None:
                 breaker.release()  # a probe spent on bad input is given back
             raise
+        except TypeError as exc:  # only the time can have the wrong type here
+            if breaker is not None:
+                breaker.release()
+            raise ConfigError(f"clock must return unix seconds as a number, got {type(now).__name__}") from exc
         except Exception as exc:  # a model failure: count it, fall back
             if breaker is not None:
                 breaker.record_failure()
             return self._fall_back(batch, f"model error: {exc}", start, model_error=True)
         if breaker is not None:
             breaker.record_success()
-        end = time.perf_counter_ns()
-        elapsed_us = (end - start) / 1e3
-        response = RoutingResponse(batch.ids, scores, uncertainty, light, order, elapsed_us, (prepared - start) / 1e3)
-        counters = self._counters
-        with counters.lock:
-            counters.requests += 1
-            counters.candidates += n
-            counters.lightweight += n_light
-            counters.total_us += elapsed_us
         return response
 
-    def _empty(self, start: int) -> RoutingResponse:
+    def _empty(self, start: int, feature_us: float) -> RoutingResponse:
         empty_f = np.empty(0, np.float32)
-        response = RoutingResponse([], empty_f, empty_f, np.empty(0, bool), np.empty(0, np.int32),
-                                   (time.perf_counter_ns() - start) / 1e3, 0.0)
-        with self._counters.lock:
-            self._counters.requests += 1
+        elapsed_us = (_perf_counter_ns() - start) / 1e3
+        response = RoutingResponse([], empty_f, empty_f, np.empty(0, bool), np.empty(0, np.int32), elapsed_us,
+                                   feature_us)
+        self._counters.count_routed(0, 0, elapsed_us)
         return response
 
     def _fall_back(self, batch: CandidateBatch, reason: str, start: int, *, rejected: bool = False,
                    model_error: bool = False) -> RoutingResponse:
-        response = RoutingResponse.fallback(batch.ids, reason, (time.perf_counter_ns() - start) / 1e3)
-        counters = self._counters
-        with counters.lock:
-            counters.requests += 1
-            counters.candidates += len(batch)
-            counters.fallbacks += 1
-            counters.rejected += rejected
-            counters.model_errors += model_error
+        response = RoutingResponse.fallback(batch.ids, reason, (_perf_counter_ns() - start) / 1e3)
+        self._counters.count_fallback(len(batch), rejected, model_error)
         return response
-
-    def _count_invalid(self) -> None:
-        with self._counters.lock:
-            self._counters.invalid += 1
 
     # ----------------------------------------------------------------------------------------------------
     # State
@@ -284,15 +261,7 @@ class Router:
         """Counters since the router was made: requests, candidates, lightweight decisions, fallbacks (and
         of those, open-breaker rejections and model errors), invalid requests, reloads, the mean time per
         routed request, the breaker's state, the model's form and size."""
-        c = self._counters
-        with c.lock:
-            routed = c.requests - c.fallbacks
-            out: dict[str, Any] = {
-                "requests": c.requests, "candidates": c.candidates, "lightweight": c.lightweight,
-                "fallbacks": c.fallbacks, "rejected_by_breaker": c.rejected, "model_errors": c.model_errors,
-                "invalid_requests": c.invalid, "reloads": c.reloads,
-                "mean_route_us": c.total_us / routed if routed else 0.0,
-            }
+        out: dict[str, Any] = self._counters.snapshot()
         model = self._serving[0]
         out.update(circuit_breaker=None if self._breaker is None else self._breaker.state,
                    model_weights=model.cell.W.kind, model_size_bytes=model.size_bytes())

@@ -279,7 +279,7 @@ class CandidateBatch:
         self._success_rate = _frozen(success64.astype(np.float32))
         self._metadata = _metadata_column(metadata, n)
         self._metadata_index = None
-        self._kernel_arrays = None
+        self._kernel_arrays: kernels.CandidateArrays | None = None
 
     @classmethod
     def from_candidates(cls, candidates: Sequence[Candidate]) -> CandidateBatch:
@@ -743,31 +743,23 @@ def rank_order(confidence: NDArray[np.float32]) -> NDArray[np.intp]:
     return np.argsort(-np.asarray(confidence), kind="stable")
 
 
-class RoutingResponse:
+class RoutingResponse(kernels.RouteResult):
     """The result of routing one request: a decision per candidate, ranked by confidence.
 
     Results are held as arrays in input order plus a rank ``order``; :class:`RoutingDecision` objects
     are built only when read (``decisions``, iteration, indexing), once, and cached. Decisions are in
-    rank order: confidence descending, equal confidences in input order.
+    rank order: confidence descending, equal confidences in input order. The router writes the arrays of a
+    response in one allocation (see :class:`~tinydancer.kernels.RouteResult`); they are read-only.
 
-    The constructor is the router's (it does no validation): ``ids`` is a sequence of the N candidate
-    ids in input order (list, tuple or numpy array); ``confidence`` and ``uncertainty`` are float32 (N,),
-    ``use_lightweight`` bool (N,), all in input order; ``order`` is an integer array of the N input
-    positions in rank order (see :func:`rank_order`). Times are microseconds. ``fallback_reason`` is set
-    when the router could not use its model and fell back to the powerful model for every candidate.
+    The constructor is for responses made outside the routing pass (it does no validation): ``ids`` is a
+    sequence of the N candidate ids in input order (list, tuple or numpy array); ``confidence`` and
+    ``uncertainty`` are float32 (N,), ``use_lightweight`` bool (N,), all in input order; ``order`` is an
+    integer array of the N input positions in rank order (see :func:`rank_order`). Times are microseconds.
+    ``fallback_reason`` is set when the router could not use its model and fell back to the powerful model
+    for every candidate.
     """
 
-    __slots__ = (
-        "_ids",
-        "_confidence",
-        "_uncertainty",
-        "_lightweight",
-        "_order",
-        "_inference_time_us",
-        "_feature_time_us",
-        "_fallback_reason",
-        "_decisions",
-    )
+    __slots__ = ()
 
     def __init__(
         self,
@@ -780,15 +772,18 @@ class RoutingResponse:
         feature_time_us: float,
         fallback_reason: str | None = None,
     ) -> None:
+        self._set_arrays(confidence, uncertainty, use_lightweight, order)
         self._ids = ids
-        self._confidence = confidence
-        self._uncertainty = uncertainty
-        self._lightweight = use_lightweight
-        self._order = order
         self._inference_time_us = inference_time_us
         self._feature_time_us = feature_time_us
         self._fallback_reason = fallback_reason
-        self._decisions: list[RoutingDecision] | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            RoutingResponse,
+            (self._ids, np.array(self._confidence), np.array(self._uncertainty), np.array(self._lightweight),
+             np.array(self._order), self._inference_time_us, self._feature_time_us, self._fallback_reason),
+        )
 
     @classmethod
     def fallback(
@@ -838,9 +833,6 @@ class RoutingResponse:
             self._decisions = decisions
         return decisions
 
-    def __len__(self) -> int:
-        return len(self._order)
-
     def __iter__(self) -> Iterator[RoutingDecision]:
         return iter(self.decisions)
 
@@ -857,7 +849,7 @@ class RoutingResponse:
         rank = operator.index(index)
         if self._decisions is not None:
             return self._decisions[rank]
-        n = len(self._order)
+        n = len(self)
         if rank < 0:
             rank += n
         if not 0 <= rank < n:
@@ -917,7 +909,7 @@ class RoutingResponse:
     @property
     def candidates_processed(self) -> int:
         """The number of candidates routed."""
-        return len(self._order)
+        return len(self)
 
     @property
     def fallback_reason(self) -> str | None:
@@ -932,7 +924,7 @@ class RoutingResponse:
     @property
     def lightweight_count(self) -> int:
         """How many candidates may go to the lightweight model."""
-        return int(np.count_nonzero(self._lightweight))
+        return self._lightweight_count
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: ``decisions`` (in rank order) and the summary fields."""
