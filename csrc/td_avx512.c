@@ -138,59 +138,16 @@ static double sumsq_f32_avx512(const float *a, size_t n) {
     return _mm512_reduce_add_pd(sum_f64x8);
 }
 
-/* query . row and row . row for R consecutive rows (R <= 4), sharing the query loads. */
-TD_INLINE void cosine_rows_(const float *query, const float *rows, size_t dim, int R, double *ab, double *bb) {
-    __m512d dot_f64x8[4], sq_f64x8[4];
-    size_t i = 0;
-    for (int r = 0; r < R; ++r) dot_f64x8[r] = sq_f64x8[r] = _mm512_setzero_pd();
-    for (; i + 64 <= dim; i += 64) {
-        __m512 q0_f32x16 = _mm512_loadu_ps(query + i), q1_f32x16 = _mm512_loadu_ps(query + i + 16);
-        __m512 q2_f32x16 = _mm512_loadu_ps(query + i + 32), q3_f32x16 = _mm512_loadu_ps(query + i + 48);
-        for (int r = 0; r < R; ++r) {
-            const float *p = rows + (size_t)r * dim + i;
-            __m512 y0_f32x16 = _mm512_loadu_ps(p), y1_f32x16 = _mm512_loadu_ps(p + 16);
-            __m512 y2_f32x16 = _mm512_loadu_ps(p + 32), y3_f32x16 = _mm512_loadu_ps(p + 48);
-            __m512 dot_f32x16 = _mm512_mul_ps(q0_f32x16, y0_f32x16), sq_f32x16;
-            dot_f32x16 = _mm512_fmadd_ps(q1_f32x16, y1_f32x16, dot_f32x16);
-            dot_f32x16 = _mm512_fmadd_ps(q2_f32x16, y2_f32x16, dot_f32x16);
-            dot_f32x16 = _mm512_fmadd_ps(q3_f32x16, y3_f32x16, dot_f32x16);
-            dot_f64x8[r] = widen_add_(dot_f64x8[r], dot_f32x16);
-            sq_f32x16 = _mm512_mul_ps(y0_f32x16, y0_f32x16);
-            sq_f32x16 = _mm512_fmadd_ps(y1_f32x16, y1_f32x16, sq_f32x16);
-            sq_f32x16 = _mm512_fmadd_ps(y2_f32x16, y2_f32x16, sq_f32x16);
-            sq_f32x16 = _mm512_fmadd_ps(y3_f32x16, y3_f32x16, sq_f32x16);
-            sq_f64x8[r] = widen_add_(sq_f64x8[r], sq_f32x16);
-        }
-    }
-    if (i < dim) {
-        __m512 dot_f32x16[4], sq_f32x16[4];
-        for (int r = 0; r < R; ++r) dot_f32x16[r] = sq_f32x16[r] = _mm512_setzero_ps();
-        for (; i < dim; i += 16) {
-            __mmask16 mask = mask16_(min_(dim - i, 16));
-            __m512 q_f32x16 = _mm512_maskz_loadu_ps(mask, query + i);
-            for (int r = 0; r < R; ++r) {
-                __m512 y_f32x16 = _mm512_maskz_loadu_ps(mask, rows + (size_t)r * dim + i);
-                dot_f32x16[r] = _mm512_fmadd_ps(q_f32x16, y_f32x16, dot_f32x16[r]);
-                sq_f32x16[r] = _mm512_fmadd_ps(y_f32x16, y_f32x16, sq_f32x16[r]);
-            }
-        }
-        for (int r = 0; r < R; ++r) {
-            dot_f64x8[r] = widen_add_(dot_f64x8[r], dot_f32x16[r]);
-            sq_f64x8[r] = widen_add_(sq_f64x8[r], sq_f32x16[r]);
-        }
-    }
-    for (int r = 0; r < R; ++r) {
-        ab[r] = _mm512_reduce_add_pd(dot_f64x8[r]);
-        bb[r] = _mm512_reduce_add_pd(sq_f64x8[r]);
-    }
-}
-
-/* query . row for R consecutive rows (R <= 8): f32 products summed 8 to a lane (a 128-float block), each
- * block sum widened to f64, so a 384-d result is well within 1e-6 of f64. Lane r of the result is row r. */
+/* query . row for R consecutive rows (R <= 8): f32 products summed 8 to a lane (a 128-float block, or the
+ * tail), each sum widened to f64, so a 384-d result is well within 1e-6 of f64. The order of the sums does
+ * not depend on where the arrays start, so results are the same for any alignment. Lane r of the result
+ * is row r. */
 TD_INLINE __m512d dots_rows_(const float *query, const float *rows, size_t dim, int R) {
     __m512d dot_f64x8[8], p01, p23, p45, p67, q0, q1;
+    __m512 rest_f32x16[8];
     size_t i = 0;
     for (int r = 0; r < 8; ++r) dot_f64x8[r] = _mm512_setzero_pd();
+    for (int r = 0; r < R; ++r) rest_f32x16[r] = _mm512_setzero_ps();
     for (; i + 128 <= dim; i += 128) {
         for (int r = 0; r < R; ++r) {
             const float *p = rows + (size_t)r * dim + i;
@@ -200,18 +157,14 @@ TD_INLINE __m512d dots_rows_(const float *query, const float *rows, size_t dim, 
             dot_f64x8[r] = widen_add_(dot_f64x8[r], dot_f32x16);
         }
     }
-    if (i < dim) {
-        __m512 dot_f32x16[8];
-        for (int r = 0; r < R; ++r) dot_f32x16[r] = _mm512_setzero_ps();
-        for (; i < dim; i += 16) {
-            __mmask16 mask = mask16_(min_(dim - i, 16));
-            __m512 q_f32x16 = _mm512_maskz_loadu_ps(mask, query + i);
-            for (int r = 0; r < R; ++r)
-                dot_f32x16[r] = _mm512_fmadd_ps(q_f32x16, _mm512_maskz_loadu_ps(mask, rows + (size_t)r * dim + i),
-                                                dot_f32x16[r]);
-        }
-        for (int r = 0; r < R; ++r) dot_f64x8[r] = widen_add_(dot_f64x8[r], dot_f32x16[r]);
+    for (; i < dim; i += 16) {
+        __mmask16 mask = mask16_(min_(dim - i, 16));
+        __m512 q_f32x16 = _mm512_maskz_loadu_ps(mask, query + i);
+        for (int r = 0; r < R; ++r)
+            rest_f32x16[r] = _mm512_fmadd_ps(q_f32x16, _mm512_maskz_loadu_ps(mask, rows + (size_t)r * dim + i),
+                                             rest_f32x16[r]);
     }
+    for (int r = 0; r < R; ++r) dot_f64x8[r] = widen_add_(dot_f64x8[r], rest_f32x16[r]);
     /* transpose-add: lane r of the result is the sum of dot_f64x8[r] */
     p01 = _mm512_add_pd(_mm512_unpacklo_pd(dot_f64x8[0], dot_f64x8[1]), _mm512_unpackhi_pd(dot_f64x8[0], dot_f64x8[1]));
     p23 = _mm512_add_pd(_mm512_unpacklo_pd(dot_f64x8[2], dot_f64x8[3]), _mm512_unpackhi_pd(dot_f64x8[2], dot_f64x8[3]));
@@ -223,6 +176,77 @@ TD_INLINE __m512d dots_rows_(const float *query, const float *rows, size_t dim, 
                        _mm512_shuffle_f64x2(p45, p67, _MM_SHUFFLE(3, 1, 3, 1)));
     return _mm512_add_pd(_mm512_shuffle_f64x2(q0, q1, _MM_SHUFFLE(2, 0, 2, 0)),
                          _mm512_shuffle_f64x2(q0, q1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* Lane r (r < 4) of the result: the sum of the 8 lanes of v[r]. */
+TD_INLINE __m256d reduce4_pd_(const __m512d v[4]) {
+    __m512d p01 = _mm512_add_pd(_mm512_unpacklo_pd(v[0], v[1]), _mm512_unpackhi_pd(v[0], v[1]));
+    __m512d p23 = _mm512_add_pd(_mm512_unpacklo_pd(v[2], v[3]), _mm512_unpackhi_pd(v[2], v[3]));
+    __m512d q = _mm512_add_pd(_mm512_shuffle_f64x2(p01, p23, _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f64x2(p01, p23, _MM_SHUFFLE(3, 1, 3, 1)));
+    q = _mm512_shuffle_f64x2(q, q, _MM_SHUFFLE(3, 1, 2, 0));
+    return _mm256_add_pd(_mm512_castpd512_pd256(q), _mm512_extractf64x4_pd(q, 1));
+}
+
+/* Cosines of R rows (R <= 4) without norms: query . row and row . row summed as in dots_rows_, then
+ * ab / (query_norm * sqrt(bb)) for the R rows at once, and td_cosine_from_f32_dots_ on the rare rows it
+ * does not cover (non-finite, zero or tiny). */
+TD_INLINE void cosine_rows_(const float *query, double query_norm, const float *rows, size_t dim, int R,
+                            float *out) {
+    __m512d dot_f64x8[4], sq_f64x8[4];
+    __m512 rest_dot_f32x16[4], rest_sq_f32x16[4];
+    __m256d ab_f64x4, bb_f64x4, c_f64x4;
+    __mmask8 live = (__mmask8)((1u << R) - 1u), ok;
+    double aa = query_norm * query_norm;
+    size_t i = 0;
+    for (int r = 0; r < 4; ++r) dot_f64x8[r] = sq_f64x8[r] = _mm512_setzero_pd();
+    for (int r = 0; r < R; ++r) rest_dot_f32x16[r] = rest_sq_f32x16[r] = _mm512_setzero_ps();
+    for (; i + 128 <= dim; i += 128) {
+        for (int r = 0; r < R; ++r) {
+            const float *p = rows + (size_t)r * dim + i;
+            __m512 y_f32x16 = _mm512_loadu_ps(p);
+            __m512 dot_f32x16 = _mm512_mul_ps(_mm512_loadu_ps(query + i), y_f32x16);
+            __m512 sq_f32x16 = _mm512_mul_ps(y_f32x16, y_f32x16);
+            for (size_t k = 16; k < 128; k += 16) {
+                y_f32x16 = _mm512_loadu_ps(p + k);
+                dot_f32x16 = _mm512_fmadd_ps(_mm512_loadu_ps(query + i + k), y_f32x16, dot_f32x16);
+                sq_f32x16 = _mm512_fmadd_ps(y_f32x16, y_f32x16, sq_f32x16);
+            }
+            dot_f64x8[r] = widen_add_(dot_f64x8[r], dot_f32x16);
+            sq_f64x8[r] = widen_add_(sq_f64x8[r], sq_f32x16);
+        }
+    }
+    for (; i < dim; i += 16) {
+        __mmask16 mask = mask16_(min_(dim - i, 16));
+        __m512 q_f32x16 = _mm512_maskz_loadu_ps(mask, query + i);
+        for (int r = 0; r < R; ++r) {
+            __m512 y_f32x16 = _mm512_maskz_loadu_ps(mask, rows + (size_t)r * dim + i);
+            rest_dot_f32x16[r] = _mm512_fmadd_ps(q_f32x16, y_f32x16, rest_dot_f32x16[r]);
+            rest_sq_f32x16[r] = _mm512_fmadd_ps(y_f32x16, y_f32x16, rest_sq_f32x16[r]);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        dot_f64x8[r] = widen_add_(dot_f64x8[r], rest_dot_f32x16[r]);
+        sq_f64x8[r] = widen_add_(sq_f64x8[r], rest_sq_f32x16[r]);
+    }
+    ab_f64x4 = reduce4_pd_(dot_f64x8);
+    bb_f64x4 = reduce4_pd_(sq_f64x8);
+    c_f64x4 = _mm256_div_pd(ab_f64x4, _mm256_mul_pd(_mm256_set1_pd(query_norm), _mm256_sqrt_pd(bb_f64x4)));
+    c_f64x4 = _mm256_min_pd(_mm256_set1_pd(1.0), _mm256_max_pd(_mm256_set1_pd(-1.0), c_f64x4));
+    _mm_mask_storeu_ps(out, live, _mm256_cvtpd_ps(c_f64x4));
+    /* ab finite, and bb in [TD_TINY_SUMSQ, inf) */
+    ok = _mm256_cmp_pd_mask(_mm256_andnot_pd(_mm256_set1_pd(-0.0), ab_f64x4), _mm256_set1_pd(INFINITY), _CMP_LT_OQ) &
+         _mm256_cmp_pd_mask(bb_f64x4, _mm256_set1_pd(TD_TINY_SUMSQ), _CMP_GE_OQ) &
+         _mm256_cmp_pd_mask(bb_f64x4, _mm256_set1_pd(INFINITY), _CMP_LT_OQ);
+    if ((ok & live) != live || !(isfinite(aa) && aa >= TD_TINY_SUMSQ)) {
+        double ab[4], bb[4];
+        _mm256_storeu_pd(ab, ab_f64x4);
+        _mm256_storeu_pd(bb, bb_f64x4);
+        for (int r = 0; r < R; ++r) {
+            double norm = sqrt(bb[r]);
+            out[r] = (float)td_cosine_from_f32_dots_(ab[r], aa, norm * norm);
+        }
+    }
 }
 
 /* Cosines of R rows (R <= 8) with trusted norms: ab / (query_norm * norm) in f64 for every lane, then
@@ -250,7 +274,6 @@ TD_INLINE void cosine_rows_normed_(const float *query, double query_norm, const 
 
 static void cosine_batch_f32_avx512(const float *query, double query_norm, const float *rows, size_t n_rows,
                                     size_t dim, const float *row_norms, float *out) {
-    double aa = query_norm * query_norm, ab[4], bb[4];
     size_t r = 0;
     if (row_norms) { /* trusted norms: only a.b per row */
         for (; r + 8 <= n_rows; r += 8)
@@ -258,19 +281,8 @@ static void cosine_batch_f32_avx512(const float *query, double query_norm, const
         if (r < n_rows)
             cosine_rows_normed_(query, query_norm, rows + r * dim, dim, row_norms + r, (int)(n_rows - r), out + r);
     } else {
-        for (; r + 4 <= n_rows; r += 4) {
-            cosine_rows_(query, rows + r * dim, dim, 4, ab, bb);
-            for (size_t k = 0; k < 4; ++k) {
-                double norm = sqrt(bb[k]);
-                out[r + k] = (float)td_cosine_from_f32_dots_(ab[k], aa, norm * norm);
-            }
-        }
-        for (; r < n_rows; ++r) {
-            double norm;
-            cosine_rows_(query, rows + r * dim, dim, 1, ab, bb);
-            norm = sqrt(bb[0]);
-            out[r] = (float)td_cosine_from_f32_dots_(ab[0], aa, norm * norm);
-        }
+        for (; r + 4 <= n_rows; r += 4) cosine_rows_(query, query_norm, rows + r * dim, dim, 4, out + r);
+        if (r < n_rows) cosine_rows_(query, query_norm, rows + r * dim, dim, (int)(n_rows - r), out + r);
     }
 }
 
