@@ -3,8 +3,8 @@
 #include "td_feature_math.h"
 
 /* td_avx2.c - x86-64 AVX2 + FMA kernels. Built alone with -mavx2 -mfma; td_scalar.c is the specification of
- * every entry. Cosine forms f32 products, sums at most 4 of them per lane in f32 (one 32-float block), then
- * widens the block sums to f64. int8 x int8 is exact in int32. Tails are handled without reading past any
+ * every entry. Cosine forms f32 products, sums at most 4 of them per lane in f32 (one 32-float block; 8 in
+ * a 64-float block when the row norms are given), then widens the block sums to f64. int8 x int8 is exact in int32. Tails are handled without reading past any
  * array: scalar loops, masked loads, or byte copies. */
 #include <string.h>
 
@@ -200,6 +200,19 @@ TD_FORCE_INLINE void dot_rows_(const float *q, const float *r, const float *next
     for (size_t k = 0; k < rows; ++k) {
         ab_lo_f64x4[k] = ab_hi_f64x4[k] = _mm256_setzero_pd();
         bb_lo_f64x4[k] = bb_hi_f64x4[k] = _mm256_setzero_pd();
+    }
+    if (!bb) { /* dot products only: 8 products to a lane (a 64-float block) before widening */
+        for (; i + 64 <= n; i += 64) {
+            for (size_t k = 0; k < rows; ++k) {
+                const float *row = r + k * stride + i;
+                if (next) { /* the four cache lines of this block in the next group (a hint: never faults) */
+                    for (size_t line = 0; line < 64; line += 16)
+                        _mm_prefetch((const char *)(next + k * stride + i + line), _MM_HINT_T0);
+                }
+                widen_add_(&ab_lo_f64x4[k], &ab_hi_f64x4[k],
+                           _mm256_add_ps(block_dot_(q + i, row), block_dot_(q + i + 32, row + 32)));
+            }
+        }
     }
     for (; i + 32 <= n; i += 32) {
         for (size_t k = 0; k < rows; ++k) {

@@ -8,8 +8,9 @@
  * test and benchmark hook and must not be called while other threads are running kernels.
  *
  * Precision policy:
- * - Cosine: the scalar path accumulates in f64. SIMD paths form f32 products, sum at most 4 of them per
- *   lane in f32, and widen those block sums to f64, so a 384-d cosine is within 1e-6 of the float64 result.
+ * - Cosine: the scalar path accumulates in f64. SIMD paths form f32 products, sum at most 8 of them per
+ *   lane in f32, and widen those block sums to f64, so a 384-d cosine is within 1e-6 of the float64 result
+ *   (the order of the sums does not depend on alignment: results are the same wherever the arrays start).
  *   Results are f64 (f32 for the batch form). A zero vector (or two) gives 0.0, never NaN; a NaN or Inf in
  *   either input gives NaN. Inputs whose f32 products could overflow or underflow (norms above ~1e19 or
  *   below 1e-15) are recomputed on the f64 scalar path, so every finite input gets an accurate result.
