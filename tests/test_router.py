@@ -293,6 +293,105 @@ def test_failed_reload_keeps_the_old_model(tmp_path, rng, make, error):
     assert not r.route(make_request(rng, 3, dim=8)).fell_back
 
 
+def test_failed_reload_is_counted(tmp_path):
+    r = router()
+    (tmp_path / "bad.safetensors").write_bytes(b"not a model")
+    with pytest.raises(ModelFormatError):
+        r.reload_model(tmp_path / "bad.safetensors")
+    m = r.metrics()
+    assert (m["reloads"], m["reload_failures"]) == (0, 1) and m["last_reload_error"].startswith("ModelFormatError")
+    assert m["model_path"] == default_model_path()
+
+
+def test_check_model_file_reloads_only_on_change(tmp_path, rng):
+    path = tmp_path / "m.safetensors"
+    FastGRNN(FastGRNNConfig(), seed=1).save(path)
+    r = router(model_path=path, enable_quantization=False)
+    request = make_request(rng, 20, dim=16, columnar=True)
+    first = r.route(request).confidences
+    assert r.check_model_file() is False  # unchanged
+    FastGRNN(FastGRNNConfig(), seed=2).save(path)  # written to a new file, renamed over the old one
+    assert r.check_model_file() is True
+    second = r.route(request).confidences
+    assert not np.array_equal(first, second)
+    assert r.check_model_file() is False and r.metrics()["reloads"] == 1
+    path.unlink()  # a missing file changes nothing
+    assert r.check_model_file() is False
+    np.testing.assert_array_equal(r.route(request).confidences, second)
+
+
+def test_a_broken_model_file_keeps_the_old_model_and_is_tried_once(tmp_path, rng):
+    path = tmp_path / "m.safetensors"
+    FastGRNN(FastGRNNConfig(), seed=1).save(path)
+    r = router(model_path=path)
+    model = r.model
+    path.write_bytes(b"half a model")
+    with pytest.raises(ModelFormatError):
+        r.check_model_file()
+    assert r.model is model and r.metrics()["reload_failures"] == 1
+    assert r.check_model_file() is False  # the same broken version is not tried again
+    FastGRNN(FastGRNNConfig(), seed=3).save(path)
+    assert r.check_model_file() is True and r.model is not model
+
+
+def test_reload_model_moves_the_watched_file(tmp_path):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    FastGRNN(FastGRNNConfig(), seed=1).save(a)
+    FastGRNN(FastGRNNConfig(), seed=2).save(b)
+    r = router(model_path=a)
+    r.reload_model(b)
+    assert r.metrics()["model_path"] == str(b)
+    FastGRNN(FastGRNNConfig(), seed=3).save(a)
+    assert r.check_model_file() is False  # a is not served any more
+    FastGRNN(FastGRNNConfig(), seed=4).save(b)
+    assert r.check_model_file() is True
+
+
+def test_watch_model_reloads_in_the_background(tmp_path, rng):
+    path = tmp_path / "m.safetensors"
+    FastGRNN(FastGRNNConfig(), seed=1).save(path)
+    r = router(model_path=path)
+    r.watch_model(interval=0.005)
+    r.watch_model(interval=0.01)  # a new interval replaces the old watcher
+    threads = [t for t in threading.enumerate() if t.name == "tinydancer-model-watch"]
+    assert r.watching and r.metrics()["watching_model_file"] and len(threads) == 1
+    path.write_bytes(b"broken")  # a failed reload in the watcher is recorded, never raised
+    FastGRNN(FastGRNNConfig(), seed=2).save(tmp_path / "next.safetensors")
+    deadline = time.monotonic() + 30
+    while r.metrics()["reload_failures"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert r.metrics()["reload_failures"] == 1 and r.metrics()["reloads"] == 0
+    (tmp_path / "next.safetensors").replace(path)
+    while r.metrics()["reloads"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert r.metrics()["reloads"] == 1 and not r.route(make_request(rng, 4, dim=8)).fell_back
+    r.close()
+    assert not r.watching and not threads[0].is_alive()
+    with pytest.raises(TinyDancerError, match="closed"):
+        r.watch_model()
+
+
+@pytest.mark.parametrize("interval", [0, -1.0, float("inf"), float("nan"), True, "1"])
+def test_watch_model_bad_interval(interval):
+    with pytest.raises(ConfigError, match="interval must be a positive number"):
+        router().watch_model(interval)
+
+
+def test_a_dropped_watching_router_is_collected(tmp_path):
+    import gc
+    import weakref
+
+    r = router()
+    r.watch_model(interval=0.001)
+    thread = [t for t in threading.enumerate() if t.name == "tinydancer-model-watch"][0]
+    ref = weakref.ref(r)
+    del r
+    gc.collect()
+    assert ref() is None
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
 def test_concurrent_routes_during_reloads_see_one_model_or_the_other(tmp_path, rng):
     r = router(enable_quantization=False)
     request = make_request(rng, 64, dim=32, columnar=True)

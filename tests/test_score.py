@@ -285,9 +285,11 @@ def test_route_counters():
     c.count_fallback(2, False, True)
     c.count_invalid()
     c.count_reload()
+    c.count_reload_failure()
+    c.count_reload_failure()
     assert c.snapshot() == {
         "requests": 4, "candidates": 24, "lightweight": 4, "fallbacks": 2, "rejected_by_breaker": 1,
-        "model_errors": 1, "invalid_requests": 1, "reloads": 1, "mean_route_us": 3.0,
+        "model_errors": 1, "invalid_requests": 1, "reloads": 1, "reload_failures": 2, "mean_route_us": 3.0,
     }
     assert kernels.RouteCounters().snapshot()["mean_route_us"] == 0.0
 

@@ -1171,6 +1171,7 @@ cdef class RouteCounters:
     free-threading support, so free-threaded Python builds enable the GIL when they import it)."""
 
     cdef long long requests, candidates, lightweight, fallbacks, model_errors, rejected, invalid, reloads
+    cdef long long reload_failures
     cdef double total_us
 
     def count_routed(self, Py_ssize_t candidates, Py_ssize_t lightweight, double elapsed_us):
@@ -1194,13 +1195,16 @@ cdef class RouteCounters:
     def count_reload(self):
         self.reloads += 1
 
+    def count_reload_failure(self):
+        self.reload_failures += 1
+
     def snapshot(self):
         """Every counter at one instant, as a dict; ``mean_route_us`` averages over requests the model routed."""
         cdef long long routed = self.requests - self.fallbacks
         return {
             "requests": self.requests, "candidates": self.candidates, "lightweight": self.lightweight,
             "fallbacks": self.fallbacks, "rejected_by_breaker": self.rejected, "model_errors": self.model_errors,
-            "invalid_requests": self.invalid, "reloads": self.reloads,
+            "invalid_requests": self.invalid, "reloads": self.reloads, "reload_failures": self.reload_failures,
             "mean_route_us": self.total_us / routed if routed else 0.0,
         }
 

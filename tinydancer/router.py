@@ -12,8 +12,10 @@ open, requests fall back without touching the model; bad input raises
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -39,6 +41,29 @@ _perf_counter_ns = time.perf_counter_ns
 def default_model_path() -> str:
     """Where the shipped default candidate model is installed (see models/MODEL_CARD.md)."""
     return str(resources.files("tinydancer") / "models" / DEFAULT_MODEL)
+
+
+def _file_signature(path: str) -> tuple[int, int, int, int] | None:
+    """What tells a changed file: device, inode, size and modification time (ns); None when it is absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _watch(router_ref: weakref.ref[Router], stop: threading.Event, interval: float) -> None:
+    """The watcher thread: check the model file every ``interval`` seconds until stopped or the router is
+    gone. It holds only a weak reference, so a router that is dropped without close() is still collected."""
+    while not stop.wait(interval):
+        router = router_ref()
+        if router is None:
+            return
+        try:
+            router.check_model_file()
+        except Exception:  # counted and kept in metrics() by check_model_file; the old model keeps serving
+            pass
+        del router
 
 
 def _number(name: str, value: Any, low: float, high: float = math.inf) -> None:
@@ -99,7 +124,8 @@ class Router:
         monotonic: the circuit breaker's clock (default ``time.monotonic``).
 
     Thread-safe: any number of threads may call :meth:`route` at once (the kernels release the GIL for
-    large requests), and :meth:`reload_model` swaps the model atomically.
+    large requests), and :meth:`reload_model` swaps the model atomically. :meth:`watch_model` reloads the
+    model whenever its file changes.
     """
 
     def __init__(self, config: RouterConfig | None = None, *, clock: Callable[[], float] = time.time,
@@ -113,11 +139,16 @@ class Router:
         self._weights = fc.kernel_weights()
         self._clock = clock
         self._reload_lock = threading.Lock()
-        self._serving = self._bind(self._load(self.config.model_path))
+        self._counters = kernels.RouteCounters()
+        self._last_reload_error: str | None = None
+        self._watcher: tuple[threading.Thread, threading.Event] | None = None
+        self._watch_lock = threading.Lock()  # starts and stops the watcher (never held while reloading)
+        self._source = self._resolve(self.config.model_path)
+        self._source_signature = _file_signature(self._source)  # read before loading: a later change shows
+        self._serving = self._bind(self._load(self._source))
         self._breaker = (CircuitBreaker(failure_threshold=self.config.circuit_breaker_threshold,
                                         recovery_timeout=self.config.circuit_breaker_timeout, clock=monotonic)
                          if self.config.enable_circuit_breaker else None)
-        self._counters = kernels.RouteCounters()
         self._closed = False
 
     @classmethod
@@ -129,9 +160,12 @@ class Router:
     # Models
     # ----------------------------------------------------------------------------------------------------
 
-    def _load(self, path: str | PathLike[str] | None) -> FastGRNN:
+    @staticmethod
+    def _resolve(path: str | PathLike[str] | None) -> str:
+        return default_model_path() if path is None else fspath(path)
+
+    def _load(self, where: str) -> FastGRNN:
         """Load and check a candidate model completely; nothing is swapped in here."""
-        where = default_model_path() if path is None else fspath(path)
         model = load_model(where)
         if not isinstance(model, FastGRNN):
             raise ModelSchemaError(f"{where}: a {type(model).__name__} cannot route candidates; the router needs a "
@@ -156,11 +190,81 @@ class Router:
 
     def reload_model(self, path: str | PathLike[str] | None = None) -> None:
         """Load ``path`` (default: the configured model) and swap it in atomically once it is fully loaded
-        and checked. On any failure the old model keeps serving and the error is raised."""
+        and checked. On any failure the old model keeps serving and the error is raised. The loaded file
+        is the one :meth:`check_model_file` and :meth:`watch_model` watch from then on."""
         with self._reload_lock:
-            serving = self._bind(self._load(self.config.model_path if path is None else path))
-            self._serving = serving
+            where = self._resolve(self.config.model_path if path is None else path)
+            self._swap_in_locked(where, _file_signature(where))
+
+    def check_model_file(self) -> bool:
+        """Reload the model if its file changed since it was loaded (another inode, size or modification
+        time). A missing file changes nothing: a replacement may be on its way.
+
+        Returns:
+            True when a new model was swapped in.
+
+        Raises:
+            the load's error, when the changed file is not a valid candidate model: the old model keeps
+            serving, and that version of the file is not tried again (the next change is).
+        """
+        with self._reload_lock:
+            signature = _file_signature(self._source)
+            if signature is None or signature == self._source_signature:
+                return False
+            self._source_signature = signature
+            self._swap_in_locked(self._source, signature)
+            return True
+
+    def _swap_in_locked(self, where: str, signature: tuple[int, int, int, int] | None) -> None:
+        try:
+            serving = self._bind(self._load(where))
+        except Exception as exc:
+            self._counters.count_reload_failure()
+            self._last_reload_error = f"{type(exc).__name__}: {exc}"
+            raise
+        self._serving = serving
+        self._source, self._source_signature = where, signature
         self._counters.count_reload()
+
+    def watch_model(self, interval: float = 1.0) -> None:
+        """Check the model file every ``interval`` seconds on a background thread and reload it when it
+        changes (see :meth:`check_model_file`). A failed reload keeps the old model serving and shows in
+        :meth:`metrics` (``reload_failures``, ``last_reload_error``). Calling it again changes the interval;
+        :meth:`stop_watching` or :meth:`close` stops it.
+
+        Raises:
+            ConfigError: ``interval`` is not a positive finite number of seconds.
+            TinyDancerError: the router is closed.
+        """
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval < math.inf:
+            raise ConfigError(f"interval must be a positive number of seconds, got {interval!r}")
+        with self._watch_lock:
+            if self._closed:
+                raise TinyDancerError("the router is closed")
+            self._stop_watching_locked()
+            stop = threading.Event()
+            thread = threading.Thread(target=_watch, args=(weakref.ref(self), stop, float(interval)),
+                                      name="tinydancer-model-watch", daemon=True)
+            self._watcher = (thread, stop)
+            thread.start()
+
+    def stop_watching(self) -> None:
+        """Stop the watcher thread of :meth:`watch_model`, if one runs, and wait for it to end."""
+        with self._watch_lock:
+            self._stop_watching_locked()
+
+    def _stop_watching_locked(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            thread, stop = watcher
+            stop.set()
+            if thread is not threading.current_thread():
+                thread.join()
+
+    @property
+    def watching(self) -> bool:
+        """Whether a watcher thread checks the model file."""
+        return self._watcher is not None
 
     # ----------------------------------------------------------------------------------------------------
     # Routing
@@ -259,17 +363,22 @@ class Router:
 
     def metrics(self) -> dict[str, Any]:
         """Counters since the router was made: requests, candidates, lightweight decisions, fallbacks (and
-        of those, open-breaker rejections and model errors), invalid requests, reloads, the mean time per
-        routed request, the breaker's state, the model's form and size."""
+        of those, open-breaker rejections and model errors), invalid requests, reloads and failed reloads
+        (with the last failure's message), the mean time per routed request, the breaker's state, the model's
+        file, form and size, and whether the file is watched."""
         out: dict[str, Any] = self._counters.snapshot()
         model = self._serving[0]
-        out.update(circuit_breaker=None if self._breaker is None else self._breaker.state,
-                   model_weights=model.cell.W.kind, model_size_bytes=model.size_bytes())
+        out.update(last_reload_error=self._last_reload_error,
+                   circuit_breaker=None if self._breaker is None else self._breaker.state,
+                   model_path=self._source, model_weights=model.cell.W.kind, model_size_bytes=model.size_bytes(),
+                   watching_model_file=self.watching)
         return out
 
     def close(self) -> None:
-        """Stop routing: later calls to :meth:`route` raise. Closing twice is fine."""
+        """Stop routing (later calls to :meth:`route` raise) and stop watching the model file. Closing twice
+        is fine."""
         self._closed = True
+        self.stop_watching()
 
     def __enter__(self) -> Router:
         return self
