@@ -57,6 +57,8 @@ def aligned_copy(a: np.ndarray, offset: int = 0) -> np.ndarray:
     Benchmarks place their arrays on purpose: a 64-byte load that straddles two cache lines costs about
     twice as much, so where NumPy happens to put an array would otherwise move the figures by up to 25%.
     """
+    if not 0 <= offset < 64:
+        raise ValueError(f"offset must lie in [0, 64), got {offset}")
     raw = np.empty(a.nbytes + 128, dtype=np.uint8)
     start = -raw.ctypes.data % 64 + offset
     out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
