@@ -192,13 +192,14 @@ typedef struct td_feature_config {
 /*
  * For each of n candidates:
  *   sim  = cos(query, embeddings[i])                               (embedding_norms may be NULL)
- *   rec  = exp(-recency_decay * max(now - created_at[i], 0))
- *   freq = min(log1p(access_count[i]) / log1p(10000), 1)           (access_count >= 0)
+ *   rec  = exp(-recency_decay * max(now - created_at[i], 0))        (1 when recency_decay is 0)
+ *   freq = min(log1p(access_count[i]) / log1p(10000), 1)           (a negative count counts as 0)
  *   succ = success_rate[i]
  *   meta = metadata_overlap ? metadata_overlap[i] : 0
  *   features[i] = [w_sim*sim, w_rec*rec, w_freq*freq, w_succ*succ, w_meta*meta]
  *   scores[i]   = FastGRNN(features[i]) as one timestep
- * features_out (n x 5) may be NULL. The model must have input_dim 5, timesteps 1 and output_dim 1.
+ * SIMD paths compute rec and freq with polynomials accurate to ~1e-15 before rounding to f32 (libm on the
+ * scalar path). features_out (n x 5) may be NULL. The model must have input_dim 5, timesteps 1 and output_dim 1.
  * Returns 0, or -1 if the model does not have that shape (nothing is written then).
  */
 int td_score_candidates(const td_fastgrnn *m, const td_feature_config *cfg, const float *query, size_t dim,

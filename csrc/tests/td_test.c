@@ -289,6 +289,36 @@ static void test_score_candidates(void) {
           "score_candidates accepted a model with input_dim 4");
 }
 
+/* Recency and frequency alone (unit weights) over their whole range, against libm in f64. */
+static void test_recency_frequency(void) {
+    enum { N = 301, D = 4 };
+    const double decays[] = {0.0, 1e-6, 0.001, 1.0, 1e6};
+    static float E[N * D], features[N * 5];
+    float q[D] = {1, 1, 1, 1}, success[N];
+    double created[N], now = 1.8e9;
+    int64_t counts[N];
+    for (int i = 0; i < N * D; ++i) E[i] = 1.0f;
+    for (int i = 0; i < N; ++i) {
+        double age = i < 3 ? (double)(i - 1) : pow(10.0, -3.0 + 12.0 * i / N); /* -1, 0, 1, then 1e-3 .. 1e9 */
+        created[i] = now - age;
+        counts[i] = i < 250 ? i - 1 : (int64_t)1 << (i - 250); /* -1 .. 248, then 1 .. 2^50 (past 10000) */
+        success[i] = 0.0f;
+    }
+    for (size_t d = 0; d < sizeof decays / sizeof decays[0]; ++d) {
+        td_feature_config cfg = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, decays[d]};
+        td_candidate_features(&cfg, q, D, E, NULL, N, created, counts, success, NULL, now, features);
+        for (int i = 0; i < N; ++i) {
+            double age = fmax(now - created[i], 0.0);
+            double rec = decays[d] > 0.0 ? exp(-decays[d] * age) : 1.0;
+            double freq = fmin(log1p((double)(counts[i] > 0 ? counts[i] : 0)) / log1p(10000.0), 1.0);
+            CHECK(fabs(features[i * 5 + 1] - rec) <= 1e-7, "recency %d, decay %g: %.9g vs %.9g", i, decays[d],
+                  features[i * 5 + 1], rec);
+            CHECK(fabs(features[i * 5 + 2] - freq) <= 1e-7, "frequency %d: %.9g vs %.9g", i, features[i * 5 + 2],
+                  freq);
+        }
+    }
+}
+
 static void test_find_nonfinite(void) {
     enum { N = 1000 };
     static float f[N];
@@ -385,6 +415,7 @@ int main(void) {
         test_matvec();
         test_fastgrnn();
         test_score_candidates();
+        test_recency_frequency();
         test_rank_and_route();
         printf("%-7s checked\n", current_isa);
     }
