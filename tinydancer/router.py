@@ -284,6 +284,7 @@ class Router:
 
         Raises:
             InvalidInputError: a malformed request (it does not count against the circuit breaker).
+            ConfigError: the clock returned something that is not a number.
             TinyDancerError: the router is closed.
         """
         start = _perf_counter_ns()
