@@ -4,8 +4,8 @@
 
 /* td_avx2.c - x86-64 AVX2 + FMA kernels. Built alone with -mavx2 -mfma; td_scalar.c is the specification of
  * every entry. Cosine forms f32 products, sums at most 4 of them per lane in f32 (one 32-float block; 8 in
- * a 64-float block when the row norms are given), then widens the block sums to f64. int8 x int8 is exact in int32. Tails are handled without reading past any
- * array: scalar loops, masked loads, or byte copies. */
+ * a 64-float block when the row norms are given), then widens the block sums to f64. int8 x int8 is exact
+ * in int32. Tails are handled without reading past any array: scalar loops, masked loads, or byte copies. */
 #include <string.h>
 
 #if defined(_MSC_VER) && !defined(__clang__)
