@@ -1174,12 +1174,15 @@ cdef class RouteCounters:
     cdef long long reload_failures
     cdef double total_us
 
-    def count_routed(self, Py_ssize_t candidates, Py_ssize_t lightweight, double elapsed_us):
-        """One request routed by the model (``route`` counts its own)."""
+    cdef inline void routed(self, Py_ssize_t candidates, Py_ssize_t lightweight, double elapsed_us) noexcept:
         self.requests += 1
         self.candidates += candidates
         self.lightweight += lightweight
         self.total_us += elapsed_us
+
+    def count_routed(self, Py_ssize_t candidates, Py_ssize_t lightweight, double elapsed_us):
+        """One request routed by the model (:meth:`RoutePass.route` counts its own)."""
+        self.routed(candidates, lightweight, elapsed_us)
 
     def count_fallback(self, Py_ssize_t candidates, bint rejected, bint model_error):
         """One request that fell back to the powerful model."""
@@ -1304,10 +1307,12 @@ cdef class RoutePass:
         self.threshold, self.max_uncertainty = <float>confidence_threshold, <float>max_uncertainty
         self.result_type = result_type
 
-    cdef int _run(self, _Candidates c, float *scores, float *uncertainty, uint8_t *flags, int32_t *order,
-                  int32_t *scratch) except -1:
-        """The routing pass over checked candidates; scratch (n int32) is needed above 32 candidates."""
+    cdef Py_ssize_t _run(self, _Candidates c, float *scores, float *uncertainty, uint8_t *flags, int32_t *order,
+                         int32_t *scratch) except -1:
+        """The routing pass over checked candidates; scratch (n int32) is needed above 32 candidates.
+        Returns the number of lightweight decisions."""
         cdef int rc
+        cdef Py_ssize_t i, count = 0
         cdef void *state = _release(c.n * c.dim >= NOGIL_WORK)
         rc = ck.td_route_candidates(&self.model.m, &self.weights.cfg, _f32p(c.q), <size_t>c.dim,
                                     _f32p(c.c.embeddings), c.c.norms_p, <size_t>c.n,
@@ -1319,7 +1324,9 @@ cdef class RoutePass:
         if rc > 0:
             c.explain_nan()
             raise ModelError("the model produced a non-finite score")
-        return 0
+        for i in range(c.n):
+            count += flags[i]
+        return count
 
     def run(self, query, CandidateArrays candidates not None, double now, metadata_overlap=None):
         """Route ``candidates`` for ``query`` at time ``now``.
@@ -1334,7 +1341,7 @@ cdef class RoutePass:
         """
         cdef _Candidates c = _Candidates.__new__(_Candidates)
         c.load(query, candidates, None, None, None, now, metadata_overlap, None)
-        cdef Py_ssize_t n = c.n, i, count = 0
+        cdef Py_ssize_t n = c.n
         cdef cnp.ndarray scores = cnp.PyArray_EMPTY(1, [n], cnp.NPY_FLOAT32, 0)
         cdef cnp.ndarray uncertainty = cnp.PyArray_EMPTY(1, [n], cnp.NPY_FLOAT32, 0)
         cdef cnp.ndarray light = cnp.PyArray_EMPTY(1, [n], cnp.NPY_BOOL, 0)
@@ -1344,10 +1351,9 @@ cdef class RoutePass:
         if n > 32:
             scratch = cnp.PyArray_EMPTY(1, [n], cnp.NPY_INT32, 0)
             scratch_p = <int32_t *>cnp.PyArray_DATA(scratch)
-        cdef uint8_t *flags = <uint8_t *>cnp.PyArray_DATA(light)
-        self._run(c, _out_f32(scores), _out_f32(uncertainty), flags, <int32_t *>cnp.PyArray_DATA(order), scratch_p)
-        for i in range(n):
-            count += flags[i]
+        cdef Py_ssize_t count = self._run(c, _out_f32(scores), _out_f32(uncertainty),
+                                          <uint8_t *>cnp.PyArray_DATA(light), <int32_t *>cnp.PyArray_DATA(order),
+                                          scratch_p)
         return scores, uncertainty, light, order, count
 
     def route(self, query, CandidateArrays candidates not None, ids, double now, metadata_overlap,
@@ -1364,28 +1370,22 @@ cdef class RoutePass:
         """
         cdef _Candidates c = _Candidates.__new__(_Candidates)
         c.load(query, candidates, None, None, None, now, metadata_overlap, None)
-        cdef Py_ssize_t n = c.n, i, count = 0
+        cdef Py_ssize_t n = c.n, count
         cdef RouteResult r = <RouteResult>RouteResult.__new__(self.result_type)
         # confidence f32, uncertainty f32, order i32, flags u8; then the sort's scratch above 32 candidates
         r.block = malloc(<size_t>(n * 13 + (4 * n + 4 if n > 32 else 1)))
         if r.block == NULL:
             raise MemoryError(f"no memory for the results of {n} candidates")
         cdef char *b = <char *>r.block
-        cdef uint8_t *flags = <uint8_t *>(b + 12 * n)
-        self._run(c, <float *>b, <float *>(b + 4 * n), flags, <int32_t *>(b + 8 * n),
-                  <int32_t *>(b + ((13 * n + 3) & ~3)) if n > 32 else NULL)
-        for i in range(n):
-            count += flags[i]
+        count = self._run(c, <float *>b, <float *>(b + 4 * n), <uint8_t *>(b + 12 * n), <int32_t *>(b + 8 * n),
+                          <int32_t *>(b + ((13 * n + 3) & ~3)) if n > 32 else NULL)
         cdef double elapsed_us = (<long long>_perf_counter_ns() - start_ns) / 1e3
         r.n = n
         r.light_count = count
         r._ids = ids
         r._inference_time_us = elapsed_us
         r._feature_time_us = feature_time_us
-        counters.requests += 1
-        counters.candidates += n
-        counters.lightweight += count
-        counters.total_us += elapsed_us
+        counters.routed(n, count, elapsed_us)
         return r
 
 
