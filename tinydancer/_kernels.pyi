@@ -4,6 +4,8 @@ from typing import Any, Generic, Literal, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+MAX_DIM: int
+NUM_FEATURES: int
 
 def available_isas() -> list[str]: ...
 def compiled_isas() -> list[str]: ...

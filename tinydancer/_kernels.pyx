@@ -40,6 +40,9 @@ cdef enum:
 
 _ISA_ORDER = ("scalar", "avx2", "avx512", "neon")
 
+MAX_DIM = ck.TD_FASTGRNN_MAX_DIM  # cap on hidden_dim, output_dim and low-rank ranks (td_kernels.h)
+NUM_FEATURES = ck.TD_NUM_FEATURES  # the candidate features of the routing pass
+
 # ---------------------------------------------------------------------------------------------------------
 # Dispatch
 # ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,77 @@
+"""Checks of single values: configuration fields, options and per-object fields.
+
+Arrays are checked by the compiled kernels (``tinydancer._kernels``); everything that is one number, one
+flag or one count is checked here, once, with a message that names the value. Each check takes the
+exception class to raise, so a configuration field raises :class:`~tinydancer.errors.ConfigError` and a
+request field :class:`~tinydancer.errors.InvalidInputError` with the same wording.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from typing import Any
+
+from tinydancer.errors import ConfigError, InvalidInputError
+
+__all__ = ["real", "integer", "flag", "unit_interval"]
+
+_INT64_MAX = 2**63 - 1
+
+
+def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    if high == math.inf:
+        if low == -math.inf:
+            return "finite"
+        return f"> {low:g}" if low_open else f">= {low:g}"
+    if low == -math.inf:
+        return f"< {high:g}" if high_open else f"<= {high:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def real(value: Any, name: str, low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
+         high_open: bool = False, error: type[Exception] = ConfigError) -> float:
+    """``value`` as a finite float within the bounds, or raise ``error`` naming ``name``.
+
+    Bools and non-numbers (strings, None, arrays) are refused; NumPy scalars are accepted.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise error(f"{name} must be a finite number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise error(f"{name} must be a finite number, got {value!r}")
+    if number < low or number > high or (low_open and number == low) or (high_open and number == high):
+        raise error(f"{name} must be {_interval(low, high, low_open, high_open)}, got {value!r}")
+    return number
+
+
+def unit_interval(value: Any, name: str, *, error: type[Exception] = InvalidInputError) -> float:
+    """``value`` as a float in [0, 1], or raise ``error`` naming ``name``."""
+    return real(value, name, 0.0, 1.0, error=error)
+
+
+def integer(value: Any, name: str, low: int | None = None, high: int | None = _INT64_MAX, *,
+            error: type[Exception] = ConfigError) -> int:
+    """``value`` as an int within the bounds (by default the int64 range above ``low``), or raise ``error``.
+
+    Bools and floats are refused (3.0 is not a count); NumPy integers are accepted.
+    """
+    if isinstance(value, bool):
+        raise error(f"{name} must be an integer, got {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise error(f"{name} must be an integer, got {value!r}") from None
+    if low is not None and number < low:
+        raise error(f"{name} must be an integer >= {low}, got {number}")
+    if high is not None and number > high:
+        raise error(f"{name} must be an integer <= {high}, got {number}")
+    return number
+
+
+def flag(value: Any, name: str, *, error: type[Exception] = ConfigError) -> bool:
+    """``value`` itself when it is True or False, else raise ``error`` naming ``name``."""
+    if not isinstance(value, bool):
+        raise error(f"{name} must be True or False, got {value!r}")
+    return value
