@@ -34,14 +34,25 @@ static void fill(float *p, size_t n) {
     for (size_t i = 0; i < n; ++i) p[i] = uniform();
 }
 
+/* Reference cosine, computed differently from every kernel: each vector is first divided by its largest
+ * magnitude (so no sum can overflow or underflow, whatever the scale of the input), then normalised to unit
+ * length, and only then are the unit vectors multiplied: three passes, not one pass of three dot products. */
 static double ref_cosine(const float *a, const float *b, size_t n) {
-    double ab = 0, aa = 0, bb = 0;
+    double amax = 0, bmax = 0, aa = 0, bb = 0, ab = 0, na, nb;
     for (size_t i = 0; i < n; ++i) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
+        amax = fmax(amax, fabs((double)a[i]));
+        bmax = fmax(bmax, fabs((double)b[i]));
     }
-    return aa == 0 || bb == 0 ? 0.0 : ab / sqrt(aa * bb);
+    if (amax == 0 || bmax == 0) return 0.0;
+    for (size_t i = 0; i < n; ++i) {
+        double x = a[i] / amax, y = b[i] / bmax;
+        aa += x * x;
+        bb += y * y;
+    }
+    na = sqrt(aa) * amax; /* the norms in the original scale, as divisors only */
+    nb = sqrt(bb) * bmax;
+    for (size_t i = 0; i < n; ++i) ab += (a[i] / na) * (b[i] / nb);
+    return ab;
 }
 
 static void test_cosine(void) {
@@ -93,6 +104,60 @@ static void test_cosine_batch(void) {
     CHECK(isnan(out[2]) && !isnan(out[1]) && !isnan(out[3]), "a NaN row gives NaN for that row only");
     td_cosine_batch_f32(q, m, 0, 384, NULL, out); /* no rows: nothing to do, nothing touched */
     free(q);
+    free(m);
+}
+
+/* Inputs whose f32 products overflow (~1e20), whose block sums overflow (~1e19), or whose products underflow
+ * (~1e-20 and below): the kernels must fall back to f64 and still agree with the reference. */
+static void test_cosine_extreme_range(void) {
+    const double scales[] = {1.0, 1e20, 1e19, 1e-20, 1e-22, 1e-25};
+    const size_t n_scales = sizeof scales / sizeof scales[0];
+    const size_t dims[] = {1, 5, 16, 33, 100, 384, 1100};
+    enum { ROWS = 2 * 6 + 1 };
+    float *a = malloc(1100 * sizeof(float)), *b = malloc(1100 * sizeof(float));
+    float *m = malloc(ROWS * 1100 * sizeof(float)), out[ROWS], out2[ROWS], norms[ROWS];
+    for (size_t d = 0; d < sizeof dims / sizeof dims[0]; ++d) {
+        size_t n = dims[d];
+        for (size_t sa = 0; sa < n_scales; ++sa)
+            for (size_t sb = 0; sb < n_scales; ++sb) {
+                for (size_t i = 0; i < n; ++i) a[i] = (float)(uniform() * scales[sa]);
+                for (size_t i = 0; i < n; ++i) b[i] = (float)(uniform() * scales[sb]);
+                double got = td_cosine_f32(a, b, n), want = ref_cosine(a, b, n);
+                CHECK(fabs(got - want) < 1e-6, "cosine n=%zu scales %g, %g: %.9g vs %.9g", n, scales[sa],
+                      scales[sb], got, want);
+            }
+        /* one vector mixing every scale */
+        for (size_t i = 0; i < n; ++i) a[i] = (float)(uniform() * scales[i % n_scales]);
+        fill(b, n);
+        CHECK(fabs(td_cosine_f32(a, b, n) - ref_cosine(a, b, n)) < 1e-6, "cosine n=%zu mixed scales", n);
+        CHECK(fabs(td_cosine_f32(a, a, n) - 1.0) < 1e-6, "cosine n=%zu mixed scales with itself", n);
+
+        /* rows of every scale (twice, so the 4- and 8-row blocks see them), queries of every scale */
+        for (size_t r = 0; r < ROWS; ++r)
+            for (size_t i = 0; i < n; ++i) m[r * n + i] = (float)(uniform() * scales[r % n_scales]);
+        td_l2_norms_f32(m, ROWS, n, norms);
+        for (size_t r = 0; r < ROWS; ++r) {
+            double want = 0;
+            for (size_t i = 0; i < n; ++i) want += ((double)m[r * n + i] / scales[r % n_scales]) *
+                                                   ((double)m[r * n + i] / scales[r % n_scales]);
+            want = sqrt(want) * scales[r % n_scales];
+            CHECK(fabs(norms[r] - want) <= 1e-6 * want, "l2 norm n=%zu row %zu: %g vs %g", n, r, norms[r], want);
+        }
+        for (size_t sq = 0; sq < n_scales; ++sq) {
+            for (size_t i = 0; i < n; ++i) a[i] = (float)(uniform() * scales[sq]);
+            td_cosine_batch_f32(a, m, ROWS, n, NULL, out);
+            td_cosine_batch_f32(a, m, ROWS, n, norms, out2);
+            for (size_t r = 0; r < ROWS; ++r) {
+                double want = ref_cosine(a, m + r * n, n);
+                CHECK(fabs(out[r] - want) < 1e-6, "batch n=%zu query scale %g row %zu: %.9g vs %.9g", n, scales[sq],
+                      r, out[r], want);
+                CHECK(fabs(out2[r] - want) < 1e-6, "batch with norms n=%zu query scale %g row %zu: %.9g vs %.9g", n,
+                      scales[sq], r, out2[r], want);
+            }
+        }
+    }
+    free(a);
+    free(b);
     free(m);
 }
 
@@ -171,7 +236,7 @@ static void test_matvec(void) {
 
 static double sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
 
-/* Double-precision FastGRNN with dense row-major W (hidden x input) and U (hidden x hidden). */
+/* Double-precision FastGRNN with dense row-major W (hidden x input) and U (hidden x hidden), output_dim 1. */
 static double ref_fastgrnn(const float *W, const float *U, const float *bz, const float *bh, const float *wo,
                            float bo, float zeta, float nu, const float *x, int in, int hid, int T) {
     double h[64] = {0}, hn[64];
@@ -195,14 +260,154 @@ static void transpose(const float *rowmajor, int rows, int cols, float *colmajor
         for (int j = 0; j < cols; ++j) colmajor[j * rows + i] = rowmajor[i * cols + j];
 }
 
+enum { MAX_IN = 24, MAX_HID = 40, MAX_OUT = 5, MAX_T = 4, BATCH = 19 };
+
+/* A td_matrix of one kind with random values, and its dense expansion in f64 (row-major), worked out here
+ * from the stored values. */
+typedef struct test_matrix {
+    td_matrix m;
+    float f32[MAX_HID * MAX_HID], right[MAX_HID * MAX_HID], scales[MAX_HID];
+    int8_t i8[MAX_HID * MAX_HID];
+    int32_t indices[MAX_HID * MAX_HID], indptr[MAX_HID + 1];
+    double dense[MAX_HID * MAX_HID];
+} test_matrix;
+
+static void make_matrix(test_matrix *tm, int kind, int rows, int cols) {
+    memset(tm, 0, sizeof *tm);
+    tm->m.kind = kind, tm->m.rows = rows, tm->m.cols = cols;
+    for (int i = 0; i < rows; ++i) tm->scales[i] = (0.5f + 0.5f * fabsf(uniform())) / 127.0f;
+    switch (kind) {
+    case TD_MATRIX_DENSE_F32:
+        fill(tm->f32, (size_t)rows * cols);
+        tm->m.f32 = tm->f32;
+        for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < cols; ++j) tm->dense[i * cols + j] = tm->f32[j * rows + i];
+        break;
+    case TD_MATRIX_LOWRANK_F32: {
+        int rank = 1 + (rows + 2 * cols) % 5; /* 1 .. 5, sometimes above min(rows, cols) */
+        float s = 1.0f / sqrtf((float)rank);
+        fill(tm->f32, (size_t)rows * rank);
+        fill(tm->right, (size_t)rank * cols);
+        for (int k = 0; k < rows * rank; ++k) tm->f32[k] *= s;
+        tm->m.rank = rank, tm->m.f32 = tm->f32, tm->m.f32_right = tm->right;
+        for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < cols; ++j) {
+                double e = 0;
+                for (int k = 0; k < rank; ++k) e += (double)tm->f32[k * rows + i] * tm->right[j * rank + k];
+                tm->dense[i * cols + j] = e;
+            }
+        break;
+    }
+    case TD_MATRIX_DENSE_I8:
+        for (int k = 0; k < rows * cols; ++k) tm->i8[k] = random_i8();
+        tm->m.i8 = tm->i8, tm->m.scales = tm->scales;
+        for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < cols; ++j) tm->dense[i * cols + j] = (double)tm->scales[i] * tm->i8[j * rows + i];
+        break;
+    default: { /* CSR: row 0 empty and row 1 full when there are several rows, about half of each other row */
+        int nnz = 0;
+        for (int i = 0; i < rows; ++i) {
+            tm->indptr[i] = nnz;
+            for (int j = 0; j < cols; ++j) {
+                int keep = rows == 1 ? 1 : i == 0 ? 0 : i == 1 ? 1 : (int)(next_u64() >> 63);
+                if (!keep) continue;
+                tm->indices[nnz] = j;
+                tm->i8[nnz] = random_i8();
+                tm->f32[nnz] = uniform();
+                tm->dense[i * cols + j] =
+                    kind == TD_MATRIX_SPARSE_I8 ? (double)tm->scales[i] * tm->i8[nnz] : (double)tm->f32[nnz];
+                ++nnz;
+            }
+        }
+        tm->indptr[rows] = nnz;
+        tm->m.indices = tm->indices, tm->m.indptr = tm->indptr;
+        if (kind == TD_MATRIX_SPARSE_I8)
+            tm->m.i8 = tm->i8, tm->m.scales = tm->scales;
+        else
+            tm->m.f32 = tm->f32;
+        break;
+    }
+    }
+}
+
+/* The FastGRNN of m in f64 from dense row-major W and U: output_dim probabilities for one sequence x. */
+static void ref_fastgrnn_dense(const td_fastgrnn *m, const double *W, const double *U, const float *x, double *out) {
+    int in = m->input_dim, hid = m->hidden_dim, outputs = m->output_dim;
+    double h[MAX_HID] = {0}, hn[MAX_HID], logits[MAX_OUT], top = -INFINITY, sum = 0;
+    double zeta = sigmoid(m->zeta), nu = sigmoid(m->nu);
+    for (int t = 0; t < m->timesteps; ++t) {
+        for (int i = 0; i < hid; ++i) {
+            double a = 0;
+            for (int j = 0; j < in; ++j) a += W[i * in + j] * x[t * in + j];
+            for (int j = 0; j < hid; ++j) a += U[i * hid + j] * h[j];
+            double z = sigmoid(a + m->b_z[i]), c = tanh(a + m->b_h[i]);
+            hn[i] = z * h[i] + (zeta * (1 - z) + nu) * c;
+        }
+        memcpy(h, hn, (size_t)hid * sizeof h[0]);
+    }
+    for (int o = 0; o < outputs; ++o) {
+        logits[o] = m->b_out[o];
+        for (int i = 0; i < hid; ++i) logits[o] += (double)m->w_out[o * hid + i] * h[i];
+        top = fmax(top, logits[o]);
+    }
+    if (outputs == 1) {
+        out[0] = sigmoid(logits[0]);
+        return;
+    }
+    for (int o = 0; o < outputs; ++o) sum += exp(logits[o] - top);
+    for (int o = 0; o < outputs; ++o) out[o] = exp(logits[o] - top) / sum;
+}
+
+/* Every pairing of W and U kinds (dense f32, low-rank, dense int8, sparse int8, sparse f32), several shapes
+ * (hidden sizes that take each kernel's small and large paths), output_dim 1 (sigmoid) and 2, 5 (softmax),
+ * against the f64 reference. */
+static void test_fastgrnn_kinds(void) {
+    const int cases[][3] = {{5, 8, 1}, {3, 7, 3}, {20, 33, 2}, {1, 1, 1}, {9, 16, 4}, {4, 12, 3}, {6, 17, 2}, {24, 40, 2}};
+    const int kinds[] = {TD_MATRIX_DENSE_F32, TD_MATRIX_LOWRANK_F32, TD_MATRIX_DENSE_I8, TD_MATRIX_SPARSE_I8,
+                         TD_MATRIX_SPARSE_F32};
+    const int output_dims[] = {1, 2, 5};
+    static test_matrix W, U;
+    static float x[BATCH * MAX_T * MAX_IN], out[BATCH * MAX_OUT];
+    float bz[MAX_HID], bh[MAX_HID], wo[MAX_OUT * MAX_HID], bo[MAX_OUT];
+    double want[MAX_OUT];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c)
+        for (size_t kw = 0; kw < 5; ++kw)
+            for (size_t ku = 0; ku < 5; ++ku) {
+                int in = cases[c][0], hid = cases[c][1], T = cases[c][2];
+                int outputs = output_dims[(c + kw + ku) % 3];
+                td_fastgrnn m = {0};
+                make_matrix(&W, kinds[kw], hid, in);
+                make_matrix(&U, kinds[ku], hid, hid);
+                fill(bz, (size_t)hid);
+                fill(bh, (size_t)hid);
+                fill(wo, (size_t)outputs * hid);
+                fill(bo, (size_t)outputs);
+                fill(x, (size_t)BATCH * T * in);
+                m.input_dim = in, m.hidden_dim = hid, m.output_dim = outputs, m.timesteps = T;
+                m.w = W.m, m.u = U.m, m.b_z = bz, m.b_h = bh, m.w_out = wo, m.b_out = bo;
+                m.zeta = 2.0f * uniform(), m.nu = -4.0f + uniform();
+                CHECK(td_fastgrnn_check(&m) == 0, "valid model rejected: case %zu, W kind %d, U kind %d", c,
+                      kinds[kw], kinds[ku]);
+                td_fastgrnn_forward_batch(&m, x, BATCH, out);
+                for (int n = 0; n < BATCH; ++n) {
+                    ref_fastgrnn_dense(&m, W.dense, U.dense, x + n * T * in, want);
+                    for (int o = 0; o < outputs; ++o)
+                        CHECK(fabs(out[n * outputs + o] - want[o]) < 1e-5,
+                              "fastgrnn %dx%d T=%d W kind %d U kind %d item %d output %d/%d: %.8f vs %.8f", in, hid,
+                              T, kinds[kw], kinds[ku], n, o, outputs, out[n * outputs + o], want[o]);
+                }
+                td_fastgrnn_forward(&m, x + (BATCH - 1) * T * in, out);
+                for (int o = 0; o < outputs; ++o)
+                    CHECK(out[o] == out[o] && fabs(out[o] - want[o]) < 1e-5, "fastgrnn single item output %d", o);
+            }
+}
+
 static void test_fastgrnn(void) {
     const int cases[][3] = {{5, 8, 1}, {3, 7, 3}, {20, 33, 2}, {1, 1, 1}, {9, 16, 4}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
         int in = cases[c][0], hid = cases[c][1], T = cases[c][2];
         float W[64 * 20], U[64 * 64], Wc[64 * 20], Uc[64 * 64], bz[64], bh[64], wo[64], bo;
         float x[4 * 20 * 5], out[5];
-        int8_t Wq[64 * 20], Uq[64 * 64];
-        float sw[64], su[64];
         fill(W, (size_t)hid * in);
         fill(U, (size_t)hid * hid);
         fill(bz, (size_t)hid);
@@ -225,31 +430,12 @@ static void test_fastgrnn(void) {
             CHECK(fabs(out[n] - want) < 1e-5, "fastgrnn dense case %zu item %d: %f vs %f", c, n, out[n], want);
         }
 
-        /* int8 weights: quantise per row, then compare against the dequantised matrix. */
-        for (int i = 0; i < hid; ++i) {
-            float mw = 0, mu = 0;
-            for (int j = 0; j < in; ++j) mw = fmaxf(mw, fabsf(W[i * in + j]));
-            for (int j = 0; j < hid; ++j) mu = fmaxf(mu, fabsf(U[i * hid + j]));
-            sw[i] = mw / 127.0f, su[i] = mu / 127.0f;
-            for (int j = 0; j < in; ++j) {
-                Wq[j * hid + i] = (int8_t)lrintf(W[i * in + j] / sw[i]);
-                W[i * in + j] = sw[i] * Wq[j * hid + i];
-            }
-            for (int j = 0; j < hid; ++j) {
-                Uq[j * hid + i] = (int8_t)lrintf(U[i * hid + j] / su[i]);
-                U[i * hid + j] = su[i] * Uq[j * hid + i];
-            }
-        }
-        m.w = (td_matrix){TD_MATRIX_DENSE_I8, hid, in, 0, NULL, NULL, Wq, sw, NULL, NULL};
-        m.u = (td_matrix){TD_MATRIX_DENSE_I8, hid, hid, 0, NULL, NULL, Uq, su, NULL, NULL};
-        CHECK(td_fastgrnn_check(&m) == 0, "valid int8 model rejected");
-        td_fastgrnn_forward(&m, x, out);
-        double want = ref_fastgrnn(W, U, bz, bh, wo, bo, 1.0f, -4.0f, x, in, hid, T);
-        CHECK(fabs(out[0] - want) < 1e-5, "fastgrnn int8 case %zu: %f vs %f", c, out[0], want);
-
         m.hidden_dim = TD_FASTGRNN_MAX_DIM + 1;
         CHECK(td_fastgrnn_check(&m) != 0, "oversized model accepted");
         m.hidden_dim = hid;
+        m.timesteps = 0;
+        CHECK(td_fastgrnn_check(&m) != 0, "a model without timesteps accepted");
+        m.timesteps = T;
         m.w.rows = hid + 1;
         CHECK(td_fastgrnn_check(&m) != 0, "mismatched W accepted");
     }
@@ -412,8 +598,10 @@ int main(void) {
         current_isa = td_isa_name(all[i]);
         test_cosine();
         test_cosine_batch();
+        test_cosine_extreme_range();
         test_matvec();
         test_fastgrnn();
+        test_fastgrnn_kinds();
         test_score_candidates();
         test_recency_frequency();
         test_rank_and_route();
