@@ -39,9 +39,10 @@ static void fill(float *p, size_t n) {
  * length, and only then are the unit vectors multiplied: three passes, not one pass of three dot products. */
 static double ref_cosine(const float *a, const float *b, size_t n) {
     double amax = 0, bmax = 0, aa = 0, bb = 0, ab = 0, na, nb;
-    for (size_t i = 0; i < n; ++i) {
-        amax = fmax(amax, fabs((double)a[i]));
-        bmax = fmax(bmax, fabs((double)b[i]));
+    for (size_t i = 0; i < n; ++i) { /* (a fmax reduction here crashes aarch64 gcc 12.2 at -O3) */
+        double x = fabs((double)a[i]), y = fabs((double)b[i]);
+        if (x > amax) amax = x;
+        if (y > bmax) bmax = y;
     }
     if (amax == 0 || bmax == 0) return 0.0;
     for (size_t i = 0; i < n; ++i) {
