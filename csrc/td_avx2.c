@@ -8,12 +8,6 @@
  * in int32. Tails are handled without reading past any array: scalar loops, masked loads, or byte copies. */
 #include <string.h>
 
-#if defined(_MSC_VER) && !defined(__clang__)
-#define TD_FORCE_INLINE static __forceinline
-#else
-#define TD_FORCE_INLINE static inline __attribute__((always_inline))
-#endif
-
 /* ---------------------------------------------------------------------------------------------------- */
 /* Helpers                                                                                              */
 /* ---------------------------------------------------------------------------------------------------- */

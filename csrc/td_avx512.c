@@ -8,46 +8,40 @@
  * contract of its td_scalar.c counterpart. Tails use masked loads, which touch no memory in masked-off
  * lanes, so no kernel reads past either end of an array. */
 
-#if defined(_MSC_VER) && !defined(__clang__)
-#define TD_INLINE static __forceinline
-#else
-#define TD_INLINE static inline __attribute__((always_inline))
-#endif
-
 /* ---------------------------------------------------------------------------------------------------- */
 /* Helpers                                                                                              */
 /* ---------------------------------------------------------------------------------------------------- */
 
 /* The low rem lanes, rem in [0, 16]. */
-TD_INLINE __mmask16 mask16_(size_t rem) { return (__mmask16)((1u << rem) - 1u); }
+TD_FORCE_INLINE __mmask16 mask16_(size_t rem) { return (__mmask16)((1u << rem) - 1u); }
 
 /* The low rem lanes, rem in [0, 32]. */
-TD_INLINE __mmask32 mask32_(size_t rem) {
+TD_FORCE_INLINE __mmask32 mask32_(size_t rem) {
     return rem >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << rem) - 1u);
 }
 
-TD_INLINE size_t min_(size_t a, size_t b) { return a < b ? a : b; }
+TD_FORCE_INLINE size_t min_(size_t a, size_t b) { return a < b ? a : b; }
 
 /* acc + the 16 f32 lanes of block_f32x16, widened to f64 (lane i and lane i + 8 go to f64 lane i). */
-TD_INLINE __m512d widen_add_(__m512d acc_f64x8, __m512 block_f32x16) {
+TD_FORCE_INLINE __m512d widen_add_(__m512d acc_f64x8, __m512 block_f32x16) {
     __m512d lo_f64x8 = _mm512_cvtps_pd(_mm512_castps512_ps256(block_f32x16));
     __m512d hi_f64x8 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(block_f32x16, 1));
     return _mm512_add_pd(acc_f64x8, _mm512_add_pd(lo_f64x8, hi_f64x8));
 }
 
 /* a b and acc + a b (one rounding) for the FastGRNN products. */
-TD_INLINE __m512 mul_(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
+TD_FORCE_INLINE __m512 mul_(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
 
-TD_INLINE __m512 mul_add_(__m512 a, __m512 b, __m512 acc) { return _mm512_fmadd_ps(a, b, acc); }
+TD_FORCE_INLINE __m512 mul_add_(__m512 a, __m512 b, __m512 acc) { return _mm512_fmadd_ps(a, b, acc); }
 
 /* 16 int8 -> 16 f32. */
-TD_INLINE __m512 cvt_i8_f32_(__m128i v_i8x16) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v_i8x16)); }
+TD_FORCE_INLINE __m512 cvt_i8_f32_(__m128i v_i8x16) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v_i8x16)); }
 
 /* e^v as in Cephes expf: n = round(v log2 e) (adding and subtracting 1.5 * 2^23 rounds), r = v - n ln 2
  * with ln 2 in two parts, e^r = 1 + r + r^2 P(r) with Cephes' degree-5 P (by Estrin's scheme: a shorter
  * dependency chain than Horner's), then times 2^n by scalef (exact, also into the subnormal range).
  * v is clamped to [-88, 88], so nothing overflows; a NaN stays NaN. Within 2 ulp of e^v. */
-TD_INLINE __m512 exp_f32x16_(__m512 v) {
+TD_FORCE_INLINE __m512 exp_f32x16_(__m512 v) {
     const __m512 shift = _mm512_set1_ps(12582912.0f);
     __m512 n, r, r2, r4, p01, p23, p45, p;
     v = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-88.0f), v));
@@ -65,13 +59,13 @@ TD_INLINE __m512 exp_f32x16_(__m512 v) {
 }
 
 /* 1 / (1 + e^-v), with a true division. */
-TD_INLINE __m512 sigmoid_f32x16_(__m512 v) {
+TD_FORCE_INLINE __m512 sigmoid_f32x16_(__m512 v) {
     __m512 one = _mm512_set1_ps(1.0f);
     return _mm512_div_ps(one, _mm512_add_ps(one, exp_f32x16_(_mm512_sub_ps(_mm512_setzero_ps(), v))));
 }
 
 /* sign(v) (1 - e) / (1 + e) with e = e^-2|v|: no overflow, saturates to +-1. */
-TD_INLINE __m512 tanh_f32x16_(__m512 v) {
+TD_FORCE_INLINE __m512 tanh_f32x16_(__m512 v) {
     __m512 one = _mm512_set1_ps(1.0f);
     __m512 sign = _mm512_and_ps(v, _mm512_set1_ps(-0.0f));
     __m512 e = exp_f32x16_(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(v)));
@@ -142,7 +136,7 @@ static double sumsq_f32_avx512(const float *a, size_t n) {
  * tail), each sum widened to f64, so a 384-d result is well within 1e-6 of f64. The order of the sums does
  * not depend on where the arrays start, so results are the same for any alignment. Lane r of the result
  * is row r. */
-TD_INLINE __m512d dots_rows_(const float *query, const float *rows, size_t dim, int R) {
+TD_FORCE_INLINE __m512d dots_rows_(const float *query, const float *rows, size_t dim, int R) {
     __m512d dot_f64x8[8], p01, p23, p45, p67, q0, q1;
     __m512 rest_f32x16[8];
     size_t i = 0;
@@ -179,7 +173,7 @@ TD_INLINE __m512d dots_rows_(const float *query, const float *rows, size_t dim, 
 }
 
 /* Lane r (r < 4) of the result: the sum of the 8 lanes of v[r]. */
-TD_INLINE __m256d reduce4_pd_(const __m512d v[4]) {
+TD_FORCE_INLINE __m256d reduce4_pd_(const __m512d v[4]) {
     __m512d p01 = _mm512_add_pd(_mm512_unpacklo_pd(v[0], v[1]), _mm512_unpackhi_pd(v[0], v[1]));
     __m512d p23 = _mm512_add_pd(_mm512_unpacklo_pd(v[2], v[3]), _mm512_unpackhi_pd(v[2], v[3]));
     __m512d q = _mm512_add_pd(_mm512_shuffle_f64x2(p01, p23, _MM_SHUFFLE(2, 0, 2, 0)),
@@ -191,7 +185,7 @@ TD_INLINE __m256d reduce4_pd_(const __m512d v[4]) {
 /* Cosines of R rows (R <= 4) without norms: query . row and row . row summed as in dots_rows_, then
  * ab / (query_norm * sqrt(bb)) for the R rows at once, and td_cosine_from_f32_dots_ on the rare rows it
  * does not cover (non-finite, zero or tiny). */
-TD_INLINE void cosine_rows_(const float *query, double query_norm, const float *rows, size_t dim, int R,
+TD_FORCE_INLINE void cosine_rows_(const float *query, double query_norm, const float *rows, size_t dim, int R,
                             float *out) {
     __m512d dot_f64x8[4], sq_f64x8[4];
     __m512 rest_dot_f32x16[4], rest_sq_f32x16[4];
@@ -251,7 +245,7 @@ TD_INLINE void cosine_rows_(const float *query, double query_norm, const float *
 
 /* Cosines of R rows (R <= 8) with trusted norms: ab / (query_norm * norm) in f64 for every lane, then
  * td_cosine_from_f32_dots_ on the rare lanes it does not cover (non-finite, zero or tiny). */
-TD_INLINE void cosine_rows_normed_(const float *query, double query_norm, const float *rows, size_t dim,
+TD_FORCE_INLINE void cosine_rows_normed_(const float *query, double query_norm, const float *rows, size_t dim,
                                    const float *row_norms, int R, float *out) {
     __mmask8 live = (__mmask8)((1u << R) - 1u);
     double aa = query_norm * query_norm;
@@ -291,7 +285,7 @@ static void cosine_batch_f32_avx512(const float *query, double query_norm, const
 /* ---------------------------------------------------------------------------------------------------- */
 
 /* f32 dot products of R consecutive int8 rows (R <= 4) with x, sharing the x loads. */
-TD_INLINE void i8_f32_rows_(const int8_t *w, const float *x, size_t cols, int R, float *dots) {
+TD_FORCE_INLINE void i8_f32_rows_(const int8_t *w, const float *x, size_t cols, int R, float *dots) {
     __m512 acc_f32x16[4];
     size_t j = 0;
     for (int r = 0; r < R; ++r) acc_f32x16[r] = _mm512_setzero_ps();
@@ -329,7 +323,7 @@ static void matvec_i8_f32_avx512(const int8_t *w, const float *scales, const flo
 
 /* Exact int32 dot products of R consecutive int8 rows (R <= 4) with int8 x: 32 bytes at a time are
  * sign-extended to int16 and multiplied pairwise into int32 (madd: |2 * 128 * 128| fits, no saturation). */
-TD_INLINE void i8_i32_rows_(const int8_t *w, const int8_t *x, size_t cols, int R, int32_t *dots) {
+TD_FORCE_INLINE void i8_i32_rows_(const int8_t *w, const int8_t *x, size_t cols, int R, int32_t *dots) {
     __m512i acc_i32x16[4];
     size_t j = 0;
     for (int r = 0; r < R; ++r) acc_i32x16[r] = _mm512_setzero_si512();
@@ -455,13 +449,13 @@ static void csr_matvec_f32_avx512(const float *values, const int32_t *indices, c
 /* ---------------------------------------------------------------------------------------------------- */
 
 /* One column of a column-major matrix (16 rows from off), f32 or int8 converted to f32. */
-TD_INLINE __m512 load_col_(const float *w32, const int8_t *w8, int is_i8, size_t off, __mmask16 mask) {
+TD_FORCE_INLINE __m512 load_col_(const float *w32, const int8_t *w8, int is_i8, size_t off, __mmask16 mask) {
     return is_i8 ? cvt_i8_f32_(_mm_maskz_loadu_epi8(mask, w8 + off)) : _mm512_maskz_loadu_ps(mask, w32 + off);
 }
 
 /* sum_j M[rows i.., j] x[j] for one block of up to 16 rows (lanes in mask) of a column-major matrix, with
  * four accumulators over j so that long rows are not bound by the latency of one FMA chain. */
-TD_INLINE __m512 col_block_(const float *w32, const int8_t *w8, int is_i8, size_t rows, size_t cols, size_t i,
+TD_FORCE_INLINE __m512 col_block_(const float *w32, const int8_t *w8, int is_i8, size_t rows, size_t cols, size_t i,
                             const float *x, __mmask16 mask) {
     __m512 acc0_f32x16 = _mm512_setzero_ps(), acc1_f32x16 = _mm512_setzero_ps();
     __m512 acc2_f32x16 = _mm512_setzero_ps(), acc3_f32x16 = _mm512_setzero_ps();
@@ -482,7 +476,7 @@ TD_INLINE __m512 col_block_(const float *w32, const int8_t *w8, int is_i8, size_
 
 /* y = M x for a column-major rows x cols matrix: f32 (w32), or int8 (w8) times the per-row scales.
  * Vectorised over rows, 64 at a time in four registers, then 16 at a time with a masked tail. */
-TD_INLINE void dense_cols_(const float *w32, const int8_t *w8, const float *scales, int is_i8, size_t rows,
+TD_FORCE_INLINE void dense_cols_(const float *w32, const int8_t *w8, const float *scales, int is_i8, size_t rows,
                            size_t cols, const float *x, float *y) {
     size_t i = 0;
     for (; i + 64 <= rows; i += 64) {
@@ -547,14 +541,14 @@ static void matrix_apply_(const td_matrix *mat, const float *x, float *y, float 
 /* The lanes of mask from p, the others 0. Masked-off lanes are never read, but where they reach an unmapped
  * page the load is very slow (a fault-suppression assist), so a mask within the low 8 lanes addresses only
  * 32 bytes. */
-TD_INLINE __m512 load_lanes_(const float *p, __mmask16 mask) {
+TD_FORCE_INLINE __m512 load_lanes_(const float *p, __mmask16 mask) {
     if (mask & 0xFF00) return _mm512_maskz_loadu_ps(mask, p);
     return _mm512_zextps256_ps512(_mm256_maskz_loadu_ps((__mmask8)mask, p));
 }
 
 /* M x for a matrix of at most 16 rows, returned in one register (lanes outside mask are 0). The dense
  * forms stay in registers; the others go through matrix_apply_ (tmp: 16 + TD_FASTGRNN_MAX_DIM floats). */
-TD_INLINE __m512 apply_small_(const td_matrix *mat, const float *x, __mmask16 mask, float *tmp) {
+TD_FORCE_INLINE __m512 apply_small_(const td_matrix *mat, const float *x, __mmask16 mask, float *tmp) {
     size_t rows = (size_t)mat->rows, cols = (size_t)mat->cols;
     switch (mat->kind) {
     case TD_MATRIX_DENSE_F32:
@@ -568,14 +562,14 @@ TD_INLINE __m512 apply_small_(const td_matrix *mat, const float *x, __mmask16 ma
 }
 
 /* h_t = z h_{t-1} + (zeta (1 - z) + nu) c, rounded like the scalar reference. */
-TD_INLINE __m512 update_(__m512 z_f32x16, __m512 c_f32x16, __m512 h_f32x16, __m512 zeta_f32x16,
+TD_FORCE_INLINE __m512 update_(__m512 z_f32x16, __m512 c_f32x16, __m512 h_f32x16, __m512 zeta_f32x16,
                          __m512 nu_f32x16) {
     __m512 g_f32x16 = mul_add_(zeta_f32x16, _mm512_sub_ps(_mm512_set1_ps(1.0f), z_f32x16), nu_f32x16);
     return mul_add_(z_f32x16, h_f32x16, mul_(g_f32x16, c_f32x16));
 }
 
 /* h_t for 16 hidden units from a_t = W x_t + U h_{t-1}. */
-TD_INLINE __m512 cell_(__m512 a_f32x16, __m512 bz_f32x16, __m512 bh_f32x16, __m512 h_f32x16, __m512 zeta_f32x16,
+TD_FORCE_INLINE __m512 cell_(__m512 a_f32x16, __m512 bz_f32x16, __m512 bh_f32x16, __m512 h_f32x16, __m512 zeta_f32x16,
                        __m512 nu_f32x16) {
     __m512 z_f32x16 = sigmoid_f32x16_(_mm512_add_ps(a_f32x16, bz_f32x16));
     __m512 c_f32x16 = tanh_f32x16_(_mm512_add_ps(a_f32x16, bh_f32x16));

@@ -6,6 +6,14 @@
 
 #include "td_kernels.h"
 
+/* A static function the compiler must inline: used where constant arguments (row counts, NULL pointers)
+ * have to fold away so that accumulators stay in registers. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define TD_FORCE_INLINE static __forceinline
+#else
+#define TD_FORCE_INLINE static inline __attribute__((always_inline))
+#endif
+
 /* One implementation set per ISA; each td_<isa>.c defines td_table_<isa>. */
 typedef struct td_kernel_table {
     /* out[0] = a.b, out[1] = a.a, out[2] = b.b */
