@@ -9,19 +9,19 @@ import pytest
 import reference as ref
 from tinydancer.errors import ConfigError, InvalidInputError
 from tinydancer.model import FastGRNN, FastGRNNConfig
+from tinydancer.model import magnitude_mask
 from tinydancer.training import (
     CompressionReport,
     StageReport,
     Trainer,
     TrainingConfig,
     TrainingMetrics,
-    _clip_by_global_norm,
-    _forward,
-    _loss_and_gradients,
-    _roc_auc,
     compress,
     evaluate,
 )
+from tinydancer.training.bptt import forward, loss_and_gradients
+from tinydancer.training.metrics import roc_auc
+from tinydancer.training.trainer import clip_by_global_norm
 
 # --------------------------------------------------------------------------------------------------------
 # Helpers
@@ -46,7 +46,7 @@ def numpy_probs(weights: dict, X: np.ndarray) -> np.ndarray:
     """Probabilities from the float64 NumPy forward pass of the training module."""
     params = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
     X = np.asarray(X, dtype=np.float64)
-    logits, _ = _forward(params, X[:, None, :] if X.ndim == 2 else X, keep_cache=False)
+    logits, _ = forward(params, X[:, None, :] if X.ndim == 2 else X, keep_cache=False)
     if logits.shape[1] == 1:
         return ref.sigmoid(logits[:, 0])
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -91,7 +91,7 @@ def test_gradients_match_finite_differences(rng, low_rank, timesteps, outputs, s
     if soft:
         q = rng.random(n) if outputs == 1 else rng.dirichlet(np.ones(outputs), n)
     kw = dict(temperature=temperature, alpha=0.3, l2_reg=0.05)
-    _, grads = _loss_and_gradients(weights, X, y, q, **kw)
+    _, grads = loss_and_gradients(weights, X, y, q, **kw)
     assert set(grads) == set(weights)
     step = 1e-6
     for name, value in weights.items():
@@ -101,8 +101,8 @@ def test_gradients_match_finite_differences(rng, low_rank, timesteps, outputs, s
             minus = {k: np.array(v, dtype=np.float64) for k, v in weights.items()}
             plus[name][idx] += step
             minus[name][idx] -= step
-            fd[idx] = (_loss_and_gradients(plus, X, y, q, **kw)[0]
-                       - _loss_and_gradients(minus, X, y, q, **kw)[0]) / (2 * step)
+            fd[idx] = (loss_and_gradients(plus, X, y, q, **kw)[0]
+                       - loss_and_gradients(minus, X, y, q, **kw)[0]) / (2 * step)
         assert grads[name].shape == fd.shape
         rel = np.linalg.norm(grads[name] - fd) / max(np.linalg.norm(grads[name]) + np.linalg.norm(fd), 1e-12)
         assert rel < 1e-5, (name, rel)
@@ -122,16 +122,16 @@ def test_loss_matches_the_equations(rng):
 
     l2 = 0.1
     penalty = 0.5 * l2 * sum(np.sum(weights[k] ** 2) for k in ("W", "U", "w_out"))
-    loss, _ = _loss_and_gradients(weights, X, y, q, temperature=1.0, alpha=0.25, l2_reg=l2)
+    loss, _ = loss_and_gradients(weights, X, y, q, temperature=1.0, alpha=0.25, l2_reg=l2)
     assert loss == pytest.approx(0.25 * bce(q) + 0.75 * bce(y) + penalty, rel=1e-6)
-    loss, _ = _loss_and_gradients(weights, X, y)
+    loss, _ = loss_and_gradients(weights, X, y)
     assert loss == pytest.approx(bce(y), rel=1e-9)
 
     w3 = random_weights(rng, 3, 4, 3, low_rank=False)
     classes = rng.integers(0, 3, 7)
     P = np.array([ref.fastgrnn(x, w3["W"], w3["U"], w3["b_z"], w3["b_h"], w3["w_out"], w3["b_out"],
                                float(w3["zeta"]), float(w3["nu"])) for x in X])
-    loss, _ = _loss_and_gradients(w3, X, classes)
+    loss, _ = loss_and_gradients(w3, X, classes)
     assert loss == pytest.approx(np.mean(-np.log(P[np.arange(7), classes])), rel=1e-9)
 
 
@@ -232,12 +232,12 @@ def test_learning_rate_decays_at_the_configured_epochs(rng):
 
 def test_clip_by_global_norm():
     g = np.array([3.0, 4.0, 0.0])
-    clipped, norm = _clip_by_global_norm(g, 1.0)
+    clipped, norm = clip_by_global_norm(g, 1.0)
     assert norm == pytest.approx(5.0)
     np.testing.assert_allclose(clipped, [0.6, 0.8, 0.0])
     assert np.linalg.norm(clipped) == pytest.approx(1.0)
-    assert _clip_by_global_norm(g, 10.0)[0] is g
-    assert _clip_by_global_norm(g, 0.0)[0] is g  # 0 disables clipping
+    assert clip_by_global_norm(g, 10.0)[0] is g
+    assert clip_by_global_norm(g, 0.0)[0] is g  # 0 disables clipping
 
 
 def test_masks_keep_zeros_at_zero(rng):
@@ -250,6 +250,42 @@ def test_masks_keep_zeros_at_zero(rng):
     for name, mask in masks.items():
         assert np.all(after[name][~mask] == 0.0)
         assert np.all(after[name][mask] != before[name][mask])
+
+
+def test_projection_runs_after_every_step_and_writes_in_place(rng):
+    X, y = easy_task(rng, 100)
+    model = FastGRNN(FastGRNNConfig(), seed=0)
+    calls: list[int] = []
+
+    def keep_top_fifth(epoch, params):
+        calls.append(epoch)
+        params["W"] *= magnitude_mask(params["W"], 0.8)
+
+    Trainer(model, fast_config(epochs=3, batch_size=32, validation_split=0.0)).fit(X, y, projection=keep_top_fifth)
+    assert calls == [0] * 4 + [1] * 4 + [2] * 4  # 100 examples: 4 steps per epoch
+    assert np.count_nonzero(model.weights()["W"]) == 8  # 20% of 8 x 5
+
+
+def test_projection_may_put_new_arrays(rng):
+    X, y = easy_task(rng, 40)
+    model = FastGRNN(FastGRNNConfig(), seed=0)
+    before = model.weights()
+
+    def fix_bias(epoch, params):
+        params["b_out"] = np.array([0.25])
+
+    Trainer(model, fast_config(epochs=2)).fit(X, y, projection=fix_bias)
+    assert model.weights()["b_out"][0] == np.float32(0.25)
+
+    def wrong_shape(epoch, params):
+        params["W"] = np.zeros((5, 8))
+
+    model = FastGRNN(FastGRNNConfig(), seed=0)
+    with pytest.raises(InvalidInputError, match=r"^the projection replaced W of shape \(8, 5\)"):
+        Trainer(model, fast_config(epochs=1)).fit(X, y, projection=wrong_shape)
+    assert all(np.array_equal(before[k], model.weights()[k]) for k in before)  # untouched
+    with pytest.raises(InvalidInputError, match="^projection must be callable"):
+        Trainer(model, fast_config(epochs=1)).fit(X, y, projection="W")  # type: ignore[arg-type]
 
 
 def test_callback_sees_every_epoch_and_can_stop(rng):
@@ -315,8 +351,8 @@ def test_roc_auc_is_the_pairwise_probability_with_ties():
     positive = rng.random(60) < 0.4
     pos, neg = scores[positive], scores[~positive]
     pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    assert _roc_auc(scores, positive) == pytest.approx(pairs / (pos.size * neg.size))
-    assert math.isnan(_roc_auc(scores, np.ones(60, dtype=bool)))
+    assert roc_auc(scores, positive) == pytest.approx(pairs / (pos.size * neg.size))
+    assert math.isnan(roc_auc(scores, np.ones(60, dtype=bool)))
 
 
 def test_evaluate_uses_the_kernels(rng):

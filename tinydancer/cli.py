@@ -90,10 +90,10 @@ class _Progress:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from tinydancer import datafiles, training
+    from tinydancer import training
     from tinydancer.model import FastGRNN, FastGRNNConfig
 
-    data = datafiles.load_training_data(args.data, label_column=args.label_column, timesteps=args.timesteps)
+    data = training.load_training_data(args.data, label_column=args.label_column, timesteps=args.timesteps)
     input_dim = int(data.X.shape[-1])
     classes = args.classes
     model = FastGRNN(FastGRNNConfig(input_dim=input_dim, hidden_dim=args.hidden, output_dim=classes,

@@ -1,4 +1,4 @@
-"""Training data files for ``tinydancer train``: NumPy ``.npz`` archives and CSV tables.
+"""Training data files (what ``tinydancer train`` reads): NumPy ``.npz`` archives and CSV tables.
 
 * ``.npz``: ``X`` (N, F) or (N, T, F) features, ``y`` (N,) labels, optionally ``soft_targets`` (N,) teacher
   probabilities, and ``X_val`` / ``y_val`` for a fixed validation set.
@@ -26,7 +26,15 @@ SOFT_COLUMN = "soft_target"
 
 @dataclass(frozen=True)
 class TrainingData:
-    """Features, labels and the optional teacher targets and validation set read from a file."""
+    """Features, labels and the optional teacher targets and validation set read from a file.
+
+    Attributes:
+        X: features, (N, F) or (N, T, F), float32.
+        y: (N,) labels, float32.
+        soft_targets: (N,) teacher probabilities, or ``None``.
+        X_val, y_val: a fixed validation set, or ``None`` (``.npz`` only).
+        feature_names: the CSV feature columns, in order; empty for ``.npz``.
+    """
 
     X: np.ndarray
     y: np.ndarray
@@ -37,6 +45,7 @@ class TrainingData:
 
 
 def _shape_steps(X: np.ndarray, timesteps: int, name: str) -> np.ndarray:
+    """``X`` as (N, F) for one timestep, else (N, timesteps, F), reshaping flat rows."""
     if X.ndim == 3:
         if X.shape[1] != timesteps:
             raise InvalidInputError(f"{name} has {X.shape[1]} timesteps, expected {timesteps}")
@@ -51,6 +60,7 @@ def _shape_steps(X: np.ndarray, timesteps: int, name: str) -> np.ndarray:
 
 
 def _floats(values: np.ndarray, name: str) -> np.ndarray:
+    """Numeric ``values`` as finite float32."""
     if values.dtype.kind not in "fiub":
         raise InvalidInputError(f"{name} must hold numbers, got dtype {values.dtype}")
     out = values.astype(np.float32)
@@ -62,6 +72,14 @@ def _floats(values: np.ndarray, name: str) -> np.ndarray:
 def load_training_data(path: str | PathLike[str], *, label_column: str = "label",
                        timesteps: int = 1) -> TrainingData:
     """Read a ``.npz`` or ``.csv`` training file (see the module docstring).
+
+    Args:
+        path: the file; its suffix (``.npz`` or ``.csv``) says how to read it.
+        label_column: the CSV column holding the labels.
+        timesteps: timesteps per example; flat features are reshaped to (N, timesteps, F).
+
+    Returns:
+        The arrays, as float32, ready for :meth:`Trainer.fit`.
 
     Raises:
         InvalidInputError: the file is missing, unreadable, of another kind, or its contents do not fit.
