@@ -130,7 +130,7 @@ static inline __m256 tanh_ps_(__m256 x_f32x8) {
 /* Dot products and cosine                                                                              */
 /* ---------------------------------------------------------------------------------------------------- */
 
-static void dot3_f32_avx2(const float *a, const float *b, size_t n, double out[3]) {
+void td_dot3_f32_avx2(const float *a, const float *b, size_t n, double out[3]) {
     __m256d ab_lo_f64x4 = _mm256_setzero_pd(), ab_hi_f64x4 = _mm256_setzero_pd();
     __m256d aa_lo_f64x4 = _mm256_setzero_pd(), aa_hi_f64x4 = _mm256_setzero_pd();
     __m256d bb_lo_f64x4 = _mm256_setzero_pd(), bb_hi_f64x4 = _mm256_setzero_pd();
@@ -161,7 +161,7 @@ static void dot3_f32_avx2(const float *a, const float *b, size_t n, double out[3
     out[2] = bb;
 }
 
-static double sumsq_f32_avx2(const float *a, size_t n) {
+double td_sumsq_f32_avx2(const float *a, size_t n) {
     __m256d s0_lo_f64x4 = _mm256_setzero_pd(), s0_hi_f64x4 = _mm256_setzero_pd();
     __m256d s1_lo_f64x4 = _mm256_setzero_pd(), s1_hi_f64x4 = _mm256_setzero_pd();
     double s;
@@ -240,8 +240,8 @@ TD_FORCE_INLINE void dot_rows_(const float *q, const float *r, const float *next
     }
 }
 
-static void cosine_batch_f32_avx2(const float *query, double query_norm, const float *rows, size_t n_rows,
-                                  size_t dim, const float *row_norms, float *out) {
+void td_cosine_batch_f32_avx2(const float *query, double query_norm, const float *rows, size_t n_rows,
+                              size_t dim, const float *row_norms, float *out) {
     const double aa = query_norm * query_norm;
     double ab[4], bb[2];
     size_t r = 0;
@@ -304,8 +304,8 @@ static inline __m256i madd_i8x16_(const int8_t *a, const int8_t *b) {
     return _mm256_madd_epi16(a_i16x16, b_i16x16); /* |sum| <= 2 * 128^2: no saturation */
 }
 
-static void matvec_i8_f32_avx2(const int8_t *w, const float *scales, const float *bias, const float *x,
-                               size_t rows, size_t cols, float *y) {
+void td_matvec_i8_f32_avx2(const int8_t *w, const float *scales, const float *bias, const float *x,
+                           size_t rows, size_t cols, float *y) {
     for (size_t i = 0; i < rows; ++i) {
         const int8_t *row = w + i * cols;
         __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
@@ -325,7 +325,7 @@ static void matvec_i8_f32_avx2(const int8_t *w, const float *scales, const float
     }
 }
 
-static void matvec_i8_i32_avx2(const int8_t *w, const int8_t *x, size_t rows, size_t cols, int32_t *acc) {
+void td_matvec_i8_i32_avx2(const int8_t *w, const int8_t *x, size_t rows, size_t cols, int32_t *acc) {
     for (size_t i = 0; i < rows; ++i) {
         const int8_t *row = w + i * cols;
         __m256i sum0_i32x8 = _mm256_setzero_si256(), sum1_i32x8 = _mm256_setzero_si256();
@@ -348,9 +348,9 @@ static void matvec_i8_i32_avx2(const int8_t *w, const int8_t *x, size_t rows, si
 /* CSR: each row takes its entries in groups (8 with a gather of x for the f32 forms, 16 for the exact int8
  * form), then a scalar tail. Every index lies in [0, cols) by contract, so a gather stays inside x. */
 
-static void csr_matvec_i8_f32_avx2(const int8_t *values, const int32_t *indices, const int32_t *indptr,
-                                   const float *scales, const float *bias, const float *x, size_t rows,
-                                   float *y) {
+void td_csr_matvec_i8_f32_avx2(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                               const float *scales, const float *bias, const float *x, size_t rows,
+                               float *y) {
     for (size_t i = 0; i < rows; ++i) {
         int32_t k = indptr[i];
         const int32_t end = indptr[i + 1];
@@ -367,8 +367,8 @@ static void csr_matvec_i8_f32_avx2(const int8_t *values, const int32_t *indices,
     }
 }
 
-static void csr_matvec_i8_i32_avx2(const int8_t *values, const int32_t *indices, const int32_t *indptr,
-                                   const int8_t *x, size_t rows, int32_t *acc) {
+void td_csr_matvec_i8_i32_avx2(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                               const int8_t *x, size_t rows, int32_t *acc) {
     for (size_t i = 0; i < rows; ++i) {
         int32_t k = indptr[i];
         const int32_t end = indptr[i + 1];
@@ -389,8 +389,8 @@ static void csr_matvec_i8_i32_avx2(const int8_t *values, const int32_t *indices,
     }
 }
 
-static void csr_matvec_f32_avx2(const float *values, const int32_t *indices, const int32_t *indptr,
-                                const float *bias, const float *x, size_t rows, float *y) {
+void td_csr_matvec_f32_avx2(const float *values, const int32_t *indices, const int32_t *indptr,
+                            const float *bias, const float *x, size_t rows, float *y) {
     for (size_t i = 0; i < rows; ++i) {
         int32_t k = indptr[i];
         const int32_t end = indptr[i + 1];
@@ -426,7 +426,7 @@ static inline __m256 fastgrnn_cell_(__m256 a_f32x8, __m256 bz_f32x8, __m256 bh_f
  * rows rounded up to 8, the padding set to 0. Four accumulators over the columns keep long rows from
  * waiting on the latency of one FMA chain. */
 TD_FORCE_INLINE void dense_cols_avx2_(const float *w32, const int8_t *w8, const float *scales, size_t rows,
-                                size_t cols, const float *x, float *y) {
+                                      size_t cols, const float *x, float *y) {
     for (size_t i = 0; i < rows; i += 8) {
         const size_t n = rows - i;
         __m256 sum_f32x8[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -474,10 +474,10 @@ static void matrix_apply_avx2_(const td_matrix *m, const float *x, float *y) {
         dense_cols_i8_avx2_(m->i8, m->scales, rows, cols, x, y);
         return;
     case TD_MATRIX_SPARSE_I8:
-        csr_matvec_i8_f32_avx2(m->i8, m->indices, m->indptr, m->scales, NULL, x, rows, y);
+        td_csr_matvec_i8_f32_avx2(m->i8, m->indices, m->indptr, m->scales, NULL, x, rows, y);
         break;
     case TD_MATRIX_SPARSE_F32:
-        csr_matvec_f32_avx2(m->f32, m->indices, m->indptr, NULL, x, rows, y);
+        td_csr_matvec_f32_avx2(m->f32, m->indices, m->indptr, NULL, x, rows, y);
         break;
     default:
         memset(y, 0, rows * sizeof(float));
@@ -614,7 +614,7 @@ static void fastgrnn_small_avx2_(const td_fastgrnn *m, const float *x, size_t ba
     }
 }
 
-static void fastgrnn_batch_avx2(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
+void td_fastgrnn_batch_avx2(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
     const size_t hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
     const size_t step = m->timesteps > 0 ? (size_t)m->timesteps * (size_t)m->input_dim : 0;
     /* sigmoid(zeta) and sigmoid(nu) from lanes 0 and 1 of one vector sigmoid */
@@ -643,20 +643,7 @@ static void fastgrnn_batch_avx2(const td_fastgrnn *m, const float *x, size_t bat
     }
 }
 
-static void recency_frequency_avx2(double decay, double now, const double *created_at,
-                                  const int64_t *access_count, size_t n, float *recency, float *frequency) {
+void td_recency_frequency_avx2(double decay, double now, const double *created_at,
+                               const int64_t *access_count, size_t n, float *recency, float *frequency) {
     td_recency_frequency_(decay, now, created_at, access_count, n, recency, frequency);
 }
-
-const td_kernel_table td_table_avx2 = {
-    dot3_f32_avx2,
-    sumsq_f32_avx2,
-    cosine_batch_f32_avx2,
-    matvec_i8_f32_avx2,
-    matvec_i8_i32_avx2,
-    csr_matvec_i8_f32_avx2,
-    csr_matvec_i8_i32_avx2,
-    csr_matvec_f32_avx2,
-    fastgrnn_batch_avx2,
-    recency_frequency_avx2,
-};

@@ -77,7 +77,7 @@ TD_FORCE_INLINE __m512 tanh_f32x16_(__m512 v) {
 /* ---------------------------------------------------------------------------------------------------- */
 
 /* Each 64-element block is summed in f32 (4 products a lane), then widened into the f64 accumulators. */
-static void dot3_f32_avx512(const float *a, const float *b, size_t n, double out[3]) {
+void td_dot3_f32_avx512(const float *a, const float *b, size_t n, double out[3]) {
     __m512d ab_f64x8 = _mm512_setzero_pd(), aa_f64x8 = _mm512_setzero_pd(), bb_f64x8 = _mm512_setzero_pd();
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
@@ -110,7 +110,7 @@ static void dot3_f32_avx512(const float *a, const float *b, size_t n, double out
     out[2] = _mm512_reduce_add_pd(bb_f64x8);
 }
 
-static double sumsq_f32_avx512(const float *a, size_t n) {
+double td_sumsq_f32_avx512(const float *a, size_t n) {
     __m512d sum_f64x8 = _mm512_setzero_pd();
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
@@ -186,7 +186,7 @@ TD_FORCE_INLINE __m256d reduce4_pd_(const __m512d v[4]) {
  * ab / (query_norm * sqrt(bb)) for the R rows at once, and td_cosine_from_f32_dots_ on the rare rows it
  * does not cover (non-finite, zero or tiny). */
 TD_FORCE_INLINE void cosine_rows_(const float *query, double query_norm, const float *rows, size_t dim, int R,
-                            float *out) {
+                                  float *out) {
     __m512d dot_f64x8[4], sq_f64x8[4];
     __m512 rest_dot_f32x16[4], rest_sq_f32x16[4];
     __m256d ab_f64x4, bb_f64x4, c_f64x4;
@@ -246,7 +246,7 @@ TD_FORCE_INLINE void cosine_rows_(const float *query, double query_norm, const f
 /* Cosines of R rows (R <= 8) with trusted norms: ab / (query_norm * norm) in f64 for every lane, then
  * td_cosine_from_f32_dots_ on the rare lanes it does not cover (non-finite, zero or tiny). */
 TD_FORCE_INLINE void cosine_rows_normed_(const float *query, double query_norm, const float *rows, size_t dim,
-                                   const float *row_norms, int R, float *out) {
+                                         const float *row_norms, int R, float *out) {
     __mmask8 live = (__mmask8)((1u << R) - 1u);
     double aa = query_norm * query_norm;
     __m512d ab_f64x8 = dots_rows_(query, rows, dim, R);
@@ -266,8 +266,8 @@ TD_FORCE_INLINE void cosine_rows_normed_(const float *query, double query_norm, 
     }
 }
 
-static void cosine_batch_f32_avx512(const float *query, double query_norm, const float *rows, size_t n_rows,
-                                    size_t dim, const float *row_norms, float *out) {
+void td_cosine_batch_f32_avx512(const float *query, double query_norm, const float *rows, size_t n_rows,
+                                size_t dim, const float *row_norms, float *out) {
     size_t r = 0;
     if (row_norms) { /* trusted norms: only a.b per row */
         for (; r + 8 <= n_rows; r += 8)
@@ -307,8 +307,8 @@ TD_FORCE_INLINE void i8_f32_rows_(const int8_t *w, const float *x, size_t cols, 
     for (int r = 0; r < R; ++r) dots[r] = _mm512_reduce_add_ps(acc_f32x16[r]);
 }
 
-static void matvec_i8_f32_avx512(const int8_t *w, const float *scales, const float *bias, const float *x,
-                                 size_t rows, size_t cols, float *y) {
+void td_matvec_i8_f32_avx512(const int8_t *w, const float *scales, const float *bias, const float *x,
+                             size_t rows, size_t cols, float *y) {
     float dots[4];
     size_t i = 0;
     for (; i + 4 <= rows; i += 4) {
@@ -347,7 +347,7 @@ TD_FORCE_INLINE void i8_i32_rows_(const int8_t *w, const int8_t *x, size_t cols,
     for (int r = 0; r < R; ++r) dots[r] = _mm512_reduce_add_epi32(acc_i32x16[r]);
 }
 
-static void matvec_i8_i32_avx512(const int8_t *w, const int8_t *x, size_t rows, size_t cols, int32_t *acc) {
+void td_matvec_i8_i32_avx512(const int8_t *w, const int8_t *x, size_t rows, size_t cols, int32_t *acc) {
     size_t i = 0;
     for (; i + 4 <= rows; i += 4) i8_i32_rows_(w + i * cols, x, cols, 4, acc + i);
     for (; i < rows; ++i) i8_i32_rows_(w + i * cols, x, cols, 1, acc + i);
@@ -421,23 +421,23 @@ static inline int32_t csr_row_i8_i32_(const int8_t *values, const int32_t *indic
     return acc + _mm512_reduce_add_epi32(acc_i32x16);
 }
 
-static void csr_matvec_i8_f32_avx512(const int8_t *values, const int32_t *indices, const int32_t *indptr,
-                                     const float *scales, const float *bias, const float *x, size_t rows,
-                                     float *y) {
+void td_csr_matvec_i8_f32_avx512(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                                 const float *scales, const float *bias, const float *x, size_t rows,
+                                 float *y) {
     for (size_t i = 0; i < rows; ++i) {
         float acc = csr_row_i8_f32_(values, indices, (size_t)indptr[i], (size_t)indptr[i + 1], x);
         y[i] = scales[i] * acc + (bias ? bias[i] : 0.0f);
     }
 }
 
-static void csr_matvec_i8_i32_avx512(const int8_t *values, const int32_t *indices, const int32_t *indptr,
-                                     const int8_t *x, size_t rows, int32_t *acc) {
+void td_csr_matvec_i8_i32_avx512(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                                 const int8_t *x, size_t rows, int32_t *acc) {
     for (size_t i = 0; i < rows; ++i)
         acc[i] = csr_row_i8_i32_(values, indices, (size_t)indptr[i], (size_t)indptr[i + 1], x);
 }
 
-static void csr_matvec_f32_avx512(const float *values, const int32_t *indices, const int32_t *indptr,
-                                  const float *bias, const float *x, size_t rows, float *y) {
+void td_csr_matvec_f32_avx512(const float *values, const int32_t *indices, const int32_t *indptr,
+                              const float *bias, const float *x, size_t rows, float *y) {
     for (size_t i = 0; i < rows; ++i) {
         float acc = csr_row_f32_(values, indices, (size_t)indptr[i], (size_t)indptr[i + 1], x);
         y[i] = acc + (bias ? bias[i] : 0.0f);
@@ -456,7 +456,7 @@ TD_FORCE_INLINE __m512 load_col_(const float *w32, const int8_t *w8, int is_i8, 
 /* sum_j M[rows i.., j] x[j] for one block of up to 16 rows (lanes in mask) of a column-major matrix, with
  * four accumulators over j so that long rows are not bound by the latency of one FMA chain. */
 TD_FORCE_INLINE __m512 col_block_(const float *w32, const int8_t *w8, int is_i8, size_t rows, size_t cols, size_t i,
-                            const float *x, __mmask16 mask) {
+                                  const float *x, __mmask16 mask) {
     __m512 acc0_f32x16 = _mm512_setzero_ps(), acc1_f32x16 = _mm512_setzero_ps();
     __m512 acc2_f32x16 = _mm512_setzero_ps(), acc3_f32x16 = _mm512_setzero_ps();
     size_t j = 0;
@@ -477,7 +477,7 @@ TD_FORCE_INLINE __m512 col_block_(const float *w32, const int8_t *w8, int is_i8,
 /* y = M x for a column-major rows x cols matrix: f32 (w32), or int8 (w8) times the per-row scales.
  * Vectorised over rows, 64 at a time in four registers, then 16 at a time with a masked tail. */
 TD_FORCE_INLINE void dense_cols_(const float *w32, const int8_t *w8, const float *scales, int is_i8, size_t rows,
-                           size_t cols, const float *x, float *y) {
+                                 size_t cols, const float *x, float *y) {
     size_t i = 0;
     for (; i + 64 <= rows; i += 64) {
         __m512 acc0_f32x16 = _mm512_setzero_ps(), acc1_f32x16 = _mm512_setzero_ps();
@@ -563,14 +563,14 @@ TD_FORCE_INLINE __m512 apply_small_(const td_matrix *mat, const float *x, __mmas
 
 /* h_t = z h_{t-1} + (zeta (1 - z) + nu) c, rounded like the scalar reference. */
 TD_FORCE_INLINE __m512 update_(__m512 z_f32x16, __m512 c_f32x16, __m512 h_f32x16, __m512 zeta_f32x16,
-                         __m512 nu_f32x16) {
+                               __m512 nu_f32x16) {
     __m512 g_f32x16 = mul_add_(zeta_f32x16, _mm512_sub_ps(_mm512_set1_ps(1.0f), z_f32x16), nu_f32x16);
     return mul_add_(z_f32x16, h_f32x16, mul_(g_f32x16, c_f32x16));
 }
 
 /* h_t for 16 hidden units from a_t = W x_t + U h_{t-1}. */
 TD_FORCE_INLINE __m512 cell_(__m512 a_f32x16, __m512 bz_f32x16, __m512 bh_f32x16, __m512 h_f32x16, __m512 zeta_f32x16,
-                       __m512 nu_f32x16) {
+                             __m512 nu_f32x16) {
     __m512 z_f32x16 = sigmoid_f32x16_(_mm512_add_ps(a_f32x16, bz_f32x16));
     __m512 c_f32x16 = tanh_f32x16_(_mm512_add_ps(a_f32x16, bh_f32x16));
     return update_(z_f32x16, c_f32x16, h_f32x16, zeta_f32x16, nu_f32x16);
@@ -637,12 +637,12 @@ static void fastgrnn_large_(const td_fastgrnn *m, const float *x, size_t batch, 
     }
 }
 
-static void fastgrnn_batch_avx512(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
+void td_fastgrnn_batch_avx512(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
 #if defined(TD_HAVE_AVX2)
     if (m->hidden_dim <= 8 && m->timesteps > 0) {
         /* The state fits one 256-bit register; the AVX2 kernel is faster there (input 5, hidden 8:
          * 15 against 18 ns an item in a batch, 85 against 112 ns a call from Python). */
-        td_table_avx2.fastgrnn_batch(m, x, batch, out);
+        td_fastgrnn_batch_avx2(m, x, batch, out);
         return;
     }
 #endif
@@ -661,20 +661,7 @@ static void fastgrnn_batch_avx512(const td_fastgrnn *m, const float *x, size_t b
     }
 }
 
-static void recency_frequency_avx512(double decay, double now, const double *created_at,
-                                  const int64_t *access_count, size_t n, float *recency, float *frequency) {
+void td_recency_frequency_avx512(double decay, double now, const double *created_at,
+                                 const int64_t *access_count, size_t n, float *recency, float *frequency) {
     td_recency_frequency_(decay, now, created_at, access_count, n, recency, frequency);
 }
-
-const td_kernel_table td_table_avx512 = {
-    dot3_f32_avx512,
-    sumsq_f32_avx512,
-    cosine_batch_f32_avx512,
-    matvec_i8_f32_avx512,
-    matvec_i8_i32_avx512,
-    csr_matvec_i8_f32_avx512,
-    csr_matvec_i8_i32_avx512,
-    csr_matvec_f32_avx512,
-    fastgrnn_batch_avx512,
-    recency_frequency_avx512,
-};

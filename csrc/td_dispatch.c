@@ -75,17 +75,94 @@ unsigned td_isa_detected(void) {
     return cached;
 }
 
-unsigned td_isa_compiled(void) {
-    unsigned isas = TD_ISA_SCALAR;
+/* ---------------------------------------------------------------------------------------------------- */
+/* Kernel tables                                                                                        */
+/* ---------------------------------------------------------------------------------------------------- */
+
+static const td_kernel_table_ table_scalar_ = {
+    .dot3_f32 = td_dot3_f32_scalar,
+    .sumsq_f32 = td_sumsq_f32_scalar,
+    .cosine_batch_f32 = td_cosine_batch_f32_scalar,
+    .matvec_i8_f32 = td_matvec_i8_f32_scalar,
+    .matvec_i8_i32 = td_matvec_i8_i32_scalar,
+    .csr_matvec_i8_f32 = td_csr_matvec_i8_f32_scalar,
+    .csr_matvec_i8_i32 = td_csr_matvec_i8_i32_scalar,
+    .csr_matvec_f32 = td_csr_matvec_f32_scalar,
+    .fastgrnn_batch = td_fastgrnn_batch_scalar,
+    .recency_frequency = td_recency_frequency_scalar,
+};
+
 #if defined(TD_HAVE_AVX2)
-    isas |= TD_ISA_AVX2;
+static const td_kernel_table_ table_avx2_ = {
+    .dot3_f32 = td_dot3_f32_avx2,
+    .sumsq_f32 = td_sumsq_f32_avx2,
+    .cosine_batch_f32 = td_cosine_batch_f32_avx2,
+    .matvec_i8_f32 = td_matvec_i8_f32_avx2,
+    .matvec_i8_i32 = td_matvec_i8_i32_avx2,
+    .csr_matvec_i8_f32 = td_csr_matvec_i8_f32_avx2,
+    .csr_matvec_i8_i32 = td_csr_matvec_i8_i32_avx2,
+    .csr_matvec_f32 = td_csr_matvec_f32_avx2,
+    .fastgrnn_batch = td_fastgrnn_batch_avx2,
+    .recency_frequency = td_recency_frequency_avx2,
+};
+#endif
+
+#if defined(TD_HAVE_AVX512)
+static const td_kernel_table_ table_avx512_ = {
+    .dot3_f32 = td_dot3_f32_avx512,
+    .sumsq_f32 = td_sumsq_f32_avx512,
+    .cosine_batch_f32 = td_cosine_batch_f32_avx512,
+    .matvec_i8_f32 = td_matvec_i8_f32_avx512,
+    .matvec_i8_i32 = td_matvec_i8_i32_avx512,
+    .csr_matvec_i8_f32 = td_csr_matvec_i8_f32_avx512,
+    .csr_matvec_i8_i32 = td_csr_matvec_i8_i32_avx512,
+    .csr_matvec_f32 = td_csr_matvec_f32_avx512,
+    .fastgrnn_batch = td_fastgrnn_batch_avx512,
+    .recency_frequency = td_recency_frequency_avx512,
+};
+#endif
+
+#if defined(TD_HAVE_NEON)
+static const td_kernel_table_ table_neon_ = {
+    .dot3_f32 = td_dot3_f32_neon,
+    .sumsq_f32 = td_sumsq_f32_neon,
+    .cosine_batch_f32 = td_cosine_batch_f32_neon,
+    .matvec_i8_f32 = td_matvec_i8_f32_neon,
+    .matvec_i8_i32 = td_matvec_i8_i32_neon,
+    .csr_matvec_i8_f32 = td_csr_matvec_i8_f32_neon,
+    .csr_matvec_i8_i32 = td_csr_matvec_i8_i32_neon,
+    .csr_matvec_f32 = td_csr_matvec_f32_neon,
+    .fastgrnn_batch = td_fastgrnn_batch_neon,
+    .recency_frequency = td_recency_frequency_neon,
+};
+#endif
+
+/* Every ISA compiled into this library, with its table. */
+static const struct {
+    unsigned isa;
+    const td_kernel_table_ *table;
+} compiled_[] = {
+    {TD_ISA_SCALAR, &table_scalar_},
+#if defined(TD_HAVE_AVX2)
+    {TD_ISA_AVX2, &table_avx2_},
 #endif
 #if defined(TD_HAVE_AVX512)
-    isas |= TD_ISA_AVX512;
+    {TD_ISA_AVX512, &table_avx512_},
 #endif
 #if defined(TD_HAVE_NEON)
-    isas |= TD_ISA_NEON;
+    {TD_ISA_NEON, &table_neon_},
 #endif
+};
+
+#define TD_N_COMPILED (sizeof compiled_ / sizeof compiled_[0])
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Selection                                                                                            */
+/* ---------------------------------------------------------------------------------------------------- */
+
+unsigned td_isa_compiled(void) {
+    unsigned isas = 0;
+    for (size_t i = 0; i < TD_N_COMPILED; ++i) isas |= compiled_[i].isa;
     return isas;
 }
 
@@ -99,22 +176,14 @@ unsigned td_isa_best(void) {
     return TD_ISA_SCALAR;
 }
 
-static const td_kernel_table *table_for_(unsigned isa) {
-    switch (isa) {
-#if defined(TD_HAVE_AVX512)
-    case TD_ISA_AVX512: return &td_table_avx512;
-#endif
-#if defined(TD_HAVE_AVX2)
-    case TD_ISA_AVX2: return &td_table_avx2;
-#endif
-#if defined(TD_HAVE_NEON)
-    case TD_ISA_NEON: return &td_table_neon;
-#endif
-    default: return &td_table_scalar;
-    }
+/* The table of a compiled ISA (a single bit); the scalar table for anything else. */
+static const td_kernel_table_ *table_for_(unsigned isa) {
+    for (size_t i = 0; i < TD_N_COMPILED; ++i)
+        if (compiled_[i].isa == isa) return compiled_[i].table;
+    return &table_scalar_;
 }
 
-static const td_kernel_table *volatile active_table_ = NULL;
+static const td_kernel_table_ *volatile active_table_ = NULL;
 static volatile unsigned active_isa_ = 0;
 
 static void select_best_(void) {
@@ -127,8 +196,8 @@ static void select_best_(void) {
 __attribute__((constructor)) static void td_dispatch_init_(void) { select_best_(); }
 #endif
 
-const td_kernel_table *td_active_table_(void) {
-    const td_kernel_table *t = active_table_;
+const td_kernel_table_ *td_active_table_(void) {
+    const td_kernel_table_ *t = active_table_;
     if (!t) { /* no constructor support: the first call selects (every racer writes the same values) */
         select_best_();
         t = active_table_;
@@ -180,35 +249,35 @@ double td_cosine_f32(const float *a, const float *b, size_t n) {
     double dots[3];
     td_active_table_()->dot3_f32(a, b, n, dots);
     if (needs_f64_(dots[1]) || needs_f64_(dots[2]) || !isfinite(dots[0]))
-        td_table_scalar.dot3_f32(a, b, n, dots);
+        td_dot3_f32_scalar(a, b, n, dots);
     return td_cosine_from_dots_(dots[0], dots[1], dots[2]);
 }
 
-static double l2_norm_(const td_kernel_table *t, const float *query, size_t dim) {
+static double l2_norm_(const td_kernel_table_ *t, const float *query, size_t dim) {
     double s = t->sumsq_f32(query, dim);
-    return sqrt(needs_f64_(s) ? td_table_scalar.sumsq_f32(query, dim) : s);
+    return sqrt(needs_f64_(s) ? td_sumsq_f32_scalar(query, dim) : s);
 }
 
 /* The batch kernel, then rows whose result is 0 or NaN (zero, tiny, overflowing or non-finite rows; see
  * td_cosine_from_f32_dots_) again on the f64 path: a zero row costs one scalar row, anything else is rare. */
-static void cosine_rows_(const td_kernel_table *t, const float *query, double query_norm, const float *rows,
+static void cosine_rows_(const td_kernel_table_ *t, const float *query, double query_norm, const float *rows,
                          size_t n_rows, size_t dim, const float *row_norms, float *out) {
     t->cosine_batch_f32(query, query_norm, rows, n_rows, dim, row_norms, out);
-    if (t == &td_table_scalar) return;
+    if (t == &table_scalar_) return;
     for (size_t r = 0; r < n_rows; ++r)
         if (out[r] == 0.0f || out[r] != out[r])
-            td_table_scalar.cosine_batch_f32(query, query_norm, rows + r * dim, 1, dim,
+            td_cosine_batch_f32_scalar(query, query_norm, rows + r * dim, 1, dim,
                                              row_norms ? row_norms + r : NULL, out + r);
 }
 
 void td_cosine_batch_f32(const float *query, const float *rows, size_t n_rows, size_t dim,
                          const float *row_norms, float *out) {
-    const td_kernel_table *t = td_active_table_();
+    const td_kernel_table_ *t = td_active_table_();
     cosine_rows_(t, query, l2_norm_(t, query, dim), rows, n_rows, dim, row_norms, out);
 }
 
 void td_l2_norms_f32(const float *rows, size_t n_rows, size_t dim, float *out) {
-    const td_kernel_table *t = td_active_table_();
+    const td_kernel_table_ *t = td_active_table_();
     for (size_t r = 0; r < n_rows; ++r) out[r] = (float)l2_norm_(t, rows + r * dim, dim);
 }
 
@@ -326,7 +395,7 @@ void td_fastgrnn_forward_batch(const td_fastgrnn *m, const float *x, size_t batc
 #define TD_SCORE_CHUNK 64 /* candidates staged at once: features live on the stack, nothing is allocated */
 
 /* Features of count candidates from start, into f (count x 5). */
-static void features_chunk_(const td_kernel_table *t, const td_feature_config *cfg, const float *query,
+static void features_chunk_(const td_kernel_table_ *t, const td_feature_config *cfg, const float *query,
                             double query_norm, size_t dim, const float *embeddings, const float *embedding_norms,
                             size_t start, size_t count, const double *created_at, const int64_t *access_count,
                             const float *success_rate, const float *metadata_overlap, double now, float *f) {
@@ -350,7 +419,7 @@ void td_candidate_features(const td_feature_config *cfg, const float *query, siz
                            const float *embedding_norms, size_t n, const double *created_at,
                            const int64_t *access_count, const float *success_rate, const float *metadata_overlap,
                            double now, float *features_out) {
-    const td_kernel_table *t = td_active_table_();
+    const td_kernel_table_ *t = td_active_table_();
     double query_norm = l2_norm_(t, query, dim);
     for (size_t start = 0; start < n; start += TD_SCORE_CHUNK) {
         size_t count = n - start < TD_SCORE_CHUNK ? n - start : TD_SCORE_CHUNK;
@@ -363,7 +432,7 @@ int td_score_candidates(const td_fastgrnn *m, const td_feature_config *cfg, cons
                         const float *embeddings, const float *embedding_norms, size_t n,
                         const double *created_at, const int64_t *access_count, const float *success_rate,
                         const float *metadata_overlap, double now, float *features_out, float *scores_out) {
-    const td_kernel_table *t = td_active_table_();
+    const td_kernel_table_ *t = td_active_table_();
     float features[TD_SCORE_CHUNK * TD_NUM_FEATURES];
     double query_norm;
     if (!m || !cfg || m->input_dim != TD_NUM_FEATURES || m->timesteps != 1 || m->output_dim != 1) return -1;

@@ -1,4 +1,4 @@
-/* td_internal.h - the per-ISA kernel table. Not part of the public API. */
+/* td_internal.h - what the per-ISA kernel files and td_dispatch.c share. Not part of the public API. */
 #ifndef TD_INTERNAL_H
 #define TD_INTERNAL_H
 
@@ -14,45 +14,77 @@
 #define TD_FORCE_INLINE static inline __attribute__((always_inline))
 #endif
 
-/* One implementation set per ISA; each td_<isa>.c defines td_table_<isa>. */
-typedef struct td_kernel_table {
-    /* out[0] = a.b, out[1] = a.a, out[2] = b.b */
-    void (*dot3_f32)(const float *a, const float *b, size_t n, double out[3]);
-    double (*sumsq_f32)(const float *a, size_t n);
-    /* out[i] = query.rows[i] / (query_norm * norm_i), norm_i from row_norms or computed; 0 for zero norms */
-    void (*cosine_batch_f32)(const float *query, double query_norm, const float *rows, size_t n_rows,
-                             size_t dim, const float *row_norms, float *out);
-    void (*matvec_i8_f32)(const int8_t *w, const float *scales, const float *bias, const float *x,
-                          size_t rows, size_t cols, float *y);
-    void (*matvec_i8_i32)(const int8_t *w, const int8_t *x, size_t rows, size_t cols, int32_t *acc);
-    void (*csr_matvec_i8_f32)(const int8_t *values, const int32_t *indices, const int32_t *indptr,
-                              const float *scales, const float *bias, const float *x, size_t rows, float *y);
-    void (*csr_matvec_i8_i32)(const int8_t *values, const int32_t *indices, const int32_t *indptr,
-                              const int8_t *x, size_t rows, int32_t *acc);
-    void (*csr_matvec_f32)(const float *values, const int32_t *indices, const int32_t *indptr,
-                           const float *bias, const float *x, size_t rows, float *y);
-    void (*fastgrnn_batch)(const td_fastgrnn *m, const float *x, size_t batch, float *out);
-    /* the recency and frequency features of n candidates (see td_feature_math.h) */
-    void (*recency_frequency)(double decay, double now, const double *created_at, const int64_t *access_count,
-                              size_t n, float *recency, float *frequency);
-} td_kernel_table;
-
-extern const td_kernel_table td_table_scalar;
-#if defined(TD_HAVE_AVX2)
-extern const td_kernel_table td_table_avx2;
-#endif
-#if defined(TD_HAVE_AVX512)
-extern const td_kernel_table td_table_avx512;
-#endif
-#if defined(TD_HAVE_NEON)
-extern const td_kernel_table td_table_neon;
+/* Internal symbols stay out of the export table of a shared library that links td_kernels, and calls to
+ * them are direct (not through the PLT). */
+#if defined(__GNUC__) || defined(__clang__)
+#define TD_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define TD_HIDDEN
 #endif
 
-/* Output layer shared by every ISA: output_dim probabilities from the final hidden state h. */
-void td_fastgrnn_output_(const td_fastgrnn *m, const float *h, float *out);
+/* The kernels: each td_<isa>.c defines td_<op>_<isa> for every op below, and td_dispatch.c gathers them in
+ * one td_kernel_table_ per ISA. */
+
+/* out[0] = a.b, out[1] = a.a, out[2] = b.b */
+typedef void td_dot3_f32_fn_(const float *a, const float *b, size_t n, double out[3]);
+typedef double td_sumsq_f32_fn_(const float *a, size_t n);
+/* out[i] = query.rows[i] / (query_norm * norm_i), norm_i from row_norms or computed; 0 for zero norms */
+typedef void td_cosine_batch_f32_fn_(const float *query, double query_norm, const float *rows, size_t n_rows,
+                                     size_t dim, const float *row_norms, float *out);
+typedef void td_matvec_i8_f32_fn_(const int8_t *w, const float *scales, const float *bias, const float *x,
+                                  size_t rows, size_t cols, float *y);
+typedef void td_matvec_i8_i32_fn_(const int8_t *w, const int8_t *x, size_t rows, size_t cols, int32_t *acc);
+typedef void td_csr_matvec_i8_f32_fn_(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                                      const float *scales, const float *bias, const float *x, size_t rows,
+                                      float *y);
+typedef void td_csr_matvec_i8_i32_fn_(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                                      const int8_t *x, size_t rows, int32_t *acc);
+typedef void td_csr_matvec_f32_fn_(const float *values, const int32_t *indices, const int32_t *indptr,
+                                   const float *bias, const float *x, size_t rows, float *y);
+/* m has passed td_fastgrnn_check (so timesteps >= 1) */
+typedef void td_fastgrnn_batch_fn_(const td_fastgrnn *m, const float *x, size_t batch, float *out);
+/* the recency and frequency features of n candidates (see td_feature_math.h) */
+typedef void td_recency_frequency_fn_(double decay, double now, const double *created_at,
+                                      const int64_t *access_count, size_t n, float *recency, float *frequency);
+
+TD_HIDDEN td_dot3_f32_fn_ td_dot3_f32_scalar, td_dot3_f32_avx2, td_dot3_f32_avx512, td_dot3_f32_neon;
+TD_HIDDEN td_sumsq_f32_fn_ td_sumsq_f32_scalar, td_sumsq_f32_avx2, td_sumsq_f32_avx512, td_sumsq_f32_neon;
+TD_HIDDEN td_cosine_batch_f32_fn_ td_cosine_batch_f32_scalar, td_cosine_batch_f32_avx2, td_cosine_batch_f32_avx512,
+    td_cosine_batch_f32_neon;
+TD_HIDDEN td_matvec_i8_f32_fn_ td_matvec_i8_f32_scalar, td_matvec_i8_f32_avx2, td_matvec_i8_f32_avx512,
+    td_matvec_i8_f32_neon;
+TD_HIDDEN td_matvec_i8_i32_fn_ td_matvec_i8_i32_scalar, td_matvec_i8_i32_avx2, td_matvec_i8_i32_avx512,
+    td_matvec_i8_i32_neon;
+TD_HIDDEN td_csr_matvec_i8_f32_fn_ td_csr_matvec_i8_f32_scalar, td_csr_matvec_i8_f32_avx2,
+    td_csr_matvec_i8_f32_avx512, td_csr_matvec_i8_f32_neon;
+TD_HIDDEN td_csr_matvec_i8_i32_fn_ td_csr_matvec_i8_i32_scalar, td_csr_matvec_i8_i32_avx2,
+    td_csr_matvec_i8_i32_avx512, td_csr_matvec_i8_i32_neon;
+TD_HIDDEN td_csr_matvec_f32_fn_ td_csr_matvec_f32_scalar, td_csr_matvec_f32_avx2, td_csr_matvec_f32_avx512,
+    td_csr_matvec_f32_neon;
+TD_HIDDEN td_fastgrnn_batch_fn_ td_fastgrnn_batch_scalar, td_fastgrnn_batch_avx2, td_fastgrnn_batch_avx512,
+    td_fastgrnn_batch_neon;
+TD_HIDDEN td_recency_frequency_fn_ td_recency_frequency_scalar, td_recency_frequency_avx2,
+    td_recency_frequency_avx512, td_recency_frequency_neon;
+
+/* The kernels of one ISA. */
+typedef struct td_kernel_table_ {
+    td_dot3_f32_fn_ *dot3_f32;
+    td_sumsq_f32_fn_ *sumsq_f32;
+    td_cosine_batch_f32_fn_ *cosine_batch_f32;
+    td_matvec_i8_f32_fn_ *matvec_i8_f32;
+    td_matvec_i8_i32_fn_ *matvec_i8_i32;
+    td_csr_matvec_i8_f32_fn_ *csr_matvec_i8_f32;
+    td_csr_matvec_i8_i32_fn_ *csr_matvec_i8_i32;
+    td_csr_matvec_f32_fn_ *csr_matvec_f32;
+    td_fastgrnn_batch_fn_ *fastgrnn_batch;
+    td_recency_frequency_fn_ *recency_frequency;
+} td_kernel_table_;
 
 /* The active table (never NULL after start-up). */
-const td_kernel_table *td_active_table_(void);
+TD_HIDDEN const td_kernel_table_ *td_active_table_(void);
+
+/* Output layer shared by every ISA: output_dim probabilities from the final hidden state h. */
+TD_HIDDEN void td_fastgrnn_output_(const td_fastgrnn *m, const float *h, float *out);
 
 /* Cosine from the three dot products: NaN if any of them is not finite (a NaN or Inf in either input, or
  * an overflow), 0 for a zero vector, otherwise clamped to [-1, 1] (rounding may step just outside). */

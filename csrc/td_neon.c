@@ -19,7 +19,7 @@ static inline float64x2_t widen_add_f64x2_(float64x2_t acc_f64x2, float32x4_t v_
     return vaddq_f64(acc_f64x2, vaddq_f64(lo_f64x2, hi_f64x2));
 }
 
-static void dot3_f32_neon(const float *a, const float *b, size_t n, double out[3]) {
+void td_dot3_f32_neon(const float *a, const float *b, size_t n, double out[3]) {
     float64x2_t ab_f64x2 = vdupq_n_f64(0.0), aa_f64x2 = vdupq_n_f64(0.0), bb_f64x2 = vdupq_n_f64(0.0);
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -61,7 +61,7 @@ static void dot3_f32_neon(const float *a, const float *b, size_t n, double out[3
     out[2] = bb;
 }
 
-static double sumsq_f32_neon(const float *a, size_t n) {
+double td_sumsq_f32_neon(const float *a, size_t n) {
     float64x2_t sum_f64x2 = vdupq_n_f64(0.0);
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -133,8 +133,8 @@ static void dot2_f32_neon_(const float *a, const float *b, size_t n, double *ab_
     *bb_out = bb;
 }
 
-static void cosine_batch_f32_neon(const float *query, double query_norm, const float *rows, size_t n_rows,
-                                  size_t dim, const float *row_norms, float *out) {
+void td_cosine_batch_f32_neon(const float *query, double query_norm, const float *rows, size_t n_rows,
+                              size_t dim, const float *row_norms, float *out) {
     for (size_t r = 0; r < n_rows; ++r) {
         const float *row = rows + r * dim;
         double ab, bb = 0.0, norm;
@@ -159,8 +159,8 @@ static inline float32x4_t s16_lo_f32_(int16x8_t v_s16x8) {
 }
 static inline float32x4_t s16_hi_f32_(int16x8_t v_s16x8) { return vcvtq_f32_s32(vmovl_high_s16(v_s16x8)); }
 
-static void matvec_i8_f32_neon(const int8_t *w, const float *scales, const float *bias, const float *x,
-                               size_t rows, size_t cols, float *y) {
+void td_matvec_i8_f32_neon(const int8_t *w, const float *scales, const float *bias, const float *x,
+                           size_t rows, size_t cols, float *y) {
     for (size_t i = 0; i < rows; ++i) {
         const int8_t *row = w + i * cols;
         float32x4_t s0_f32x4 = vdupq_n_f32(0.0f), s1_f32x4 = vdupq_n_f32(0.0f);
@@ -188,7 +188,7 @@ static void matvec_i8_f32_neon(const int8_t *w, const float *scales, const float
 
 /* vmull_s8 products (|p| <= 16384) fit int16; vpadalq_s16 adds each pair straight into int32 lanes, so no
  * int16 sum is ever formed. */
-static void matvec_i8_i32_neon(const int8_t *w, const int8_t *x, size_t rows, size_t cols, int32_t *acc) {
+void td_matvec_i8_i32_neon(const int8_t *w, const int8_t *x, size_t rows, size_t cols, int32_t *acc) {
     for (size_t i = 0; i < rows; ++i) {
         const int8_t *row = w + i * cols;
         int32x4_t s0_s32x4 = vdupq_n_s32(0), s1_s32x4 = vdupq_n_s32(0);
@@ -264,17 +264,17 @@ static inline float csr_row_f32_(const float *values, const int32_t *indices, co
     return acc;
 }
 
-static void csr_matvec_i8_f32_neon(const int8_t *values, const int32_t *indices, const int32_t *indptr,
-                                   const float *scales, const float *bias, const float *x, size_t rows,
-                                   float *y) {
+void td_csr_matvec_i8_f32_neon(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                               const float *scales, const float *bias, const float *x, size_t rows,
+                               float *y) {
     for (size_t i = 0; i < rows; ++i) {
         float acc = csr_row_i8_f32_(values, indices, x, (ptrdiff_t)indptr[i], (ptrdiff_t)indptr[i + 1]);
         y[i] = scales[i] * acc + (bias ? bias[i] : 0.0f);
     }
 }
 
-static void csr_matvec_i8_i32_neon(const int8_t *values, const int32_t *indices, const int32_t *indptr,
-                                   const int8_t *x, size_t rows, int32_t *acc) {
+void td_csr_matvec_i8_i32_neon(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                               const int8_t *x, size_t rows, int32_t *acc) {
     for (size_t i = 0; i < rows; ++i) {
         ptrdiff_t k = (ptrdiff_t)indptr[i], end = (ptrdiff_t)indptr[i + 1];
         int32x4_t sum_s32x4 = vdupq_n_s32(0);
@@ -286,8 +286,8 @@ static void csr_matvec_i8_i32_neon(const int8_t *values, const int32_t *indices,
     }
 }
 
-static void csr_matvec_f32_neon(const float *values, const int32_t *indices, const int32_t *indptr,
-                                const float *bias, const float *x, size_t rows, float *y) {
+void td_csr_matvec_f32_neon(const float *values, const int32_t *indices, const int32_t *indptr,
+                            const float *bias, const float *x, size_t rows, float *y) {
     for (size_t i = 0; i < rows; ++i) {
         float acc = csr_row_f32_(values, indices, x, (ptrdiff_t)indptr[i], (ptrdiff_t)indptr[i + 1]);
         y[i] = acc + (bias ? bias[i] : 0.0f);
@@ -454,10 +454,10 @@ static void matrix_apply_neon_(const td_matrix *m, const float *x, float *y) {
         dense_cols_i8_neon_(m->i8, m->scales, rows, cols, x, y);
         break;
     case TD_MATRIX_SPARSE_I8:
-        csr_matvec_i8_f32_neon(m->i8, m->indices, m->indptr, m->scales, NULL, x, rows, y);
+        td_csr_matvec_i8_f32_neon(m->i8, m->indices, m->indptr, m->scales, NULL, x, rows, y);
         break;
     case TD_MATRIX_SPARSE_F32:
-        csr_matvec_f32_neon(m->f32, m->indices, m->indptr, NULL, x, rows, y);
+        td_csr_matvec_f32_neon(m->f32, m->indices, m->indptr, NULL, x, rows, y);
         break;
     default:
         memset(y, 0, rows * sizeof(float));
@@ -509,25 +509,12 @@ static void fastgrnn_one_neon_(const td_fastgrnn *m, const float *x, float *out)
     td_fastgrnn_output_(m, h, out);
 }
 
-static void fastgrnn_batch_neon(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
+void td_fastgrnn_batch_neon(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
     size_t step = m->timesteps > 0 ? (size_t)m->timesteps * (size_t)m->input_dim : 0;
     for (size_t n = 0; n < batch; ++n) fastgrnn_one_neon_(m, x + n * step, out + n * (size_t)m->output_dim);
 }
 
-static void recency_frequency_neon(double decay, double now, const double *created_at,
-                                  const int64_t *access_count, size_t n, float *recency, float *frequency) {
+void td_recency_frequency_neon(double decay, double now, const double *created_at,
+                               const int64_t *access_count, size_t n, float *recency, float *frequency) {
     td_recency_frequency_(decay, now, created_at, access_count, n, recency, frequency);
 }
-
-const td_kernel_table td_table_neon = {
-    dot3_f32_neon,
-    sumsq_f32_neon,
-    cosine_batch_f32_neon,
-    matvec_i8_f32_neon,
-    matvec_i8_i32_neon,
-    csr_matvec_i8_f32_neon,
-    csr_matvec_i8_i32_neon,
-    csr_matvec_f32_neon,
-    fastgrnn_batch_neon,
-    recency_frequency_neon,
-};

@@ -5,7 +5,7 @@
 
 #include "td_internal.h"
 
-static void dot3_f32_scalar(const float *a, const float *b, size_t n, double out[3]) {
+void td_dot3_f32_scalar(const float *a, const float *b, size_t n, double out[3]) {
     double ab = 0.0, aa = 0.0, bb = 0.0;
     for (size_t i = 0; i < n; ++i) {
         double x = (double)a[i], y = (double)b[i];
@@ -18,14 +18,14 @@ static void dot3_f32_scalar(const float *a, const float *b, size_t n, double out
     out[2] = bb;
 }
 
-static double sumsq_f32_scalar(const float *a, size_t n) {
+double td_sumsq_f32_scalar(const float *a, size_t n) {
     double s = 0.0;
     for (size_t i = 0; i < n; ++i) s += (double)a[i] * (double)a[i];
     return s;
 }
 
-static void cosine_batch_f32_scalar(const float *query, double query_norm, const float *rows, size_t n_rows,
-                                    size_t dim, const float *row_norms, float *out) {
+void td_cosine_batch_f32_scalar(const float *query, double query_norm, const float *rows, size_t n_rows,
+                                size_t dim, const float *row_norms, float *out) {
     for (size_t r = 0; r < n_rows; ++r) {
         const float *row = rows + r * dim;
         double ab = 0.0, bb = 0.0, norm;
@@ -39,8 +39,8 @@ static void cosine_batch_f32_scalar(const float *query, double query_norm, const
     }
 }
 
-static void matvec_i8_f32_scalar(const int8_t *w, const float *scales, const float *bias, const float *x,
-                                 size_t rows, size_t cols, float *y) {
+void td_matvec_i8_f32_scalar(const int8_t *w, const float *scales, const float *bias, const float *x,
+                             size_t rows, size_t cols, float *y) {
     for (size_t i = 0; i < rows; ++i) {
         const int8_t *row = w + i * cols;
         float acc = 0.0f;
@@ -49,7 +49,7 @@ static void matvec_i8_f32_scalar(const int8_t *w, const float *scales, const flo
     }
 }
 
-static void matvec_i8_i32_scalar(const int8_t *w, const int8_t *x, size_t rows, size_t cols, int32_t *acc) {
+void td_matvec_i8_i32_scalar(const int8_t *w, const int8_t *x, size_t rows, size_t cols, int32_t *acc) {
     for (size_t i = 0; i < rows; ++i) {
         const int8_t *row = w + i * cols;
         int32_t s = 0;
@@ -58,9 +58,9 @@ static void matvec_i8_i32_scalar(const int8_t *w, const int8_t *x, size_t rows, 
     }
 }
 
-static void csr_matvec_i8_f32_scalar(const int8_t *values, const int32_t *indices, const int32_t *indptr,
-                                     const float *scales, const float *bias, const float *x, size_t rows,
-                                     float *y) {
+void td_csr_matvec_i8_f32_scalar(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                                 const float *scales, const float *bias, const float *x, size_t rows,
+                                 float *y) {
     for (size_t i = 0; i < rows; ++i) {
         float acc = 0.0f;
         for (int32_t k = indptr[i]; k < indptr[i + 1]; ++k) acc += (float)values[k] * x[indices[k]];
@@ -68,8 +68,8 @@ static void csr_matvec_i8_f32_scalar(const int8_t *values, const int32_t *indice
     }
 }
 
-static void csr_matvec_i8_i32_scalar(const int8_t *values, const int32_t *indices, const int32_t *indptr,
-                                     const int8_t *x, size_t rows, int32_t *acc) {
+void td_csr_matvec_i8_i32_scalar(const int8_t *values, const int32_t *indices, const int32_t *indptr,
+                                 const int8_t *x, size_t rows, int32_t *acc) {
     for (size_t i = 0; i < rows; ++i) {
         int32_t s = 0;
         for (int32_t k = indptr[i]; k < indptr[i + 1]; ++k) s += (int32_t)values[k] * (int32_t)x[indices[k]];
@@ -77,8 +77,8 @@ static void csr_matvec_i8_i32_scalar(const int8_t *values, const int32_t *indice
     }
 }
 
-static void csr_matvec_f32_scalar(const float *values, const int32_t *indices, const int32_t *indptr,
-                                  const float *bias, const float *x, size_t rows, float *y) {
+void td_csr_matvec_f32_scalar(const float *values, const int32_t *indices, const int32_t *indptr,
+                              const float *bias, const float *x, size_t rows, float *y) {
     for (size_t i = 0; i < rows; ++i) {
         float acc = 0.0f;
         for (int32_t k = indptr[i]; k < indptr[i + 1]; ++k) acc += values[k] * x[indices[k]];
@@ -118,10 +118,10 @@ static void matrix_apply_scalar_(const td_matrix *m, const float *x, float *y) {
         for (size_t i = 0; i < rows; ++i) y[i] *= m->scales[i];
         break;
     case TD_MATRIX_SPARSE_I8:
-        csr_matvec_i8_f32_scalar(m->i8, m->indices, m->indptr, m->scales, NULL, x, rows, y);
+        td_csr_matvec_i8_f32_scalar(m->i8, m->indices, m->indptr, m->scales, NULL, x, rows, y);
         break;
     case TD_MATRIX_SPARSE_F32:
-        csr_matvec_f32_scalar(m->f32, m->indices, m->indptr, NULL, x, rows, y);
+        td_csr_matvec_f32_scalar(m->f32, m->indices, m->indptr, NULL, x, rows, y);
         break;
     default:
         memset(y, 0, rows * sizeof(float));
@@ -179,14 +179,14 @@ static void fastgrnn_one_scalar_(const td_fastgrnn *m, const float *x, float *ou
     td_fastgrnn_output_(m, h, out);
 }
 
-static void fastgrnn_batch_scalar(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
+void td_fastgrnn_batch_scalar(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
     size_t step = (size_t)m->timesteps * (size_t)m->input_dim;
     for (size_t n = 0; n < batch; ++n) fastgrnn_one_scalar_(m, x + n * step, out + n * (size_t)m->output_dim);
 }
 
 /* The reference for td_feature_math.h: libm's exp and log1p in float64. */
-static void recency_frequency_scalar(double decay, double now, const double *created_at,
-                                     const int64_t *access_count, size_t n, float *recency, float *frequency) {
+void td_recency_frequency_scalar(double decay, double now, const double *created_at,
+                                 const int64_t *access_count, size_t n, float *recency, float *frequency) {
     const double inv_log_cap = 1.0 / log1p(10000.0);
     for (size_t i = 0; i < n; ++i) {
         double age = now - created_at[i];
@@ -195,16 +195,3 @@ static void recency_frequency_scalar(double decay, double now, const double *cre
         frequency[i] = (float)(freq < 1.0 ? freq : 1.0);
     }
 }
-
-const td_kernel_table td_table_scalar = {
-    dot3_f32_scalar,
-    sumsq_f32_scalar,
-    cosine_batch_f32_scalar,
-    matvec_i8_f32_scalar,
-    matvec_i8_i32_scalar,
-    csr_matvec_i8_f32_scalar,
-    csr_matvec_i8_i32_scalar,
-    csr_matvec_f32_scalar,
-    fastgrnn_batch_scalar,
-    recency_frequency_scalar,
-};

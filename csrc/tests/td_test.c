@@ -363,7 +363,8 @@ static void ref_fastgrnn_dense(const td_fastgrnn *m, const double *W, const doub
  * (hidden sizes that take each kernel's small and large paths), output_dim 1 (sigmoid) and 2, 5 (softmax),
  * against the f64 reference. */
 static void test_fastgrnn_kinds(void) {
-    const int cases[][3] = {{5, 8, 1}, {3, 7, 3}, {20, 33, 2}, {1, 1, 1}, {9, 16, 4}, {4, 12, 3}, {6, 17, 2}, {24, 40, 2}};
+    const int cases[][3] = {{5, 8, 1},  {3, 7, 3},  {20, 33, 2}, {1, 1, 1},
+                            {9, 16, 4}, {4, 12, 3}, {6, 17, 2},  {24, 40, 2}};
     const int kinds[] = {TD_MATRIX_DENSE_F32, TD_MATRIX_LOWRANK_F32, TD_MATRIX_DENSE_I8, TD_MATRIX_SPARSE_I8,
                          TD_MATRIX_SPARSE_F32};
     const int output_dims[] = {1, 2, 5};
