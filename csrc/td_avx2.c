@@ -12,7 +12,7 @@
 /* Helpers                                                                                              */
 /* ---------------------------------------------------------------------------------------------------- */
 
-static inline float hsum_ps_(__m256 v_f32x8) {
+static inline float hsum_f32x8_avx2(__m256 v_f32x8) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v_f32x8), _mm256_extractf128_ps(v_f32x8, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -20,19 +20,19 @@ static inline float hsum_ps_(__m256 v_f32x8) {
 }
 
 /* The sum of the 8 lanes, in every lane. */
-static inline __m256 hsum_bcast_ps_(__m256 v_f32x8) {
+static inline __m256 hsum_bcast_f32x8_avx2(__m256 v_f32x8) {
     v_f32x8 = _mm256_add_ps(v_f32x8, _mm256_permute2f128_ps(v_f32x8, v_f32x8, 1));
     v_f32x8 = _mm256_add_ps(v_f32x8, _mm256_shuffle_ps(v_f32x8, v_f32x8, _MM_SHUFFLE(1, 0, 3, 2)));
     return _mm256_add_ps(v_f32x8, _mm256_shuffle_ps(v_f32x8, v_f32x8, _MM_SHUFFLE(2, 3, 0, 1)));
 }
 
-static inline double hsum_pd_(__m256d v_f64x4) {
+static inline double hsum_f64x4_avx2(__m256d v_f64x4) {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v_f64x4), _mm256_extractf128_pd(v_f64x4, 1));
     s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
     return _mm_cvtsd_f64(s);
 }
 
-static inline int32_t hsum_epi32_(__m256i v_i32x8) {
+static inline int32_t hsum_i32x8_avx2(__m256i v_i32x8) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v_i32x8), _mm256_extracti128_si256(v_i32x8, 1));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
@@ -40,37 +40,37 @@ static inline int32_t hsum_epi32_(__m256i v_i32x8) {
 }
 
 /* All bits set in lanes 0 .. n-1 (n <= 8). */
-static inline __m256i lane_mask_(size_t n) {
+static inline __m256i lane_mask_i32x8_avx2(size_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
 /* p[0 .. min(n, 8)) with zeros in the other lanes; masked lanes touch no memory. */
-static inline __m256 loadn_ps_(const float *p, size_t n) {
-    return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lane_mask_(n));
+static inline __m256 loadn_f32x8_avx2(const float *p, size_t n) {
+    return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lane_mask_i32x8_avx2(n));
 }
 
-static inline void storen_ps_(float *p, size_t n, __m256 v_f32x8) {
+static inline void storen_f32x8_avx2(float *p, size_t n, __m256 v_f32x8) {
     if (n >= 8)
         _mm256_storeu_ps(p, v_f32x8);
     else
-        _mm256_maskstore_ps(p, lane_mask_(n), v_f32x8);
+        _mm256_maskstore_ps(p, lane_mask_i32x8_avx2(n), v_f32x8);
 }
 
 /* 8 int8 as f32. */
-static inline __m256 load_i8x8_ps_(const int8_t *p) {
+static inline __m256 load_i8_f32x8_avx2(const int8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
 /* p[0 .. min(n, 8)) as f32, zeros in the other lanes; reads only those n bytes. */
-static inline __m256 loadn_i8_ps_(const int8_t *p, size_t n) {
+static inline __m256 loadn_i8_f32x8_avx2(const int8_t *p, size_t n) {
     int64_t bytes = 0;
-    if (n >= 8) return load_i8x8_ps_(p);
+    if (n >= 8) return load_i8_f32x8_avx2(p);
     memcpy(&bytes, p, n);
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(bytes)));
 }
 
 /* Lane-wise sum of 4 f32 products over a 32-float block: lane l gets a[l + 8k] * b[l + 8k], k = 0..3. */
-static inline __m256 block_dot_(const float *a, const float *b) {
+static inline __m256 block_dot_f32x8_avx2(const float *a, const float *b) {
     __m256 sum_f32x8 = _mm256_mul_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b));
     sum_f32x8 = _mm256_fmadd_ps(_mm256_loadu_ps(a + 8), _mm256_loadu_ps(b + 8), sum_f32x8);
     sum_f32x8 = _mm256_fmadd_ps(_mm256_loadu_ps(a + 16), _mm256_loadu_ps(b + 16), sum_f32x8);
@@ -78,7 +78,7 @@ static inline __m256 block_dot_(const float *a, const float *b) {
 }
 
 /* Widens the two halves of an f32 block sum to f64 and adds them to lo and hi. */
-static inline void widen_add_(__m256d *lo_f64x4, __m256d *hi_f64x4, __m256 sum_f32x8) {
+static inline void widen_add_f64x4_avx2(__m256d *lo_f64x4, __m256d *hi_f64x4, __m256 sum_f32x8) {
     *lo_f64x4 = _mm256_add_pd(*lo_f64x4, _mm256_cvtps_pd(_mm256_castps256_ps128(sum_f32x8)));
     *hi_f64x4 = _mm256_add_pd(*hi_f64x4, _mm256_cvtps_pd(_mm256_extractf128_ps(sum_f32x8, 1)));
 }
@@ -87,7 +87,7 @@ static inline void widen_add_(__m256d *lo_f64x4, __m256d *hi_f64x4, __m256 sum_f
  * n = round(x log2(e)), r = x - n ln2 with ln2 in two parts, exp(r) = 1 + r + r^2 P(r) with P of degree 5
  * (Estrin's scheme: a shorter dependency chain than Horner's), then n is added to the exponent bits.
  * About 1 ulp. NaN stays NaN: max returns its second operand when one is NaN. */
-static inline __m256 exp_neg_ps_(__m256 x_f32x8) {
+static inline __m256 exp_neg_f32x8_avx2(__m256 x_f32x8) {
     const __m256 round_f32x8 = _mm256_set1_ps(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
     __m256 t_f32x8, n_f32x8, r_f32x8, r2_f32x8, p01_f32x8, p23_f32x8, p45_f32x8, p_f32x8, y_f32x8;
     __m256i e_i32x8;
@@ -110,18 +110,18 @@ static inline __m256 exp_neg_ps_(__m256 x_f32x8) {
 
 /* 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0, with e = exp(-|x|) in (0, 1]: no overflow, and no NaN
  * unless x is NaN. */
-static inline __m256 sigmoid_ps_(__m256 x_f32x8) {
+static inline __m256 sigmoid_f32x8_avx2(__m256 x_f32x8) {
     const __m256 one_f32x8 = _mm256_set1_ps(1.0f);
-    __m256 e_f32x8 = exp_neg_ps_(_mm256_or_ps(x_f32x8, _mm256_set1_ps(-0.0f)));
+    __m256 e_f32x8 = exp_neg_f32x8_avx2(_mm256_or_ps(x_f32x8, _mm256_set1_ps(-0.0f)));
     __m256 num_f32x8 = _mm256_blendv_ps(one_f32x8, e_f32x8, x_f32x8); /* e where the sign bit of x is set */
     return _mm256_div_ps(num_f32x8, _mm256_add_ps(one_f32x8, e_f32x8));
 }
 
 /* sign(x) (1 - e) / (1 + e) with e = exp(-2|x|): no overflow, +-1 for large |x|, absolute error ~1e-7. */
-static inline __m256 tanh_ps_(__m256 x_f32x8) {
+static inline __m256 tanh_f32x8_avx2(__m256 x_f32x8) {
     const __m256 one_f32x8 = _mm256_set1_ps(1.0f), sign_f32x8 = _mm256_set1_ps(-0.0f);
     __m256 neg_abs_f32x8 = _mm256_or_ps(x_f32x8, sign_f32x8); /* -|x| */
-    __m256 e_f32x8 = exp_neg_ps_(_mm256_add_ps(neg_abs_f32x8, neg_abs_f32x8));
+    __m256 e_f32x8 = exp_neg_f32x8_avx2(_mm256_add_ps(neg_abs_f32x8, neg_abs_f32x8));
     __m256 t_f32x8 = _mm256_div_ps(_mm256_sub_ps(one_f32x8, e_f32x8), _mm256_add_ps(one_f32x8, e_f32x8));
     return _mm256_or_ps(t_f32x8, _mm256_and_ps(x_f32x8, sign_f32x8));
 }
@@ -137,19 +137,19 @@ void td_dot3_f32_avx2(const float *a, const float *b, size_t n, double out[3]) {
     double ab, aa, bb;
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        widen_add_(&ab_lo_f64x4, &ab_hi_f64x4, block_dot_(a + i, b + i));
-        widen_add_(&aa_lo_f64x4, &aa_hi_f64x4, block_dot_(a + i, a + i));
-        widen_add_(&bb_lo_f64x4, &bb_hi_f64x4, block_dot_(b + i, b + i));
+        widen_add_f64x4_avx2(&ab_lo_f64x4, &ab_hi_f64x4, block_dot_f32x8_avx2(a + i, b + i));
+        widen_add_f64x4_avx2(&aa_lo_f64x4, &aa_hi_f64x4, block_dot_f32x8_avx2(a + i, a + i));
+        widen_add_f64x4_avx2(&bb_lo_f64x4, &bb_hi_f64x4, block_dot_f32x8_avx2(b + i, b + i));
     }
     for (; i + 8 <= n; i += 8) { /* one product per lane */
         __m256 a_f32x8 = _mm256_loadu_ps(a + i), b_f32x8 = _mm256_loadu_ps(b + i);
-        widen_add_(&ab_lo_f64x4, &ab_hi_f64x4, _mm256_mul_ps(a_f32x8, b_f32x8));
-        widen_add_(&aa_lo_f64x4, &aa_hi_f64x4, _mm256_mul_ps(a_f32x8, a_f32x8));
-        widen_add_(&bb_lo_f64x4, &bb_hi_f64x4, _mm256_mul_ps(b_f32x8, b_f32x8));
+        widen_add_f64x4_avx2(&ab_lo_f64x4, &ab_hi_f64x4, _mm256_mul_ps(a_f32x8, b_f32x8));
+        widen_add_f64x4_avx2(&aa_lo_f64x4, &aa_hi_f64x4, _mm256_mul_ps(a_f32x8, a_f32x8));
+        widen_add_f64x4_avx2(&bb_lo_f64x4, &bb_hi_f64x4, _mm256_mul_ps(b_f32x8, b_f32x8));
     }
-    ab = hsum_pd_(_mm256_add_pd(ab_lo_f64x4, ab_hi_f64x4));
-    aa = hsum_pd_(_mm256_add_pd(aa_lo_f64x4, aa_hi_f64x4));
-    bb = hsum_pd_(_mm256_add_pd(bb_lo_f64x4, bb_hi_f64x4));
+    ab = hsum_f64x4_avx2(_mm256_add_pd(ab_lo_f64x4, ab_hi_f64x4));
+    aa = hsum_f64x4_avx2(_mm256_add_pd(aa_lo_f64x4, aa_hi_f64x4));
+    bb = hsum_f64x4_avx2(_mm256_add_pd(bb_lo_f64x4, bb_hi_f64x4));
     for (; i < n; ++i) {
         double x = (double)a[i], y = (double)b[i];
         ab += x * y;
@@ -167,19 +167,19 @@ double td_sumsq_f32_avx2(const float *a, size_t n) {
     double s;
     size_t i = 0;
     for (; i + 64 <= n; i += 64) { /* two blocks, two accumulator pairs */
-        widen_add_(&s0_lo_f64x4, &s0_hi_f64x4, block_dot_(a + i, a + i));
-        widen_add_(&s1_lo_f64x4, &s1_hi_f64x4, block_dot_(a + i + 32, a + i + 32));
+        widen_add_f64x4_avx2(&s0_lo_f64x4, &s0_hi_f64x4, block_dot_f32x8_avx2(a + i, a + i));
+        widen_add_f64x4_avx2(&s1_lo_f64x4, &s1_hi_f64x4, block_dot_f32x8_avx2(a + i + 32, a + i + 32));
     }
     if (i + 32 <= n) {
-        widen_add_(&s0_lo_f64x4, &s0_hi_f64x4, block_dot_(a + i, a + i));
+        widen_add_f64x4_avx2(&s0_lo_f64x4, &s0_hi_f64x4, block_dot_f32x8_avx2(a + i, a + i));
         i += 32;
     }
     for (; i + 8 <= n; i += 8) {
         __m256 a_f32x8 = _mm256_loadu_ps(a + i);
-        widen_add_(&s1_lo_f64x4, &s1_hi_f64x4, _mm256_mul_ps(a_f32x8, a_f32x8));
+        widen_add_f64x4_avx2(&s1_lo_f64x4, &s1_hi_f64x4, _mm256_mul_ps(a_f32x8, a_f32x8));
     }
     s0_lo_f64x4 = _mm256_add_pd(s0_lo_f64x4, s0_hi_f64x4);
-    s = hsum_pd_(_mm256_add_pd(s0_lo_f64x4, _mm256_add_pd(s1_lo_f64x4, s1_hi_f64x4)));
+    s = hsum_f64x4_avx2(_mm256_add_pd(s0_lo_f64x4, _mm256_add_pd(s1_lo_f64x4, s1_hi_f64x4)));
     for (; i < n; ++i) s += (double)a[i] * (double)a[i];
     return s;
 }
@@ -187,8 +187,8 @@ double td_sumsq_f32_avx2(const float *a, size_t n) {
 /* ab[k] = q.r_k, and bb[k] = r_k.r_k when bb is not NULL, for the rows r_k = r + k * stride, k < rows <= 4.
  * Always inlined with constant rows and bb, so that the accumulators stay in registers; the rows share the
  * loads of q. When next is not NULL, the same span of the rows next + k * stride is prefetched. */
-TD_FORCE_INLINE void dot_rows_(const float *q, const float *r, const float *next, size_t stride, size_t n,
-                               size_t rows, double *ab, double *bb) {
+TD_FORCE_INLINE void dot_rows_f32_avx2(const float *q, const float *r, const float *next, size_t stride, size_t n,
+                                       size_t rows, double *ab, double *bb) {
     __m256d ab_lo_f64x4[4], ab_hi_f64x4[4], bb_lo_f64x4[4], bb_hi_f64x4[4];
     size_t i = 0;
     for (size_t k = 0; k < rows; ++k) {
@@ -203,8 +203,8 @@ TD_FORCE_INLINE void dot_rows_(const float *q, const float *r, const float *next
                     for (size_t line = 0; line < 64; line += 16)
                         _mm_prefetch((const char *)(next + k * stride + i + line), _MM_HINT_T0);
                 }
-                widen_add_(&ab_lo_f64x4[k], &ab_hi_f64x4[k],
-                           _mm256_add_ps(block_dot_(q + i, row), block_dot_(q + i + 32, row + 32)));
+                widen_add_f64x4_avx2(&ab_lo_f64x4[k], &ab_hi_f64x4[k],
+                           _mm256_add_ps(block_dot_f32x8_avx2(q + i, row), block_dot_f32x8_avx2(q + i + 32, row + 32)));
             }
         }
     }
@@ -215,21 +215,21 @@ TD_FORCE_INLINE void dot_rows_(const float *q, const float *r, const float *next
                 _mm_prefetch((const char *)(next + k * stride + i), _MM_HINT_T0);
                 _mm_prefetch((const char *)(next + k * stride + i + 16), _MM_HINT_T0);
             }
-            widen_add_(&ab_lo_f64x4[k], &ab_hi_f64x4[k], block_dot_(q + i, row));
-            if (bb) widen_add_(&bb_lo_f64x4[k], &bb_hi_f64x4[k], block_dot_(row, row));
+            widen_add_f64x4_avx2(&ab_lo_f64x4[k], &ab_hi_f64x4[k], block_dot_f32x8_avx2(q + i, row));
+            if (bb) widen_add_f64x4_avx2(&bb_lo_f64x4[k], &bb_hi_f64x4[k], block_dot_f32x8_avx2(row, row));
         }
     }
     for (; i + 8 <= n; i += 8) { /* one product per lane */
         for (size_t k = 0; k < rows; ++k) {
             __m256 r_f32x8 = _mm256_loadu_ps(r + k * stride + i);
-            widen_add_(&ab_lo_f64x4[k], &ab_hi_f64x4[k], _mm256_mul_ps(_mm256_loadu_ps(q + i), r_f32x8));
-            if (bb) widen_add_(&bb_lo_f64x4[k], &bb_hi_f64x4[k], _mm256_mul_ps(r_f32x8, r_f32x8));
+            widen_add_f64x4_avx2(&ab_lo_f64x4[k], &ab_hi_f64x4[k], _mm256_mul_ps(_mm256_loadu_ps(q + i), r_f32x8));
+            if (bb) widen_add_f64x4_avx2(&bb_lo_f64x4[k], &bb_hi_f64x4[k], _mm256_mul_ps(r_f32x8, r_f32x8));
         }
     }
     for (size_t k = 0; k < rows; ++k) {
         const float *row = r + k * stride;
-        double dab = hsum_pd_(_mm256_add_pd(ab_lo_f64x4[k], ab_hi_f64x4[k]));
-        double dbb = hsum_pd_(_mm256_add_pd(bb_lo_f64x4[k], bb_hi_f64x4[k]));
+        double dab = hsum_f64x4_avx2(_mm256_add_pd(ab_lo_f64x4[k], ab_hi_f64x4[k]));
+        double dbb = hsum_f64x4_avx2(_mm256_add_pd(bb_lo_f64x4[k], bb_hi_f64x4[k]));
         for (size_t j = i; j < n; ++j) {
             double y = (double)row[j];
             dab += (double)q[j] * y;
@@ -251,7 +251,7 @@ void td_cosine_batch_f32_avx2(const float *query, double query_norm, const float
             const float *next = r + 8 <= n_rows ? rows + (r + 4) * dim : NULL;
             __m256d ab_f64x4, norm_f64x4, bb_f64x4, c_f64x4;
             int ok;
-            dot_rows_(query, rows + r * dim, next, dim, dim, 4, ab, NULL);
+            dot_rows_f32_avx2(query, rows + r * dim, next, dim, dim, 4, ab, NULL);
             /* ab / (query_norm * norm) for the four rows at once; td_cosine_from_f32_dots_ where it does not
              * apply (a non-finite dot, a zero or tiny norm) */
             ab_f64x4 = _mm256_loadu_pd(ab);
@@ -273,13 +273,13 @@ void td_cosine_batch_f32_avx2(const float *query, double query_norm, const float
         }
         for (; r < n_rows; ++r) {
             double norm = (double)row_norms[r];
-            dot_rows_(query, rows + r * dim, NULL, dim, dim, 1, ab, NULL);
+            dot_rows_f32_avx2(query, rows + r * dim, NULL, dim, dim, 1, ab, NULL);
             out[r] = (float)td_cosine_from_f32_dots_(ab[0], aa, norm * norm);
         }
         return;
     }
     for (; r + 2 <= n_rows; r += 2) {
-        dot_rows_(query, rows + r * dim, NULL, dim, dim, 2, ab, bb);
+        dot_rows_f32_avx2(query, rows + r * dim, NULL, dim, dim, 2, ab, bb);
         for (size_t k = 0; k < 2; ++k) {
             double norm = sqrt(bb[k]);
             out[r + k] = (float)td_cosine_from_f32_dots_(ab[k], aa, norm * norm);
@@ -287,7 +287,7 @@ void td_cosine_batch_f32_avx2(const float *query, double query_norm, const float
     }
     if (r < n_rows) {
         double norm;
-        dot_rows_(query, rows + r * dim, NULL, dim, dim, 1, ab, bb);
+        dot_rows_f32_avx2(query, rows + r * dim, NULL, dim, dim, 1, ab, bb);
         norm = sqrt(bb[0]);
         out[r] = (float)td_cosine_from_f32_dots_(ab[0], aa, norm * norm);
     }
@@ -298,7 +298,7 @@ void td_cosine_batch_f32_avx2(const float *query, double query_norm, const float
 /* ---------------------------------------------------------------------------------------------------- */
 
 /* 8 int32 lanes, each the exact sum of two int8 x int8 products of a[0..16) and b[0..16). */
-static inline __m256i madd_i8x16_(const int8_t *a, const int8_t *b) {
+static inline __m256i madd_i8x16_avx2(const int8_t *a, const int8_t *b) {
     __m256i a_i16x16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a));
     __m256i b_i16x16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b));
     return _mm256_madd_epi16(a_i16x16, b_i16x16); /* |sum| <= 2 * 128^2: no saturation */
@@ -312,14 +312,14 @@ void td_matvec_i8_f32_avx2(const int8_t *w, const float *scales, const float *bi
         float s;
         size_t j = 0;
         for (; j + 16 <= cols; j += 16) {
-            sum0_f32x8 = _mm256_fmadd_ps(load_i8x8_ps_(row + j), _mm256_loadu_ps(x + j), sum0_f32x8);
-            sum1_f32x8 = _mm256_fmadd_ps(load_i8x8_ps_(row + j + 8), _mm256_loadu_ps(x + j + 8), sum1_f32x8);
+            sum0_f32x8 = _mm256_fmadd_ps(load_i8_f32x8_avx2(row + j), _mm256_loadu_ps(x + j), sum0_f32x8);
+            sum1_f32x8 = _mm256_fmadd_ps(load_i8_f32x8_avx2(row + j + 8), _mm256_loadu_ps(x + j + 8), sum1_f32x8);
         }
         if (j + 8 <= cols) {
-            sum0_f32x8 = _mm256_fmadd_ps(load_i8x8_ps_(row + j), _mm256_loadu_ps(x + j), sum0_f32x8);
+            sum0_f32x8 = _mm256_fmadd_ps(load_i8_f32x8_avx2(row + j), _mm256_loadu_ps(x + j), sum0_f32x8);
             j += 8;
         }
-        s = hsum_ps_(_mm256_add_ps(sum0_f32x8, sum1_f32x8));
+        s = hsum_f32x8_avx2(_mm256_add_ps(sum0_f32x8, sum1_f32x8));
         for (; j < cols; ++j) s += (float)row[j] * x[j];
         y[i] = scales[i] * s + (bias ? bias[i] : 0.0f);
     }
@@ -332,14 +332,14 @@ void td_matvec_i8_i32_avx2(const int8_t *w, const int8_t *x, size_t rows, size_t
         int32_t s;
         size_t j = 0;
         for (; j + 32 <= cols; j += 32) {
-            sum0_i32x8 = _mm256_add_epi32(sum0_i32x8, madd_i8x16_(row + j, x + j));
-            sum1_i32x8 = _mm256_add_epi32(sum1_i32x8, madd_i8x16_(row + j + 16, x + j + 16));
+            sum0_i32x8 = _mm256_add_epi32(sum0_i32x8, madd_i8x16_avx2(row + j, x + j));
+            sum1_i32x8 = _mm256_add_epi32(sum1_i32x8, madd_i8x16_avx2(row + j + 16, x + j + 16));
         }
         if (j + 16 <= cols) {
-            sum0_i32x8 = _mm256_add_epi32(sum0_i32x8, madd_i8x16_(row + j, x + j));
+            sum0_i32x8 = _mm256_add_epi32(sum0_i32x8, madd_i8x16_avx2(row + j, x + j));
             j += 16;
         }
-        s = hsum_epi32_(_mm256_add_epi32(sum0_i32x8, sum1_i32x8));
+        s = hsum_i32x8_avx2(_mm256_add_epi32(sum0_i32x8, sum1_i32x8));
         for (; j < cols; ++j) s += (int32_t)row[j] * (int32_t)x[j];
         acc[i] = s;
     }
@@ -359,9 +359,9 @@ void td_csr_matvec_i8_f32_avx2(const int8_t *values, const int32_t *indices, con
         for (; end - k >= 8; k += 8) {
             __m256i idx_i32x8 = _mm256_loadu_si256((const __m256i *)(indices + k));
             __m256 x_f32x8 = _mm256_i32gather_ps(x, idx_i32x8, 4);
-            sum_f32x8 = _mm256_fmadd_ps(load_i8x8_ps_(values + k), x_f32x8, sum_f32x8);
+            sum_f32x8 = _mm256_fmadd_ps(load_i8_f32x8_avx2(values + k), x_f32x8, sum_f32x8);
         }
-        s = hsum_ps_(sum_f32x8);
+        s = hsum_f32x8_avx2(sum_f32x8);
         for (; k < end; ++k) s += (float)values[k] * x[indices[k]];
         y[i] = scales[i] * s + (bias ? bias[i] : 0.0f);
     }
@@ -383,7 +383,7 @@ void td_csr_matvec_i8_i32_avx2(const int8_t *values, const int32_t *indices, con
             __m256i v_i16x16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(values + k)));
             sum_i32x8 = _mm256_add_epi32(sum_i32x8, _mm256_madd_epi16(v_i16x16, x_i16x16));
         }
-        s = hsum_epi32_(sum_i32x8);
+        s = hsum_i32x8_avx2(sum_i32x8);
         for (; k < end; ++k) s += (int32_t)values[k] * (int32_t)x[indices[k]];
         acc[i] = s;
     }
@@ -401,7 +401,7 @@ void td_csr_matvec_f32_avx2(const float *values, const int32_t *indices, const i
             __m256 x_f32x8 = _mm256_i32gather_ps(x, idx_i32x8, 4);
             sum_f32x8 = _mm256_fmadd_ps(_mm256_loadu_ps(values + k), x_f32x8, sum_f32x8);
         }
-        s = hsum_ps_(sum_f32x8);
+        s = hsum_f32x8_avx2(sum_f32x8);
         for (; k < end; ++k) s += values[k] * x[indices[k]];
         y[i] = s + (bias ? bias[i] : 0.0f);
     }
@@ -414,10 +414,10 @@ void td_csr_matvec_f32_avx2(const float *values, const int32_t *indices, const i
 /* Buffers of hidden-sized vectors hold whole groups of 8; the lanes past hidden_dim are kept at 0. */
 
 /* h_t = z h_{t-1} + (zeta (1 - z) + nu) tanh(a + b_h), z = sigmoid(a + b_z). */
-static inline __m256 fastgrnn_cell_(__m256 a_f32x8, __m256 bz_f32x8, __m256 bh_f32x8, __m256 h_f32x8,
-                                    __m256 zeta_f32x8, __m256 nu_f32x8) {
-    __m256 z_f32x8 = sigmoid_ps_(_mm256_add_ps(a_f32x8, bz_f32x8));
-    __m256 c_f32x8 = tanh_ps_(_mm256_add_ps(a_f32x8, bh_f32x8));
+static inline __m256 fastgrnn_cell_avx2(__m256 a_f32x8, __m256 bz_f32x8, __m256 bh_f32x8, __m256 h_f32x8,
+                                        __m256 zeta_f32x8, __m256 nu_f32x8) {
+    __m256 z_f32x8 = sigmoid_f32x8_avx2(_mm256_add_ps(a_f32x8, bz_f32x8));
+    __m256 c_f32x8 = tanh_f32x8_avx2(_mm256_add_ps(a_f32x8, bh_f32x8));
     __m256 g_f32x8 = _mm256_fmadd_ps(zeta_f32x8, _mm256_sub_ps(_mm256_set1_ps(1.0f), z_f32x8), nu_f32x8);
     return _mm256_fmadd_ps(z_f32x8, h_f32x8, _mm256_mul_ps(g_f32x8, c_f32x8));
 }
@@ -425,8 +425,8 @@ static inline __m256 fastgrnn_cell_(__m256 a_f32x8, __m256 bz_f32x8, __m256 bh_f
 /* y = M x for a column-major rows x cols matrix, f32 (w32) or int8 (w8) times the per-row scales; y holds
  * rows rounded up to 8, the padding set to 0. Four accumulators over the columns keep long rows from
  * waiting on the latency of one FMA chain. */
-TD_FORCE_INLINE void dense_cols_avx2_(const float *w32, const int8_t *w8, const float *scales, size_t rows,
-                                      size_t cols, const float *x, float *y) {
+TD_FORCE_INLINE void dense_cols_avx2(const float *w32, const int8_t *w8, const float *scales, size_t rows,
+                                     size_t cols, const float *x, float *y) {
     for (size_t i = 0; i < rows; i += 8) {
         const size_t n = rows - i;
         __m256 sum_f32x8[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -434,44 +434,44 @@ TD_FORCE_INLINE void dense_cols_avx2_(const float *w32, const int8_t *w8, const 
         for (; j + 4 <= cols; j += 4)
             for (int k = 0; k < 4; ++k) {
                 size_t off = (j + (size_t)k) * rows + i;
-                __m256 col_f32x8 = w8 ? loadn_i8_ps_(w8 + off, n) : loadn_ps_(w32 + off, n);
+                __m256 col_f32x8 = w8 ? loadn_i8_f32x8_avx2(w8 + off, n) : loadn_f32x8_avx2(w32 + off, n);
                 sum_f32x8[k] = _mm256_fmadd_ps(col_f32x8, _mm256_set1_ps(x[j + (size_t)k]), sum_f32x8[k]);
             }
         for (; j < cols; ++j) {
-            __m256 col_f32x8 = w8 ? loadn_i8_ps_(w8 + j * rows + i, n) : loadn_ps_(w32 + j * rows + i, n);
+            __m256 col_f32x8 = w8 ? loadn_i8_f32x8_avx2(w8 + j * rows + i, n) : loadn_f32x8_avx2(w32 + j * rows + i, n);
             sum_f32x8[0] = _mm256_fmadd_ps(col_f32x8, _mm256_set1_ps(x[j]), sum_f32x8[0]);
         }
         __m256 total_f32x8 = _mm256_add_ps(_mm256_add_ps(sum_f32x8[0], sum_f32x8[1]),
                                            _mm256_add_ps(sum_f32x8[2], sum_f32x8[3]));
-        if (w8) total_f32x8 = _mm256_mul_ps(total_f32x8, loadn_ps_(scales + i, n));
+        if (w8) total_f32x8 = _mm256_mul_ps(total_f32x8, loadn_f32x8_avx2(scales + i, n));
         _mm256_storeu_ps(y + i, total_f32x8);
     }
 }
 
-static void dense_cols_f32_avx2_(const float *m, size_t rows, size_t cols, const float *x, float *y) {
-    dense_cols_avx2_(m, NULL, NULL, rows, cols, x, y);
+static void dense_cols_f32_avx2(const float *m, size_t rows, size_t cols, const float *x, float *y) {
+    dense_cols_avx2(m, NULL, NULL, rows, cols, x, y);
 }
 
-static void dense_cols_i8_avx2_(const int8_t *m, const float *scales, size_t rows, size_t cols,
-                                const float *x, float *y) {
-    dense_cols_avx2_(NULL, m, scales, rows, cols, x, y);
+static void dense_cols_i8_avx2(const int8_t *m, const float *scales, size_t rows, size_t cols,
+                               const float *x, float *y) {
+    dense_cols_avx2(NULL, m, scales, rows, cols, x, y);
 }
 
-/* y = M x for any matrix kind (x: cols floats); y as in dense_cols_f32_avx2_. */
-static void matrix_apply_avx2_(const td_matrix *m, const float *x, float *y) {
+/* y = M x for any matrix kind (x: cols floats); y as in dense_cols_f32_avx2. */
+static void matrix_apply_avx2(const td_matrix *m, const float *x, float *y) {
     const size_t rows = (size_t)m->rows, cols = (size_t)m->cols;
     switch (m->kind) {
     case TD_MATRIX_DENSE_F32:
-        dense_cols_f32_avx2_(m->f32, rows, cols, x, y);
+        dense_cols_f32_avx2(m->f32, rows, cols, x, y);
         return;
     case TD_MATRIX_LOWRANK_F32: {
         float t[TD_FASTGRNN_MAX_DIM];
-        dense_cols_f32_avx2_(m->f32_right, (size_t)m->rank, cols, x, t);
-        dense_cols_f32_avx2_(m->f32, rows, (size_t)m->rank, t, y);
+        dense_cols_f32_avx2(m->f32_right, (size_t)m->rank, cols, x, t);
+        dense_cols_f32_avx2(m->f32, rows, (size_t)m->rank, t, y);
         return;
     }
     case TD_MATRIX_DENSE_I8:
-        dense_cols_i8_avx2_(m->i8, m->scales, rows, cols, x, y);
+        dense_cols_i8_avx2(m->i8, m->scales, rows, cols, x, y);
         return;
     case TD_MATRIX_SPARSE_I8:
         td_csr_matvec_i8_f32_avx2(m->i8, m->indices, m->indptr, m->scales, NULL, x, rows, y);
@@ -487,73 +487,76 @@ static void matrix_apply_avx2_(const td_matrix *m, const float *x, float *y) {
 }
 
 /* Final hidden state h (padded) of one sequence x, any matrix kinds and hidden_dim. */
-static void fastgrnn_hidden_avx2_(const td_fastgrnn *m, const float *x, __m256 zeta_f32x8, __m256 nu_f32x8,
-                                  float *h) {
+static void fastgrnn_hidden_avx2(const td_fastgrnn *m, const float *x, __m256 zeta_f32x8, __m256 nu_f32x8,
+                                 float *h) {
     const size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
     float a[TD_FASTGRNN_MAX_DIM], uh[TD_FASTGRNN_MAX_DIM];
     memset(h, 0, (hidden + 7) / 8 * 8 * sizeof(float));
     for (int32_t t = 0; t < m->timesteps; ++t) {
-        matrix_apply_avx2_(&m->w, x + (size_t)t * inputs, a);
-        if (t > 0) matrix_apply_avx2_(&m->u, h, uh); /* h_0 = 0, so U h_0 = 0 */
+        matrix_apply_avx2(&m->w, x + (size_t)t * inputs, a);
+        if (t > 0) matrix_apply_avx2(&m->u, h, uh); /* h_0 = 0, so U h_0 = 0 */
         for (size_t i = 0; i < hidden; i += 8) {
             const size_t n = hidden - i;
             __m256 a_f32x8 = _mm256_loadu_ps(a + i);
             if (t > 0) a_f32x8 = _mm256_add_ps(a_f32x8, _mm256_loadu_ps(uh + i));
-            __m256 bz_f32x8 = loadn_ps_(m->b_z + i, n), bh_f32x8 = loadn_ps_(m->b_h + i, n);
+            __m256 bz_f32x8 = loadn_f32x8_avx2(m->b_z + i, n), bh_f32x8 = loadn_f32x8_avx2(m->b_h + i, n);
             __m256 h_f32x8 = _mm256_loadu_ps(h + i);
-            h_f32x8 = fastgrnn_cell_(a_f32x8, bz_f32x8, bh_f32x8, h_f32x8, zeta_f32x8, nu_f32x8);
+            h_f32x8 = fastgrnn_cell_avx2(a_f32x8, bz_f32x8, bh_f32x8, h_f32x8, zeta_f32x8, nu_f32x8);
             _mm256_storeu_ps(h + i, h_f32x8);
         }
     }
 }
 
 /* sum_j col_j x_j for a column-major hidden x cols f32 matrix, hidden <= 8. */
-static inline __m256 small_matvec_(const float *m, size_t hidden, size_t cols, const float *x) {
+static inline __m256 small_matvec_avx2(const float *m, size_t hidden, size_t cols, const float *x) {
     __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
     size_t j = 0;
     for (; j + 2 <= cols; j += 2) {
-        __m256 col0_f32x8 = loadn_ps_(m + j * hidden, hidden);
-        __m256 col1_f32x8 = loadn_ps_(m + (j + 1) * hidden, hidden);
+        __m256 col0_f32x8 = loadn_f32x8_avx2(m + j * hidden, hidden);
+        __m256 col1_f32x8 = loadn_f32x8_avx2(m + (j + 1) * hidden, hidden);
         sum0_f32x8 = _mm256_fmadd_ps(col0_f32x8, _mm256_set1_ps(x[j]), sum0_f32x8);
         sum1_f32x8 = _mm256_fmadd_ps(col1_f32x8, _mm256_set1_ps(x[j + 1]), sum1_f32x8);
     }
     if (j < cols)
-        sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(m + j * hidden, hidden), _mm256_set1_ps(x[j]), sum0_f32x8);
+        sum0_f32x8 = _mm256_fmadd_ps(loadn_f32x8_avx2(m + j * hidden, hidden), _mm256_set1_ps(x[j]), sum0_f32x8);
     return _mm256_add_ps(sum0_f32x8, sum1_f32x8);
 }
 
 /* U h for a column-major hidden x hidden f32 matrix with h in one register, hidden <= 8. */
-static inline __m256 small_matvec_reg_(const float *u, size_t hidden, __m256 h_f32x8) {
+static inline __m256 small_matvec_reg_avx2(const float *u, size_t hidden, __m256 h_f32x8) {
     __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
     size_t j = 0;
     for (; j + 2 <= hidden; j += 2) {
         __m256 h0_f32x8 = _mm256_permutevar8x32_ps(h_f32x8, _mm256_set1_epi32((int)j));
         __m256 h1_f32x8 = _mm256_permutevar8x32_ps(h_f32x8, _mm256_set1_epi32((int)j + 1));
-        sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(u + j * hidden, hidden), h0_f32x8, sum0_f32x8);
-        sum1_f32x8 = _mm256_fmadd_ps(loadn_ps_(u + (j + 1) * hidden, hidden), h1_f32x8, sum1_f32x8);
+        sum0_f32x8 = _mm256_fmadd_ps(loadn_f32x8_avx2(u + j * hidden, hidden), h0_f32x8, sum0_f32x8);
+        sum1_f32x8 = _mm256_fmadd_ps(loadn_f32x8_avx2(u + (j + 1) * hidden, hidden), h1_f32x8, sum1_f32x8);
     }
     if (j < hidden) {
         __m256 h0_f32x8 = _mm256_permutevar8x32_ps(h_f32x8, _mm256_set1_epi32((int)j));
-        sum0_f32x8 = _mm256_fmadd_ps(loadn_ps_(u + j * hidden, hidden), h0_f32x8, sum0_f32x8);
+        sum0_f32x8 = _mm256_fmadd_ps(loadn_f32x8_avx2(u + j * hidden, hidden), h0_f32x8, sum0_f32x8);
     }
     return _mm256_add_ps(sum0_f32x8, sum1_f32x8);
 }
 
 /* M x for a matrix of at most 8 rows and any kind, in one register (lanes past the rows are 0). */
-static inline __m256 small_apply_(const td_matrix *mat, const float *x) {
+static inline __m256 small_apply_avx2(const td_matrix *mat, const float *x) {
     const size_t rows = (size_t)mat->rows, cols = (size_t)mat->cols;
-    if (mat->kind == TD_MATRIX_DENSE_F32) return small_matvec_(mat->f32, rows, cols, x);
+    if (mat->kind == TD_MATRIX_DENSE_F32) return small_matvec_avx2(mat->f32, rows, cols, x);
     if (mat->kind == TD_MATRIX_DENSE_I8) {
         __m256 sum0_f32x8 = _mm256_setzero_ps(), sum1_f32x8 = _mm256_setzero_ps();
         size_t j = 0;
         for (; j + 2 <= cols; j += 2) {
-            sum0_f32x8 = _mm256_fmadd_ps(loadn_i8_ps_(mat->i8 + j * rows, rows), _mm256_set1_ps(x[j]), sum0_f32x8);
-            sum1_f32x8 = _mm256_fmadd_ps(loadn_i8_ps_(mat->i8 + (j + 1) * rows, rows), _mm256_set1_ps(x[j + 1]),
-                                         sum1_f32x8);
+            __m256 col0_f32x8 = loadn_i8_f32x8_avx2(mat->i8 + j * rows, rows);
+            __m256 col1_f32x8 = loadn_i8_f32x8_avx2(mat->i8 + (j + 1) * rows, rows);
+            sum0_f32x8 = _mm256_fmadd_ps(col0_f32x8, _mm256_set1_ps(x[j]), sum0_f32x8);
+            sum1_f32x8 = _mm256_fmadd_ps(col1_f32x8, _mm256_set1_ps(x[j + 1]), sum1_f32x8);
         }
-        if (j < cols)
-            sum0_f32x8 = _mm256_fmadd_ps(loadn_i8_ps_(mat->i8 + j * rows, rows), _mm256_set1_ps(x[j]), sum0_f32x8);
-        return _mm256_mul_ps(_mm256_add_ps(sum0_f32x8, sum1_f32x8), loadn_ps_(mat->scales, rows));
+        if (j < cols) {
+            __m256 col0_f32x8 = loadn_i8_f32x8_avx2(mat->i8 + j * rows, rows);
+            sum0_f32x8 = _mm256_fmadd_ps(col0_f32x8, _mm256_set1_ps(x[j]), sum0_f32x8);
+        }
+        return _mm256_mul_ps(_mm256_add_ps(sum0_f32x8, sum1_f32x8), loadn_f32x8_avx2(mat->scales, rows));
     }
     float y[8] = {0};
     if (mat->kind == TD_MATRIX_SPARSE_I8 || mat->kind == TD_MATRIX_SPARSE_F32) {
@@ -566,46 +569,46 @@ static inline __m256 small_apply_(const td_matrix *mat, const float *x) {
         }
         return _mm256_loadu_ps(y);
     }
-    matrix_apply_avx2_(mat, x, y); /* writes rows rounded up to 8, padding 0 */
+    matrix_apply_avx2(mat, x, y); /* writes rows rounded up to 8, padding 0 */
     return _mm256_loadu_ps(y);
 }
 
 /* Sets lane n % 8 of *logits to v (v holds the logit of item n in every lane). When that group of 8 items
  * is complete, or n is the last item, writes the sigmoid of the group to out: one vector sigmoid per 8. */
-static inline void push_logit_(__m256 *logits_f32x8, __m256 v_f32x8, size_t n, size_t batch, float *out) {
+static inline void push_logit_avx2(__m256 *logits_f32x8, __m256 v_f32x8, size_t n, size_t batch, float *out) {
     const size_t lane = n & 7;
     const __m256i lane_i32x8 = _mm256_cmpeq_epi32(_mm256_set1_epi32((int)lane),
                                                   _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     *logits_f32x8 = _mm256_blendv_ps(*logits_f32x8, v_f32x8, _mm256_castsi256_ps(lane_i32x8));
-    if (lane == 7 || n + 1 == batch) storen_ps_(out + (n - lane), lane + 1, sigmoid_ps_(*logits_f32x8));
+    if (lane == 7 || n + 1 == batch) storen_f32x8_avx2(out + (n - lane), lane + 1, sigmoid_f32x8_avx2(*logits_f32x8));
 }
 
 /* The hot case: hidden_dim <= 8, the whole state in one register (dense f32 U applied in registers). */
-static void fastgrnn_small_avx2_(const td_fastgrnn *m, const float *x, size_t batch, __m256 zeta_f32x8,
-                                 __m256 nu_f32x8, float *out) {
+static void fastgrnn_small_avx2(const td_fastgrnn *m, const float *x, size_t batch, __m256 zeta_f32x8,
+                                __m256 nu_f32x8, float *out) {
     const size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
     const size_t outputs = (size_t)m->output_dim;
     const size_t steps = m->timesteps > 0 ? (size_t)m->timesteps : 0;
-    const __m256 bz_f32x8 = loadn_ps_(m->b_z, hidden), bh_f32x8 = loadn_ps_(m->b_h, hidden);
-    const __m256 wout_f32x8 = loadn_ps_(m->w_out, hidden), bout_f32x8 = _mm256_set1_ps(m->b_out[0]);
+    const __m256 bz_f32x8 = loadn_f32x8_avx2(m->b_z, hidden), bh_f32x8 = loadn_f32x8_avx2(m->b_h, hidden);
+    const __m256 wout_f32x8 = loadn_f32x8_avx2(m->w_out, hidden), bout_f32x8 = _mm256_set1_ps(m->b_out[0]);
     __m256 logits_f32x8 = _mm256_setzero_ps();
     for (size_t n = 0; n < batch; ++n) {
         const float *xn = x + n * steps * inputs;
         __m256 h_f32x8 = _mm256_setzero_ps();
         for (size_t t = 0; t < steps; ++t) {
-            __m256 a_f32x8 = small_apply_(&m->w, xn + t * inputs);
+            __m256 a_f32x8 = small_apply_avx2(&m->w, xn + t * inputs);
             if (t > 0 && m->u.kind == TD_MATRIX_DENSE_F32) {
-                a_f32x8 = _mm256_add_ps(a_f32x8, small_matvec_reg_(m->u.f32, hidden, h_f32x8));
+                a_f32x8 = _mm256_add_ps(a_f32x8, small_matvec_reg_avx2(m->u.f32, hidden, h_f32x8));
             } else if (t > 0) {
                 float h[8];
                 _mm256_storeu_ps(h, h_f32x8);
-                a_f32x8 = _mm256_add_ps(a_f32x8, small_apply_(&m->u, h));
+                a_f32x8 = _mm256_add_ps(a_f32x8, small_apply_avx2(&m->u, h));
             }
-            h_f32x8 = fastgrnn_cell_(a_f32x8, bz_f32x8, bh_f32x8, h_f32x8, zeta_f32x8, nu_f32x8);
+            h_f32x8 = fastgrnn_cell_avx2(a_f32x8, bz_f32x8, bh_f32x8, h_f32x8, zeta_f32x8, nu_f32x8);
         }
         if (outputs == 1) {
-            __m256 dot_f32x8 = hsum_bcast_ps_(_mm256_mul_ps(wout_f32x8, h_f32x8));
-            push_logit_(&logits_f32x8, _mm256_add_ps(dot_f32x8, bout_f32x8), n, batch, out);
+            __m256 dot_f32x8 = hsum_bcast_f32x8_avx2(_mm256_mul_ps(wout_f32x8, h_f32x8));
+            push_logit_avx2(&logits_f32x8, _mm256_add_ps(dot_f32x8, bout_f32x8), n, batch, out);
         } else {
             float h[8];
             _mm256_storeu_ps(h, h_f32x8);
@@ -618,25 +621,25 @@ void td_fastgrnn_batch_avx2(const td_fastgrnn *m, const float *x, size_t batch, 
     const size_t hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
     const size_t step = m->timesteps > 0 ? (size_t)m->timesteps * (size_t)m->input_dim : 0;
     /* sigmoid(zeta) and sigmoid(nu) from lanes 0 and 1 of one vector sigmoid */
-    const __m256 gates_f32x8 = sigmoid_ps_(_mm256_setr_ps(m->zeta, m->nu, 0, 0, 0, 0, 0, 0));
+    const __m256 gates_f32x8 = sigmoid_f32x8_avx2(_mm256_setr_ps(m->zeta, m->nu, 0, 0, 0, 0, 0, 0));
     const __m256 zeta_f32x8 = _mm256_permutevar8x32_ps(gates_f32x8, _mm256_setzero_si256());
     const __m256 nu_f32x8 = _mm256_permutevar8x32_ps(gates_f32x8, _mm256_set1_epi32(1));
     float h[TD_FASTGRNN_MAX_DIM];
     __m256 logits_f32x8 = _mm256_setzero_ps();
     if (hidden <= 8) {
-        fastgrnn_small_avx2_(m, x, batch, zeta_f32x8, nu_f32x8, out);
+        fastgrnn_small_avx2(m, x, batch, zeta_f32x8, nu_f32x8, out);
         return;
     }
     for (size_t n = 0; n < batch; ++n) {
-        fastgrnn_hidden_avx2_(m, x + n * step, zeta_f32x8, nu_f32x8, h);
+        fastgrnn_hidden_avx2(m, x + n * step, zeta_f32x8, nu_f32x8, h);
         if (outputs == 1) {
             __m256 dot_f32x8 = _mm256_setzero_ps();
             for (size_t i = 0; i < hidden; i += 8) {
-                __m256 w_f32x8 = loadn_ps_(m->w_out + i, hidden - i);
+                __m256 w_f32x8 = loadn_f32x8_avx2(m->w_out + i, hidden - i);
                 dot_f32x8 = _mm256_fmadd_ps(w_f32x8, _mm256_loadu_ps(h + i), dot_f32x8);
             }
-            dot_f32x8 = _mm256_add_ps(hsum_bcast_ps_(dot_f32x8), _mm256_set1_ps(m->b_out[0]));
-            push_logit_(&logits_f32x8, dot_f32x8, n, batch, out);
+            dot_f32x8 = _mm256_add_ps(hsum_bcast_f32x8_avx2(dot_f32x8), _mm256_set1_ps(m->b_out[0]));
+            push_logit_avx2(&logits_f32x8, dot_f32x8, n, batch, out);
         } else {
             td_fastgrnn_output_(m, h, out + n * outputs);
         }

@@ -13,7 +13,7 @@
 /* ---------------------------------------------------------------------------------------------------- */
 
 /* acc + the four f32 lanes of v, widened to f64. */
-static inline float64x2_t widen_add_f64x2_(float64x2_t acc_f64x2, float32x4_t v_f32x4) {
+static inline float64x2_t widen_add_f64x2_neon(float64x2_t acc_f64x2, float32x4_t v_f32x4) {
     float64x2_t lo_f64x2 = vcvt_f64_f32(vget_low_f32(v_f32x4));
     float64x2_t hi_f64x2 = vcvt_high_f64_f32(v_f32x4);
     return vaddq_f64(acc_f64x2, vaddq_f64(lo_f64x2, hi_f64x2));
@@ -39,15 +39,15 @@ void td_dot3_f32_neon(const float *a, const float *b, size_t n, double out[3]) {
         ab_f32x4 = vfmaq_f32(ab_f32x4, a3, b3);
         aa_f32x4 = vfmaq_f32(aa_f32x4, a3, a3);
         bb_f32x4 = vfmaq_f32(bb_f32x4, b3, b3);
-        ab_f64x2 = widen_add_f64x2_(ab_f64x2, ab_f32x4);
-        aa_f64x2 = widen_add_f64x2_(aa_f64x2, aa_f32x4);
-        bb_f64x2 = widen_add_f64x2_(bb_f64x2, bb_f32x4);
+        ab_f64x2 = widen_add_f64x2_neon(ab_f64x2, ab_f32x4);
+        aa_f64x2 = widen_add_f64x2_neon(aa_f64x2, aa_f32x4);
+        bb_f64x2 = widen_add_f64x2_neon(bb_f64x2, bb_f32x4);
     }
     for (; i + 4 <= n; i += 4) {
         float32x4_t a0 = vld1q_f32(a + i), b0 = vld1q_f32(b + i);
-        ab_f64x2 = widen_add_f64x2_(ab_f64x2, vmulq_f32(a0, b0));
-        aa_f64x2 = widen_add_f64x2_(aa_f64x2, vmulq_f32(a0, a0));
-        bb_f64x2 = widen_add_f64x2_(bb_f64x2, vmulq_f32(b0, b0));
+        ab_f64x2 = widen_add_f64x2_neon(ab_f64x2, vmulq_f32(a0, b0));
+        aa_f64x2 = widen_add_f64x2_neon(aa_f64x2, vmulq_f32(a0, a0));
+        bb_f64x2 = widen_add_f64x2_neon(bb_f64x2, vmulq_f32(b0, b0));
     }
     double ab = vaddvq_f64(ab_f64x2), aa = vaddvq_f64(aa_f64x2), bb = vaddvq_f64(bb_f64x2);
     for (; i < n; ++i) {
@@ -71,11 +71,11 @@ double td_sumsq_f32_neon(const float *a, size_t n) {
         sum_f32x4 = vfmaq_f32(sum_f32x4, a1, a1);
         sum_f32x4 = vfmaq_f32(sum_f32x4, a2, a2);
         sum_f32x4 = vfmaq_f32(sum_f32x4, a3, a3);
-        sum_f64x2 = widen_add_f64x2_(sum_f64x2, sum_f32x4);
+        sum_f64x2 = widen_add_f64x2_neon(sum_f64x2, sum_f32x4);
     }
     for (; i + 4 <= n; i += 4) {
         float32x4_t a0 = vld1q_f32(a + i);
-        sum_f64x2 = widen_add_f64x2_(sum_f64x2, vmulq_f32(a0, a0));
+        sum_f64x2 = widen_add_f64x2_neon(sum_f64x2, vmulq_f32(a0, a0));
     }
     double s = vaddvq_f64(sum_f64x2);
     for (; i < n; ++i) s += (double)a[i] * (double)a[i];
@@ -83,7 +83,7 @@ double td_sumsq_f32_neon(const float *a, size_t n) {
 }
 
 /* a.b only (row norms given). */
-static double dot_f32_neon_(const float *a, const float *b, size_t n) {
+static double dot_f32_neon(const float *a, const float *b, size_t n) {
     float64x2_t dot_f64x2 = vdupq_n_f64(0.0);
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -91,17 +91,17 @@ static double dot_f32_neon_(const float *a, const float *b, size_t n) {
         dot_f32x4 = vfmaq_f32(dot_f32x4, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
         dot_f32x4 = vfmaq_f32(dot_f32x4, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
         dot_f32x4 = vfmaq_f32(dot_f32x4, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
-        dot_f64x2 = widen_add_f64x2_(dot_f64x2, dot_f32x4);
+        dot_f64x2 = widen_add_f64x2_neon(dot_f64x2, dot_f32x4);
     }
     for (; i + 4 <= n; i += 4)
-        dot_f64x2 = widen_add_f64x2_(dot_f64x2, vmulq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
+        dot_f64x2 = widen_add_f64x2_neon(dot_f64x2, vmulq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
     double s = vaddvq_f64(dot_f64x2);
     for (; i < n; ++i) s += (double)a[i] * (double)b[i];
     return s;
 }
 
 /* a.b and b.b (no row norms). */
-static void dot2_f32_neon_(const float *a, const float *b, size_t n, double *ab_out, double *bb_out) {
+static void dot2_f32_neon(const float *a, const float *b, size_t n, double *ab_out, double *bb_out) {
     float64x2_t ab_f64x2 = vdupq_n_f64(0.0), bb_f64x2 = vdupq_n_f64(0.0);
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -115,13 +115,13 @@ static void dot2_f32_neon_(const float *a, const float *b, size_t n, double *ab_
         bb_f32x4 = vfmaq_f32(bb_f32x4, b2, b2);
         ab_f32x4 = vfmaq_f32(ab_f32x4, vld1q_f32(a + i + 12), b3);
         bb_f32x4 = vfmaq_f32(bb_f32x4, b3, b3);
-        ab_f64x2 = widen_add_f64x2_(ab_f64x2, ab_f32x4);
-        bb_f64x2 = widen_add_f64x2_(bb_f64x2, bb_f32x4);
+        ab_f64x2 = widen_add_f64x2_neon(ab_f64x2, ab_f32x4);
+        bb_f64x2 = widen_add_f64x2_neon(bb_f64x2, bb_f32x4);
     }
     for (; i + 4 <= n; i += 4) {
         float32x4_t b0 = vld1q_f32(b + i);
-        ab_f64x2 = widen_add_f64x2_(ab_f64x2, vmulq_f32(vld1q_f32(a + i), b0));
-        bb_f64x2 = widen_add_f64x2_(bb_f64x2, vmulq_f32(b0, b0));
+        ab_f64x2 = widen_add_f64x2_neon(ab_f64x2, vmulq_f32(vld1q_f32(a + i), b0));
+        bb_f64x2 = widen_add_f64x2_neon(bb_f64x2, vmulq_f32(b0, b0));
     }
     double ab = vaddvq_f64(ab_f64x2), bb = vaddvq_f64(bb_f64x2);
     for (; i < n; ++i) {
@@ -139,10 +139,10 @@ void td_cosine_batch_f32_neon(const float *query, double query_norm, const float
         const float *row = rows + r * dim;
         double ab, bb = 0.0, norm;
         if (row_norms) {
-            ab = dot_f32_neon_(query, row, dim);
+            ab = dot_f32_neon(query, row, dim);
             norm = (double)row_norms[r];
         } else {
-            dot2_f32_neon_(query, row, dim, &ab, &bb);
+            dot2_f32_neon(query, row, dim, &ab, &bb);
             norm = sqrt(bb);
         }
         out[r] = (float)td_cosine_from_f32_dots_(ab, query_norm * query_norm, norm * norm);
@@ -154,10 +154,10 @@ void td_cosine_batch_f32_neon(const float *query, double query_norm, const float
 /* ---------------------------------------------------------------------------------------------------- */
 
 /* Lanes 0-3 / 4-7 of eight int16 as f32 (exact). */
-static inline float32x4_t s16_lo_f32_(int16x8_t v_s16x8) {
+static inline float32x4_t s16_lo_f32x4_neon(int16x8_t v_s16x8) {
     return vcvtq_f32_s32(vmovl_s16(vget_low_s16(v_s16x8)));
 }
-static inline float32x4_t s16_hi_f32_(int16x8_t v_s16x8) { return vcvtq_f32_s32(vmovl_high_s16(v_s16x8)); }
+static inline float32x4_t s16_hi_f32x4_neon(int16x8_t v_s16x8) { return vcvtq_f32_s32(vmovl_high_s16(v_s16x8)); }
 
 void td_matvec_i8_f32_neon(const int8_t *w, const float *scales, const float *bias, const float *x,
                            size_t rows, size_t cols, float *y) {
@@ -169,15 +169,15 @@ void td_matvec_i8_f32_neon(const int8_t *w, const float *scales, const float *bi
         for (; j + 16 <= cols; j += 16) {
             int8x16_t w_s8x16 = vld1q_s8(row + j);
             int16x8_t lo_s16x8 = vmovl_s8(vget_low_s8(w_s8x16)), hi_s16x8 = vmovl_high_s8(w_s8x16);
-            s0_f32x4 = vfmaq_f32(s0_f32x4, s16_lo_f32_(lo_s16x8), vld1q_f32(x + j));
-            s1_f32x4 = vfmaq_f32(s1_f32x4, s16_hi_f32_(lo_s16x8), vld1q_f32(x + j + 4));
-            s2_f32x4 = vfmaq_f32(s2_f32x4, s16_lo_f32_(hi_s16x8), vld1q_f32(x + j + 8));
-            s3_f32x4 = vfmaq_f32(s3_f32x4, s16_hi_f32_(hi_s16x8), vld1q_f32(x + j + 12));
+            s0_f32x4 = vfmaq_f32(s0_f32x4, s16_lo_f32x4_neon(lo_s16x8), vld1q_f32(x + j));
+            s1_f32x4 = vfmaq_f32(s1_f32x4, s16_hi_f32x4_neon(lo_s16x8), vld1q_f32(x + j + 4));
+            s2_f32x4 = vfmaq_f32(s2_f32x4, s16_lo_f32x4_neon(hi_s16x8), vld1q_f32(x + j + 8));
+            s3_f32x4 = vfmaq_f32(s3_f32x4, s16_hi_f32x4_neon(hi_s16x8), vld1q_f32(x + j + 12));
         }
         if (j + 8 <= cols) {
             int16x8_t w_s16x8 = vmovl_s8(vld1_s8(row + j));
-            s0_f32x4 = vfmaq_f32(s0_f32x4, s16_lo_f32_(w_s16x8), vld1q_f32(x + j));
-            s1_f32x4 = vfmaq_f32(s1_f32x4, s16_hi_f32_(w_s16x8), vld1q_f32(x + j + 4));
+            s0_f32x4 = vfmaq_f32(s0_f32x4, s16_lo_f32x4_neon(w_s16x8), vld1q_f32(x + j));
+            s1_f32x4 = vfmaq_f32(s1_f32x4, s16_hi_f32x4_neon(w_s16x8), vld1q_f32(x + j + 4));
             j += 8;
         }
         float acc = vaddvq_f32(vaddq_f32(vaddq_f32(s0_f32x4, s1_f32x4), vaddq_f32(s2_f32x4, s3_f32x4)));
@@ -212,7 +212,7 @@ void td_matvec_i8_i32_neon(const int8_t *w, const int8_t *x, size_t rows, size_t
 /* CSR mat-vec: lane-by-lane gathers (NEON has no gather), vector multiply-add                          */
 /* ---------------------------------------------------------------------------------------------------- */
 
-static inline float32x4_t gather4_f32_(const float *x, const int32_t *idx) {
+static inline float32x4_t gather4_f32x4_neon(const float *x, const int32_t *idx) {
     float32x2_t lo_f32x2 = vld1_dup_f32(x + idx[0]);
     float32x2_t hi_f32x2 = vld1_dup_f32(x + idx[2]);
     lo_f32x2 = vld1_lane_f32(x + idx[1], lo_f32x2, 1);
@@ -220,7 +220,7 @@ static inline float32x4_t gather4_f32_(const float *x, const int32_t *idx) {
     return vcombine_f32(lo_f32x2, hi_f32x2);
 }
 
-static inline int8x8_t gather8_s8_(const int8_t *x, const int32_t *idx) {
+static inline int8x8_t gather8_s8x8_neon(const int8_t *x, const int32_t *idx) {
     int8x8_t g_s8x8 = vld1_dup_s8(x + idx[0]);
     g_s8x8 = vld1_lane_s8(x + idx[1], g_s8x8, 1);
     g_s8x8 = vld1_lane_s8(x + idx[2], g_s8x8, 2);
@@ -233,30 +233,30 @@ static inline int8x8_t gather8_s8_(const int8_t *x, const int32_t *idx) {
 }
 
 /* sum_k values[k] * x[indices[k]] over [beg, end), int8 values, f32 accumulation. */
-static inline float csr_row_i8_f32_(const int8_t *values, const int32_t *indices, const float *x,
-                                    ptrdiff_t beg, ptrdiff_t end) {
+static inline float csr_row_i8_f32_neon(const int8_t *values, const int32_t *indices, const float *x,
+                                        ptrdiff_t beg, ptrdiff_t end) {
     float32x4_t s0_f32x4 = vdupq_n_f32(0.0f), s1_f32x4 = vdupq_n_f32(0.0f);
     ptrdiff_t k = beg;
     for (; k + 8 <= end; k += 8) {
         int16x8_t v_s16x8 = vmovl_s8(vld1_s8(values + k));
-        s0_f32x4 = vfmaq_f32(s0_f32x4, s16_lo_f32_(v_s16x8), gather4_f32_(x, indices + k));
-        s1_f32x4 = vfmaq_f32(s1_f32x4, s16_hi_f32_(v_s16x8), gather4_f32_(x, indices + k + 4));
+        s0_f32x4 = vfmaq_f32(s0_f32x4, s16_lo_f32x4_neon(v_s16x8), gather4_f32x4_neon(x, indices + k));
+        s1_f32x4 = vfmaq_f32(s1_f32x4, s16_hi_f32x4_neon(v_s16x8), gather4_f32x4_neon(x, indices + k + 4));
     }
     float acc = vaddvq_f32(vaddq_f32(s0_f32x4, s1_f32x4));
     for (; k < end; ++k) acc += (float)values[k] * x[indices[k]];
     return acc;
 }
 
-static inline float csr_row_f32_(const float *values, const int32_t *indices, const float *x, ptrdiff_t beg,
-                                 ptrdiff_t end) {
+static inline float csr_row_f32_neon(const float *values, const int32_t *indices, const float *x, ptrdiff_t beg,
+                                     ptrdiff_t end) {
     float32x4_t s0_f32x4 = vdupq_n_f32(0.0f), s1_f32x4 = vdupq_n_f32(0.0f);
     ptrdiff_t k = beg;
     for (; k + 8 <= end; k += 8) {
-        s0_f32x4 = vfmaq_f32(s0_f32x4, vld1q_f32(values + k), gather4_f32_(x, indices + k));
-        s1_f32x4 = vfmaq_f32(s1_f32x4, vld1q_f32(values + k + 4), gather4_f32_(x, indices + k + 4));
+        s0_f32x4 = vfmaq_f32(s0_f32x4, vld1q_f32(values + k), gather4_f32x4_neon(x, indices + k));
+        s1_f32x4 = vfmaq_f32(s1_f32x4, vld1q_f32(values + k + 4), gather4_f32x4_neon(x, indices + k + 4));
     }
     if (k + 4 <= end) {
-        s0_f32x4 = vfmaq_f32(s0_f32x4, vld1q_f32(values + k), gather4_f32_(x, indices + k));
+        s0_f32x4 = vfmaq_f32(s0_f32x4, vld1q_f32(values + k), gather4_f32x4_neon(x, indices + k));
         k += 4;
     }
     float acc = vaddvq_f32(vaddq_f32(s0_f32x4, s1_f32x4));
@@ -268,7 +268,7 @@ void td_csr_matvec_i8_f32_neon(const int8_t *values, const int32_t *indices, con
                                const float *scales, const float *bias, const float *x, size_t rows,
                                float *y) {
     for (size_t i = 0; i < rows; ++i) {
-        float acc = csr_row_i8_f32_(values, indices, x, (ptrdiff_t)indptr[i], (ptrdiff_t)indptr[i + 1]);
+        float acc = csr_row_i8_f32_neon(values, indices, x, (ptrdiff_t)indptr[i], (ptrdiff_t)indptr[i + 1]);
         y[i] = scales[i] * acc + (bias ? bias[i] : 0.0f);
     }
 }
@@ -279,7 +279,7 @@ void td_csr_matvec_i8_i32_neon(const int8_t *values, const int32_t *indices, con
         ptrdiff_t k = (ptrdiff_t)indptr[i], end = (ptrdiff_t)indptr[i + 1];
         int32x4_t sum_s32x4 = vdupq_n_s32(0);
         for (; k + 8 <= end; k += 8)
-            sum_s32x4 = vpadalq_s16(sum_s32x4, vmull_s8(vld1_s8(values + k), gather8_s8_(x, indices + k)));
+            sum_s32x4 = vpadalq_s16(sum_s32x4, vmull_s8(vld1_s8(values + k), gather8_s8x8_neon(x, indices + k)));
         int32_t s = vaddvq_s32(sum_s32x4);
         for (; k < end; ++k) s += (int32_t)values[k] * (int32_t)x[indices[k]];
         acc[i] = s;
@@ -289,7 +289,7 @@ void td_csr_matvec_i8_i32_neon(const int8_t *values, const int32_t *indices, con
 void td_csr_matvec_f32_neon(const float *values, const int32_t *indices, const int32_t *indptr,
                             const float *bias, const float *x, size_t rows, float *y) {
     for (size_t i = 0; i < rows; ++i) {
-        float acc = csr_row_f32_(values, indices, x, (ptrdiff_t)indptr[i], (ptrdiff_t)indptr[i + 1]);
+        float acc = csr_row_f32_neon(values, indices, x, (ptrdiff_t)indptr[i], (ptrdiff_t)indptr[i + 1]);
         y[i] = acc + (bias ? bias[i] : 0.0f);
     }
 }
@@ -300,7 +300,7 @@ void td_csr_matvec_f32_neon(const float *values, const int32_t *indices, const i
 
 /* exp(x), Cephes expf: n = round(x / ln2), r = x - n ln2 (two-part ln2), degree-7 polynomial, times 2^n.
  * x is clamped to [-87.33, 88] so 2^n stays a normal float; NaN propagates. */
-static inline float32x4_t exp_f32x4_(float32x4_t x_f32x4) {
+static inline float32x4_t exp_f32x4_neon(float32x4_t x_f32x4) {
     x_f32x4 = vminq_f32(vmaxq_f32(x_f32x4, vdupq_n_f32(-87.33f)), vdupq_n_f32(88.0f));
     float32x4_t n_f32x4 = vrndnq_f32(vmulq_f32(x_f32x4, vdupq_n_f32(1.44269504088896341f)));
     float32x4_t r_f32x4 = vfmsq_f32(x_f32x4, n_f32x4, vdupq_n_f32(0.693359375f));
@@ -317,18 +317,18 @@ static inline float32x4_t exp_f32x4_(float32x4_t x_f32x4) {
 }
 
 /* 1 / (1 + e^-v) for v >= 0, e^v / (1 + e^v) otherwise: e = exp(-|v|) never overflows. */
-static inline float32x4_t sigmoid_f32x4_(float32x4_t v_f32x4) {
+static inline float32x4_t sigmoid_f32x4_neon(float32x4_t v_f32x4) {
     float32x4_t one_f32x4 = vdupq_n_f32(1.0f);
-    float32x4_t e_f32x4 = exp_f32x4_(vnegq_f32(vabsq_f32(v_f32x4)));
+    float32x4_t e_f32x4 = exp_f32x4_neon(vnegq_f32(vabsq_f32(v_f32x4)));
     float32x4_t num_f32x4 = vbslq_f32(vcgeq_f32(v_f32x4, vdupq_n_f32(0.0f)), one_f32x4, e_f32x4);
     return vdivq_f32(num_f32x4, vaddq_f32(one_f32x4, e_f32x4));
 }
 
 /* tanh: Cephes odd polynomial for |x| < 0.625, else (1 - e) / (1 + e) with e = exp(-2|x|); sign of x. */
-static inline float32x4_t tanh_f32x4_(float32x4_t x_f32x4) {
+static inline float32x4_t tanh_f32x4_neon(float32x4_t x_f32x4) {
     float32x4_t one_f32x4 = vdupq_n_f32(1.0f);
     float32x4_t ax_f32x4 = vabsq_f32(x_f32x4);
-    float32x4_t e_f32x4 = exp_f32x4_(vmulq_f32(ax_f32x4, vdupq_n_f32(-2.0f)));
+    float32x4_t e_f32x4 = exp_f32x4_neon(vmulq_f32(ax_f32x4, vdupq_n_f32(-2.0f)));
     float32x4_t big_f32x4 = vdivq_f32(vsubq_f32(one_f32x4, e_f32x4), vaddq_f32(one_f32x4, e_f32x4));
     float32x4_t z_f32x4 = vmulq_f32(ax_f32x4, ax_f32x4);
     float32x4_t p_f32x4 = vdupq_n_f32(-5.70498872745e-3f);
@@ -342,14 +342,14 @@ static inline float32x4_t tanh_f32x4_(float32x4_t x_f32x4) {
 }
 
 /* Scalar sigmoid with libm expf, as td_scalar.c computes sigmoid(zeta) and sigmoid(nu). */
-static float sigmoidf_neon_(float v) {
+static float sigmoid_f32_neon(float v) {
     if (v >= 0.0f) return 1.0f / (1.0f + expf(-v));
     float e = expf(v);
     return e / (1.0f + e);
 }
 
 /* y = M x, M column-major f32 (rows x cols). Rows in vector blocks, each summed over j in order. */
-static void dense_cols_f32_neon_(const float *m, size_t rows, size_t cols, const float *x, float *y) {
+static void dense_cols_f32_neon(const float *m, size_t rows, size_t cols, const float *x, float *y) {
     size_t i = 0;
     for (; i + 16 <= rows; i += 16) {
         float32x4_t y0_f32x4 = vdupq_n_f32(0.0f), y1_f32x4 = vdupq_n_f32(0.0f);
@@ -380,17 +380,17 @@ static void dense_cols_f32_neon_(const float *m, size_t rows, size_t cols, const
 }
 
 /* Four int8 at p as f32, read lane by lane (no over-read). */
-static inline float32x4_t load4_s8_as_f32_(const int8_t *p) {
+static inline float32x4_t load4_s8_f32x4_neon(const int8_t *p) {
     int8x8_t v_s8x8 = vld1_dup_s8(p);
     v_s8x8 = vld1_lane_s8(p + 1, v_s8x8, 1);
     v_s8x8 = vld1_lane_s8(p + 2, v_s8x8, 2);
     v_s8x8 = vld1_lane_s8(p + 3, v_s8x8, 3);
-    return s16_lo_f32_(vmovl_s8(v_s8x8));
+    return s16_lo_f32x4_neon(vmovl_s8(v_s8x8));
 }
 
 /* y = diag(scales) M x, M column-major int8 (rows x cols). */
-static void dense_cols_i8_neon_(const int8_t *m, const float *scales, size_t rows, size_t cols,
-                                const float *x, float *y) {
+static void dense_cols_i8_neon(const int8_t *m, const float *scales, size_t rows, size_t cols,
+                               const float *x, float *y) {
     size_t i = 0;
     for (; i + 16 <= rows; i += 16) {
         float32x4_t y0_f32x4 = vdupq_n_f32(0.0f), y1_f32x4 = vdupq_n_f32(0.0f);
@@ -399,10 +399,10 @@ static void dense_cols_i8_neon_(const int8_t *m, const float *scales, size_t row
             int8x16_t w_s8x16 = vld1q_s8(m + j * rows + i);
             int16x8_t lo_s16x8 = vmovl_s8(vget_low_s8(w_s8x16)), hi_s16x8 = vmovl_high_s8(w_s8x16);
             float32x4_t xj_f32x4 = vdupq_n_f32(x[j]);
-            y0_f32x4 = vfmaq_f32(y0_f32x4, s16_lo_f32_(lo_s16x8), xj_f32x4);
-            y1_f32x4 = vfmaq_f32(y1_f32x4, s16_hi_f32_(lo_s16x8), xj_f32x4);
-            y2_f32x4 = vfmaq_f32(y2_f32x4, s16_lo_f32_(hi_s16x8), xj_f32x4);
-            y3_f32x4 = vfmaq_f32(y3_f32x4, s16_hi_f32_(hi_s16x8), xj_f32x4);
+            y0_f32x4 = vfmaq_f32(y0_f32x4, s16_lo_f32x4_neon(lo_s16x8), xj_f32x4);
+            y1_f32x4 = vfmaq_f32(y1_f32x4, s16_hi_f32x4_neon(lo_s16x8), xj_f32x4);
+            y2_f32x4 = vfmaq_f32(y2_f32x4, s16_lo_f32x4_neon(hi_s16x8), xj_f32x4);
+            y3_f32x4 = vfmaq_f32(y3_f32x4, s16_hi_f32x4_neon(hi_s16x8), xj_f32x4);
         }
         vst1q_f32(y + i, vmulq_f32(y0_f32x4, vld1q_f32(scales + i)));
         vst1q_f32(y + i + 4, vmulq_f32(y1_f32x4, vld1q_f32(scales + i + 4)));
@@ -414,8 +414,8 @@ static void dense_cols_i8_neon_(const int8_t *m, const float *scales, size_t row
         for (size_t j = 0; j < cols; ++j) {
             int16x8_t w_s16x8 = vmovl_s8(vld1_s8(m + j * rows + i));
             float32x4_t xj_f32x4 = vdupq_n_f32(x[j]);
-            y0_f32x4 = vfmaq_f32(y0_f32x4, s16_lo_f32_(w_s16x8), xj_f32x4);
-            y1_f32x4 = vfmaq_f32(y1_f32x4, s16_hi_f32_(w_s16x8), xj_f32x4);
+            y0_f32x4 = vfmaq_f32(y0_f32x4, s16_lo_f32x4_neon(w_s16x8), xj_f32x4);
+            y1_f32x4 = vfmaq_f32(y1_f32x4, s16_hi_f32x4_neon(w_s16x8), xj_f32x4);
         }
         vst1q_f32(y + i, vmulq_f32(y0_f32x4, vld1q_f32(scales + i)));
         vst1q_f32(y + i + 4, vmulq_f32(y1_f32x4, vld1q_f32(scales + i + 4)));
@@ -425,10 +425,10 @@ static void dense_cols_i8_neon_(const int8_t *m, const float *scales, size_t row
         size_t j = 0;
         /* An 8-byte load at column j < cols - 1 ends inside column j + 1 (rows >= 4): within the matrix. */
         for (; j + 1 < cols; ++j) {
-            float32x4_t w_f32x4 = s16_lo_f32_(vmovl_s8(vld1_s8(m + j * rows + i)));
+            float32x4_t w_f32x4 = s16_lo_f32x4_neon(vmovl_s8(vld1_s8(m + j * rows + i)));
             y0_f32x4 = vfmaq_n_f32(y0_f32x4, w_f32x4, x[j]);
         }
-        for (; j < cols; ++j) y0_f32x4 = vfmaq_n_f32(y0_f32x4, load4_s8_as_f32_(m + j * rows + i), x[j]);
+        for (; j < cols; ++j) y0_f32x4 = vfmaq_n_f32(y0_f32x4, load4_s8_f32x4_neon(m + j * rows + i), x[j]);
         vst1q_f32(y + i, vmulq_f32(y0_f32x4, vld1q_f32(scales + i)));
     }
     for (; i < rows; ++i) {
@@ -438,20 +438,20 @@ static void dense_cols_i8_neon_(const int8_t *m, const float *scales, size_t row
     }
 }
 
-static void matrix_apply_neon_(const td_matrix *m, const float *x, float *y) {
+static void matrix_apply_neon(const td_matrix *m, const float *x, float *y) {
     size_t rows = (size_t)m->rows, cols = (size_t)m->cols;
     switch (m->kind) {
     case TD_MATRIX_DENSE_F32:
-        dense_cols_f32_neon_(m->f32, rows, cols, x, y);
+        dense_cols_f32_neon(m->f32, rows, cols, x, y);
         break;
     case TD_MATRIX_LOWRANK_F32: {
         float t[TD_FASTGRNN_MAX_DIM];
-        dense_cols_f32_neon_(m->f32_right, (size_t)m->rank, cols, x, t);
-        dense_cols_f32_neon_(m->f32, rows, (size_t)m->rank, t, y);
+        dense_cols_f32_neon(m->f32_right, (size_t)m->rank, cols, x, t);
+        dense_cols_f32_neon(m->f32, rows, (size_t)m->rank, t, y);
         break;
     }
     case TD_MATRIX_DENSE_I8:
-        dense_cols_i8_neon_(m->i8, m->scales, rows, cols, x, y);
+        dense_cols_i8_neon(m->i8, m->scales, rows, cols, x, y);
         break;
     case TD_MATRIX_SPARSE_I8:
         td_csr_matvec_i8_f32_neon(m->i8, m->indices, m->indptr, m->scales, NULL, x, rows, y);
@@ -466,23 +466,23 @@ static void matrix_apply_neon_(const td_matrix *m, const float *x, float *y) {
 }
 
 /* h_t from the pre-activation a = W x_t (+ U h_{t-1}) and h_{t-1} (0 at t = 0). */
-static inline float32x4_t gate_f32x4_(float32x4_t a_f32x4, float32x4_t bz_f32x4, float32x4_t bh_f32x4,
-                                      float32x4_t prev_f32x4, float32x4_t zeta_f32x4, float32x4_t nu_f32x4) {
-    float32x4_t z_f32x4 = sigmoid_f32x4_(vaddq_f32(a_f32x4, bz_f32x4));
-    float32x4_t c_f32x4 = tanh_f32x4_(vaddq_f32(a_f32x4, bh_f32x4));
+static inline float32x4_t fastgrnn_cell_neon(float32x4_t a_f32x4, float32x4_t bz_f32x4, float32x4_t bh_f32x4,
+                                             float32x4_t prev_f32x4, float32x4_t zeta_f32x4, float32x4_t nu_f32x4) {
+    float32x4_t z_f32x4 = sigmoid_f32x4_neon(vaddq_f32(a_f32x4, bz_f32x4));
+    float32x4_t c_f32x4 = tanh_f32x4_neon(vaddq_f32(a_f32x4, bh_f32x4));
     float32x4_t coef_f32x4 = vfmaq_f32(nu_f32x4, zeta_f32x4, vsubq_f32(vdupq_n_f32(1.0f), z_f32x4));
     return vfmaq_f32(vmulq_f32(coef_f32x4, c_f32x4), z_f32x4, prev_f32x4);
 }
 
-static void fastgrnn_one_neon_(const td_fastgrnn *m, const float *x, float *out) {
+static void fastgrnn_one_neon(const td_fastgrnn *m, const float *x, float *out) {
     size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
     float h[TD_FASTGRNN_MAX_DIM], a[TD_FASTGRNN_MAX_DIM], b[TD_FASTGRNN_MAX_DIM];
-    float32x4_t zeta_f32x4 = vdupq_n_f32(sigmoidf_neon_(m->zeta));
-    float32x4_t nu_f32x4 = vdupq_n_f32(sigmoidf_neon_(m->nu));
+    float32x4_t zeta_f32x4 = vdupq_n_f32(sigmoid_f32_neon(m->zeta));
+    float32x4_t nu_f32x4 = vdupq_n_f32(sigmoid_f32_neon(m->nu));
     for (int32_t t = 0; t < m->timesteps; ++t) {
-        matrix_apply_neon_(&m->w, x + (size_t)t * inputs, a);
+        matrix_apply_neon(&m->w, x + (size_t)t * inputs, a);
         if (t > 0) { /* h_0 = 0, so U h_0 = 0 */
-            matrix_apply_neon_(&m->u, h, b);
+            matrix_apply_neon(&m->u, h, b);
             size_t i = 0;
             for (; i + 4 <= hidden; i += 4) vst1q_f32(a + i, vaddq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
             for (; i < hidden; ++i) a[i] += b[i];
@@ -490,7 +490,7 @@ static void fastgrnn_one_neon_(const td_fastgrnn *m, const float *x, float *out)
         size_t i = 0;
         for (; i + 4 <= hidden; i += 4) {
             float32x4_t prev_f32x4 = t > 0 ? vld1q_f32(h + i) : vdupq_n_f32(0.0f);
-            vst1q_f32(h + i, gate_f32x4_(vld1q_f32(a + i), vld1q_f32(m->b_z + i), vld1q_f32(m->b_h + i),
+            vst1q_f32(h + i, fastgrnn_cell_neon(vld1q_f32(a + i), vld1q_f32(m->b_z + i), vld1q_f32(m->b_h + i),
                                          prev_f32x4, zeta_f32x4, nu_f32x4));
         }
         if (i < hidden) { /* 1..3 left: staged through zero-padded lanes */
@@ -500,7 +500,7 @@ static void fastgrnn_one_neon_(const td_fastgrnn *m, const float *x, float *out)
             memcpy(tz, m->b_z + i, rem * sizeof(float));
             memcpy(th, m->b_h + i, rem * sizeof(float));
             if (t > 0) memcpy(tp, h + i, rem * sizeof(float));
-            vst1q_f32(tp, gate_f32x4_(vld1q_f32(ta), vld1q_f32(tz), vld1q_f32(th), vld1q_f32(tp), zeta_f32x4,
+            vst1q_f32(tp, fastgrnn_cell_neon(vld1q_f32(ta), vld1q_f32(tz), vld1q_f32(th), vld1q_f32(tp), zeta_f32x4,
                                       nu_f32x4));
             memcpy(h + i, tp, rem * sizeof(float));
         }
@@ -511,7 +511,7 @@ static void fastgrnn_one_neon_(const td_fastgrnn *m, const float *x, float *out)
 
 void td_fastgrnn_batch_neon(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
     size_t step = m->timesteps > 0 ? (size_t)m->timesteps * (size_t)m->input_dim : 0;
-    for (size_t n = 0; n < batch; ++n) fastgrnn_one_neon_(m, x + n * step, out + n * (size_t)m->output_dim);
+    for (size_t n = 0; n < batch; ++n) fastgrnn_one_neon(m, x + n * step, out + n * (size_t)m->output_dim);
 }
 
 void td_recency_frequency_neon(double decay, double now, const double *created_at,

@@ -87,7 +87,7 @@ void td_csr_matvec_f32_scalar(const float *values, const int32_t *indices, const
 }
 
 /* y = M x for the column-major dense f32 form (rows x cols). */
-static void dense_cols_f32_(const float *m, size_t rows, size_t cols, const float *x, float *y) {
+static void dense_cols_f32_scalar(const float *m, size_t rows, size_t cols, const float *x, float *y) {
     memset(y, 0, rows * sizeof(float));
     for (size_t j = 0; j < cols; ++j) {
         const float *col = m + j * rows;
@@ -96,16 +96,16 @@ static void dense_cols_f32_(const float *m, size_t rows, size_t cols, const floa
     }
 }
 
-static void matrix_apply_scalar_(const td_matrix *m, const float *x, float *y) {
+static void matrix_apply_scalar(const td_matrix *m, const float *x, float *y) {
     size_t rows = (size_t)m->rows, cols = (size_t)m->cols;
     switch (m->kind) {
     case TD_MATRIX_DENSE_F32:
-        dense_cols_f32_(m->f32, rows, cols, x, y);
+        dense_cols_f32_scalar(m->f32, rows, cols, x, y);
         break;
     case TD_MATRIX_LOWRANK_F32: {
         float t[TD_FASTGRNN_MAX_DIM];
-        dense_cols_f32_(m->f32_right, (size_t)m->rank, cols, x, t);
-        dense_cols_f32_(m->f32, rows, (size_t)m->rank, t, y);
+        dense_cols_f32_scalar(m->f32_right, (size_t)m->rank, cols, x, t);
+        dense_cols_f32_scalar(m->f32, rows, (size_t)m->rank, t, y);
         break;
     }
     case TD_MATRIX_DENSE_I8:
@@ -129,7 +129,7 @@ static void matrix_apply_scalar_(const td_matrix *m, const float *x, float *y) {
     }
 }
 
-static float sigmoidf_(float v) {
+static float sigmoid_f32_scalar(float v) {
     if (v >= 0.0f) return 1.0f / (1.0f + expf(-v));
     float e = expf(v);
     return e / (1.0f + e);
@@ -147,7 +147,7 @@ void td_fastgrnn_output_(const td_fastgrnn *m, const float *h, float *out) {
         logits[o] = acc;
     }
     if (outputs == 1) {
-        out[0] = sigmoidf_(logits[0]);
+        out[0] = sigmoid_f32_scalar(logits[0]);
         return;
     }
     for (size_t o = 0; o < outputs; ++o) top = logits[o] > top ? logits[o] : top;
@@ -158,18 +158,18 @@ void td_fastgrnn_output_(const td_fastgrnn *m, const float *h, float *out) {
     for (size_t o = 0; o < outputs; ++o) out[o] /= sum;
 }
 
-static void fastgrnn_one_scalar_(const td_fastgrnn *m, const float *x, float *out) {
+static void fastgrnn_one_scalar(const td_fastgrnn *m, const float *x, float *out) {
     size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
     float h[TD_FASTGRNN_MAX_DIM], a[TD_FASTGRNN_MAX_DIM], b[TD_FASTGRNN_MAX_DIM];
-    float zeta = sigmoidf_(m->zeta), nu = sigmoidf_(m->nu);
+    float zeta = sigmoid_f32_scalar(m->zeta), nu = sigmoid_f32_scalar(m->nu);
     for (int32_t t = 0; t < m->timesteps; ++t) {
-        matrix_apply_scalar_(&m->w, x + (size_t)t * inputs, a);
+        matrix_apply_scalar(&m->w, x + (size_t)t * inputs, a);
         if (t > 0) { /* h_0 = 0, so U h_0 = 0 */
-            matrix_apply_scalar_(&m->u, h, b);
+            matrix_apply_scalar(&m->u, h, b);
             for (size_t i = 0; i < hidden; ++i) a[i] += b[i];
         }
         for (size_t i = 0; i < hidden; ++i) {
-            float z = sigmoidf_(a[i] + m->b_z[i]);
+            float z = sigmoid_f32_scalar(a[i] + m->b_z[i]);
             float c = tanhf(a[i] + m->b_h[i]);
             float prev = t > 0 ? h[i] : 0.0f;
             h[i] = z * prev + (zeta * (1.0f - z) + nu) * c;
@@ -181,7 +181,7 @@ static void fastgrnn_one_scalar_(const td_fastgrnn *m, const float *x, float *ou
 
 void td_fastgrnn_batch_scalar(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
     size_t step = (size_t)m->timesteps * (size_t)m->input_dim;
-    for (size_t n = 0; n < batch; ++n) fastgrnn_one_scalar_(m, x + n * step, out + n * (size_t)m->output_dim);
+    for (size_t n = 0; n < batch; ++n) fastgrnn_one_scalar(m, x + n * step, out + n * (size_t)m->output_dim);
 }
 
 /* The reference for td_feature_math.h: libm's exp and log1p in float64. */
