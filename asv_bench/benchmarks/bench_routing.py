@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from tinydancer.demo import random_candidates, random_query
+from tinydancer.synthetic import random_candidates, random_query
 from tinydancer.features import FeatureEngineer
 from tinydancer.router import Router
 from tinydancer.types import Candidate, CandidateBatch, RoutingRequest

@@ -20,7 +20,7 @@ BATCHES = [100] if PROFILE == "fast" else [1, 10, 100, 1000]
 def vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     """(n, dim) float32 standard-normal rows, 64-byte aligned (so figures do not depend on where the
     allocator put them), cached: inputs are built once per process."""
-    from tinydancer.bench import aligned_copy
+    from tinydancer.benchmarks import aligned_copy
 
     return aligned_copy(np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32))
 

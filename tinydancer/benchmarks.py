@@ -1,11 +1,14 @@
-"""Kernel timings from Python, as printed by ``tinydancer bench`` and ``tinydancer info``.
+"""The benchmarks behind ``tinydancer bench`` and ``tinydancer info``: kernel, model and routing timings
+from Python, their runner, and the table they are printed as.
 
 Each figure is the median over repeats of the mean time of a batch of calls, so a busy machine shows up
-as spread between repeats rather than as a wrong median.
+as spread between repeats rather than as a wrong median. The asv suites (``asv_bench/``) place their
+inputs with :func:`aligned_copy` too.
 """
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -30,7 +33,16 @@ class Timing:
 
 
 def time_call(fn: Callable[[], object], *, repeats: int = 7, target_s: float = 0.02) -> tuple[float, float, float]:
-    """(median, min, max) nanoseconds per call of ``fn`` over ``repeats`` batches of about ``target_s`` each."""
+    """Time ``fn`` in batches of calls.
+
+    Args:
+        fn: the call to time (called once first to warm up).
+        repeats: the number of timed batches.
+        target_s: the approximate length of one batch, in seconds.
+
+    Returns:
+        (median, min, max) over the batches of the nanoseconds per call.
+    """
     fn()  # warm up
     number = 1
     while True:  # grow the batch until one takes long enough to time well
@@ -56,6 +68,16 @@ def aligned_copy(a: np.ndarray, offset: int = 0) -> np.ndarray:
 
     Benchmarks place their arrays on purpose: a 64-byte load that straddles two cache lines costs about
     twice as much, so where NumPy happens to put an array would otherwise move the figures by up to 25%.
+
+    Args:
+        a: the array to copy.
+        offset: bytes past the 64-byte boundary, in [0, 64).
+
+    Returns:
+        The copy, with ``a``'s dtype and shape.
+
+    Raises:
+        ValueError: ``offset`` is outside [0, 64).
     """
     if not 0 <= offset < 64:
         raise ValueError(f"offset must lie in [0, 64), got {offset}")
@@ -67,6 +89,7 @@ def aligned_copy(a: np.ndarray, offset: int = 0) -> np.ndarray:
 
 
 def _fastgrnn_5_8(rng: np.random.Generator) -> kernels.FastGRNNCell:
+    """A dense FastGRNN cell of input 5 and hidden 8 with random weights (the crate's benchmark size)."""
     return kernels.FastGRNNCell(
         rng.standard_normal((8, 5)) * 0.5, rng.standard_normal((8, 8)) * 0.5, np.zeros(8), np.zeros(8),
         rng.standard_normal(8), 0.0, zeta=1.0, nu=-4.0,
@@ -98,6 +121,7 @@ def kernel_benchmarks(seed: int = 0) -> list[tuple[str, Callable[[], object], st
 
 
 def _model(form: str, inputs: int, hidden: int) -> FastGRNN:
+    """A seeded model stored as ``form``: ``float32``, ``int8`` or ``sparse int8`` (90% pruned)."""
     model = FastGRNN(FastGRNNConfig(input_dim=inputs, hidden_dim=hidden), seed=0)
     if form == "sparse int8":
         model.prune(0.9)
@@ -129,7 +153,7 @@ CRATE_ROUTE = {10: "crate 8.8 us; npm binding 107 us", 50: "crate 48 us; npm bin
 
 def routing_benchmarks(seed: int = 0) -> list[tuple[str, Callable[[], object], str]]:
     """The crate's benchmark table: feature extraction, model inference and complete routing, 384-d."""
-    from tinydancer.demo import random_candidates, random_query
+    from tinydancer.synthetic import random_candidates, random_query
     from tinydancer.features import FeatureEngineer
     from tinydancer.router import Router
     from tinydancer.types import Candidate, CandidateBatch, RoutingRequest
@@ -168,8 +192,16 @@ def routing_benchmarks(seed: int = 0) -> list[tuple[str, Callable[[], object], s
 
 def run(isas: list[str] | None = None, *, repeats: int = 7, target_s: float = 0.02,
         groups: tuple[str, ...] = ("kernels",)) -> list[Timing]:
-    """Time the benchmarks of ``groups`` (``"kernels"``, ``"model"``, ``"routing"``) on each ISA in ``isas`` (default: all
-    available); restores the active ISA."""
+    """Time the benchmarks of ``groups`` on each ISA; the active ISA is restored afterwards.
+
+    Args:
+        isas: the ISAs to run on (default: all available).
+        repeats, target_s: as for :func:`time_call`.
+        groups: any of ``"kernels"``, ``"model"`` and ``"routing"``.
+
+    Returns:
+        One :class:`Timing` per benchmark and ISA, ISA by ISA, in the groups' order.
+    """
     isas = isas or kernels.available_isas()
     before = kernels.active_isa()
     makers = {"kernels": kernel_benchmarks, "model": model_benchmarks, "routing": routing_benchmarks}
@@ -203,8 +235,41 @@ def training_epoch_seconds(n: int = 10_000, repeats: int = 3) -> float:
 
 
 def format_ns(ns: float) -> str:
+    """``ns`` nanoseconds as ns, us or ms with a readable number of digits."""
     if ns >= 1e6:
         return f"{ns / 1e6:.2f} ms"
     if ns >= 1e3:
         return f"{ns / 1e3:.2f} us"
     return f"{ns:.0f} ns"
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, or what :mod:`platform` knows elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def table(timings: list[Timing], isas: list[str]) -> str:
+    """The timings as a printable table: one row per benchmark, one column per ISA, then the peer's figure.
+
+    Args:
+        timings: what :func:`run` returned for ``isas``.
+        isas: the column order.
+
+    Returns:
+        The table's lines joined by newlines (no trailing newline).
+    """
+    names = list(dict.fromkeys(t.name for t in timings))
+    by_key = {(t.name, t.isa): t for t in timings}
+    width = max(len(n) for n in names)
+    lines = [f"{'benchmark':<{width}}  " + "  ".join(f"{isa:>10}" for isa in isas) + "  peer"]
+    for name in names:
+        cells = "  ".join(f"{format_ns(by_key[(name, isa)].median_ns):>10}" for isa in isas)
+        lines.append(f"{name:<{width}}  {cells}  {by_key[(name, isas[0])].reference}")
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The built-in requests of ``tinydancer demo`` and of the routing benchmarks.
+"""Synthetic routing inputs: the built-in requests of ``tinydancer demo`` and the queries and candidates
+of the routing benchmarks (:mod:`tinydancer.benchmarks` and the asv suites).
 
 Candidates are made, deterministically, the way a memory store holds them: 384-d unit embeddings, some
 close paraphrases of the query (the query plus a little noise), some on the same topic, most unrelated;
@@ -21,21 +22,38 @@ DIM = 384
 
 @dataclass(frozen=True)
 class DemoRequest:
+    """One of the demo's requests and the name it is shown under."""
+
     name: str
     request: RoutingRequest
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
+    """``v`` scaled to unit length along its last axis, as float32."""
     return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def random_query(rng: np.random.Generator, dim: int = DIM) -> np.ndarray:
+    """A random unit query embedding of ``dim`` float32 values."""
     return _unit(rng.standard_normal(dim))
 
 
 def random_candidates(rng: np.random.Generator, query: np.ndarray, n: int, *, now: float,
                       close: float = 0.2, related: float = 0.3) -> dict[str, np.ndarray | list]:
-    """Columns for n candidates: a share ``close`` nearly identical to the query, ``related`` on its topic."""
+    """Columns for n candidates: a share ``close`` nearly identical to the query, ``related`` on its topic.
+
+    Args:
+        rng: the source of randomness.
+        query: the unit query embedding the candidates are placed around.
+        n: the number of candidates.
+        now: the current time (seconds since the epoch) that ages count back from.
+        close, related: the expected shares of paraphrases and of same-topic candidates; the rest are
+            unrelated.
+
+    Returns:
+        ``ids``, ``metadata``, ``embeddings`` (n, dim) float32, ``created_at``, ``access_count`` and
+        ``success_rate``, one entry per candidate.
+    """
     kind = rng.random(n)
     noise = rng.standard_normal((n, query.shape[0]))
     mix = np.where(kind < close, 0.05, np.where(kind < close + related, 1.0, 8.0))[:, None]
@@ -55,7 +73,15 @@ def random_candidates(rng: np.random.Generator, query: np.ndarray, n: int, *, no
 
 
 def demo_requests(seed: int = 7, now: float | None = None) -> list[DemoRequest]:
-    """A fixed set of requests: small and large, as objects and columnar, with query metadata."""
+    """A fixed set of requests: small and large, as objects and columnar, with query metadata.
+
+    Args:
+        seed: seeds every embedding and field.
+        now: the time the candidates' ages count back from (default: now).
+
+    Returns:
+        Five named requests, of 5 to 100 candidates.
+    """
     rng = np.random.default_rng(seed)
     now = time.time() if now is None else now
     out = []
