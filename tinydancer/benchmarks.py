@@ -153,10 +153,10 @@ CRATE_ROUTE = {10: "crate 8.8 us; npm binding 107 us", 50: "crate 48 us; npm bin
 
 def routing_benchmarks(seed: int = 0) -> list[tuple[str, Callable[[], object], str]]:
     """The crate's benchmark table: feature extraction, model inference and complete routing, 384-d."""
-    from tinydancer.synthetic import random_candidates, random_query
     from tinydancer.features import FeatureEngineer
     from tinydancer.router import Router
-    from tinydancer.types import Candidate, CandidateBatch, RoutingRequest
+    from tinydancer.synthetic import candidate_batch, candidate_list, random_candidates, random_query
+    from tinydancer.types import RoutingRequest
 
     rng = np.random.default_rng(seed)
     now = time.time()
@@ -167,11 +167,8 @@ def routing_benchmarks(seed: int = 0) -> list[tuple[str, Callable[[], object], s
     for n in (10, 50, 100):
         query = random_query(rng)
         cols = random_candidates(rng, query, n, now=now)
-        batch = CandidateBatch(cols["ids"], cols["embeddings"], cols["created_at"], cols["access_count"],
-                               cols["success_rate"])
-        objects = [Candidate(id=cols["ids"][i], embedding=cols["embeddings"][i], created_at=float(cols["created_at"][i]),
-                             access_count=int(cols["access_count"][i]), success_rate=float(cols["success_rate"][i]))
-                   for i in range(n)]
+        batch = candidate_batch(cols, metadata=False)
+        objects = candidate_list(cols, metadata=False)
         requests[n] = (RoutingRequest(query, batch), RoutingRequest(query, objects))
         out.append((f"feature extraction, {n} candidates", (lambda q=query, b=batch: engineer.extract_batch_features(q, b)),
                     "crate 18.5 us" if n == 100 else ""))

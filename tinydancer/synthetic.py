@@ -9,13 +9,15 @@ ages from minutes to months; access counts and success rates drawn per candidate
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from tinydancer.types import Candidate, CandidateBatch, RoutingRequest
 
-__all__ = ["DemoRequest", "demo_requests", "random_candidates", "random_query"]
+__all__ = ["DemoRequest", "candidate_batch", "candidate_list", "demo_requests", "random_candidates", "random_query"]
 
 DIM = 384
 
@@ -72,6 +74,38 @@ def random_candidates(rng: np.random.Generator, query: np.ndarray, n: int, *, no
     }
 
 
+def candidate_batch(cols: Mapping[str, Any], *, metadata: bool = True) -> CandidateBatch:
+    """The columns of :func:`random_candidates` as one :class:`CandidateBatch`.
+
+    Args:
+        cols: what :func:`random_candidates` returned.
+        metadata: keep the candidates' metadata (else the batch has none).
+
+    Returns:
+        The batch, in the columns' order.
+    """
+    return CandidateBatch(cols["ids"], cols["embeddings"], cols["created_at"], cols["access_count"],
+                          cols["success_rate"], cols["metadata"] if metadata else None)
+
+
+def candidate_list(cols: Mapping[str, Any], *, metadata: bool = True) -> list[Candidate]:
+    """The columns of :func:`random_candidates` as a list of :class:`Candidate` objects.
+
+    Args:
+        cols: what :func:`random_candidates` returned.
+        metadata: keep the candidates' metadata (else each has an empty dict).
+
+    Returns:
+        One candidate per row, in the columns' order.
+    """
+    return [
+        Candidate(id=cols["ids"][i], embedding=cols["embeddings"][i], metadata=cols["metadata"][i] if metadata else {},
+                  created_at=float(cols["created_at"][i]), access_count=int(cols["access_count"][i]),
+                  success_rate=float(cols["success_rate"][i]))
+        for i in range(len(cols["ids"]))
+    ]
+
+
 def demo_requests(seed: int = 7, now: float | None = None) -> list[DemoRequest]:
     """A fixed set of requests: small and large, as objects and columnar, with query metadata.
 
@@ -94,16 +128,7 @@ def demo_requests(seed: int = 7, now: float | None = None) -> list[DemoRequest]:
     ]:
         query = random_query(rng)
         cols = random_candidates(rng, query, n, now=now, close=0.0 if name.startswith("cold") else 0.2)
-        if columnar:
-            candidates = CandidateBatch(cols["ids"], cols["embeddings"], cols["created_at"], cols["access_count"],
-                                        cols["success_rate"], cols["metadata"])
-        else:
-            candidates = [
-                Candidate(id=cols["ids"][i], embedding=cols["embeddings"][i], metadata=cols["metadata"][i],
-                          created_at=float(cols["created_at"][i]), access_count=int(cols["access_count"][i]),
-                          success_rate=float(cols["success_rate"][i]))
-                for i in range(n)
-            ]
+        candidates = candidate_batch(cols) if columnar else candidate_list(cols)
         request = RoutingRequest(query_embedding=query, candidates=candidates, metadata={"user": "u42", "topic": "billing"})
         out.append(DemoRequest(name, request))
     return out

@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 
-from tinydancer.synthetic import random_candidates, random_query
 from tinydancer.features import FeatureEngineer
 from tinydancer.router import Router
-from tinydancer.types import Candidate, CandidateBatch, RoutingRequest
+from tinydancer.synthetic import candidate_batch, candidate_list, random_candidates, random_query
+from tinydancer.types import RoutingRequest
 
 from .common import ISAS, IsaBenchmark
 
@@ -24,11 +24,8 @@ class Routing(IsaBenchmark):
         rng = np.random.default_rng(13)
         query = random_query(rng)
         cols = random_candidates(rng, query, n, now=time.time())
-        self.batch = CandidateBatch(cols["ids"], cols["embeddings"], cols["created_at"], cols["access_count"],
-                                    cols["success_rate"])
-        objects = [Candidate(id=cols["ids"][i], embedding=cols["embeddings"][i],
-                             created_at=float(cols["created_at"][i]), access_count=int(cols["access_count"][i]),
-                             success_rate=float(cols["success_rate"][i])) for i in range(n)]
+        self.batch = candidate_batch(cols, metadata=False)
+        objects = candidate_list(cols, metadata=False)
         self.query = query
         self.columnar = RoutingRequest(query, self.batch)
         self.listed = RoutingRequest(query, objects)
