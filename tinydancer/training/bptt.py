@@ -164,6 +164,7 @@ def soften(soft: np.ndarray, temperature: float, output_dim: int) -> np.ndarray:
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log(softmax) over each row, shifted by the row's maximum so no exponent overflows."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 

@@ -95,6 +95,7 @@ def load_training_data(path: str | PathLike[str], *, label_column: str = "label"
 
 
 def _load_npz(path: str, timesteps: int) -> TrainingData:
+    """Read an ``.npz`` archive: ``X`` and ``y``, optionally ``soft_targets`` and ``X_val`` with ``y_val``."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
@@ -113,6 +114,7 @@ def _load_npz(path: str, timesteps: int) -> TrainingData:
 
 
 def _load_csv(path: str, label_column: str, timesteps: int) -> TrainingData:
+    """Read a CSV table: the label column, an optional soft-target column, features in the others."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
