@@ -24,32 +24,10 @@ from tinydancer.breaker import (
     CircuitBreaker,
     CircuitBreakerListener,
 )
+from conftest import FakeClock
 from tinydancer.errors import CircuitOpenError, ConfigError, TinyDancerError
 
 T = TypeVar("T")
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to.
-
-    With ``spin`` > 0 each reading first runs a short Python loop, during which CPython may switch
-    threads: the breaker reads the clock inside its critical sections, so a slow clock lets other threads
-    pile into any window a missing lock would leave open. It costs time, never correctness.
-    """
-
-    def __init__(self, now: float = 1000.0, spin: int = 0) -> None:
-        self.now = now
-        self.spin = spin
-        self.calls = 0
-
-    def __call__(self) -> float:
-        for _ in range(self.spin):
-            pass
-        self.calls += 1
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Recorder(CircuitBreakerListener):

@@ -8,22 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import FakeClock
 from tinydancer import kernels
 from tinydancer.errors import ConfigError, InvalidInputError, ModelError, ModelFormatError, ModelSchemaError, TinyDancerError
 from tinydancer.features import FeatureConfig
 from tinydancer.model import FastGRNN, FastGRNNConfig
-from tinydancer.router import Router, RouterConfig, default_model_path
+from tinydancer.router import MODEL_FAILURES, Router, RouterConfig, default_model_path
 from tinydancer.types import Candidate, CandidateBatch, RoutingDecision, RoutingRequest
 
 NOW = 1_800_000_000.0
-
-
-class FakeClock:
-    def __init__(self, t: float = 0.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -96,12 +89,13 @@ def test_feature_time_and_pickled_responses(rng):
 
 def test_a_clock_that_returns_no_number_is_a_config_error(rng):
     r = router(clock=lambda: "noon")
-    with pytest.raises(ConfigError, match="clock must return unix seconds as a number, got str"):
+    with pytest.raises(ConfigError, match=r"the clock.s reading \(unix seconds\) must be a real number, got str"):
         r.route(make_request(rng, 3, columnar=True))
     assert r.circuit_breaker_status() is True and r.metrics()["model_errors"] == 0
     r = router(clock=lambda: float("nan"))
-    with pytest.raises(InvalidInputError, match="now must be finite"):
+    with pytest.raises(ConfigError, match=r"the clock.s reading \(unix seconds\) must be finite, got nan"):
         r.route(make_request(rng, 3, columnar=True))
+    assert r.metrics()["invalid_requests"] == 0
 
 
 def test_default_router_uses_the_shipped_model_sensibly(rng):
@@ -191,71 +185,118 @@ def test_not_a_request():
         router().route({"query_embedding": [1.0]})
 
 
-def break_model(r: Router) -> None:
-    """Make the serving model fail the way a broken kernel call would."""
-
-    class Broken:
-        def run(self, *args):
-            raise RuntimeError("weights unavailable")
-
-    r._serving = (r._serving[0], Broken())
+# A real model failure: a candidate model that scores NaN from finite features. W = W1 W2 is low-rank; W2
+# reads recency (+10) and success (-10), which FAILING_FEATURES weighs 3e38, so W2 x = (+inf, -inf), and
+# the two meet in W1 (W2 x) as NaN on every ISA. The same model with W2 = 0 is the healthy one.
+FAILING_FEATURES = FeatureConfig(recency_weight=3e38, success_weight=3e38)
 
 
-def test_model_failure_falls_back_and_opens_the_breaker(rng):
+def low_rank_model(tmp_path: Path, name: str, healthy: bool) -> str:
+    model = FastGRNN(FastGRNNConfig(w_rank=2), seed=0)
+    w = model.weights()
+    w["W2"] = np.zeros((2, 5), np.float32)
+    if not healthy:
+        w["W2"][0, 1], w["W2"][1, 3] = 10.0, -10.0
+    w["W1"] = np.ones((8, 2), np.float32)
+    model.set_weights(w)
+    path = tmp_path / name
+    model.save(path)
+    return str(path)
+
+
+def failing_router(tmp_path: Path, **kwargs) -> tuple[Router, str, str]:
+    """A router serving the failing model, with the paths of the failing and the healthy model."""
+    bad, good = low_rank_model(tmp_path, "nan.safetensors", False), low_rank_model(tmp_path, "ok.safetensors", True)
+    r = router(model_path=bad, feature_config=FAILING_FEATURES, enable_quantization=False, **kwargs)
+    return r, bad, good
+
+
+def fresh_request(rng: np.random.Generator, n: int, columnar: bool = False) -> RoutingRequest:
+    """Candidates created now with success rate 1: recency and success features of 3e38 each."""
+    request = make_request(rng, n, dim=16, columnar=columnar)
+    ids = [f"c{i}" for i in range(n)]
+    emb = unit(rng.standard_normal((n, 16)))
+    if columnar:
+        return RoutingRequest(request.query_embedding, CandidateBatch(ids, emb, np.full(n, NOW), np.zeros(n, int),
+                                                                      np.ones(n)))
+    return RoutingRequest(request.query_embedding,
+                          [Candidate(ids[i], emb[i], created_at=NOW, success_rate=1.0) for i in range(n)])
+
+
+@pytest.mark.parametrize("columnar", [False, True])
+def test_model_failure_falls_back_and_opens_the_breaker(tmp_path, rng, columnar):
     monotonic = FakeClock(0.0)
-    r = router(circuit_breaker_threshold=3, circuit_breaker_timeout=10.0, monotonic=monotonic)
-    good = r._serving
-    request = make_request(rng, 5, dim=16)
-    break_model(r)
+    r, _, good = failing_router(tmp_path, circuit_breaker_threshold=3, circuit_breaker_timeout=10.0,
+                                monotonic=monotonic)
+    request = fresh_request(rng, 5, columnar)
     for i in range(3):
         response = r.route(request)
-        assert response.fell_back and "model error" in response.fallback_reason
-        assert all(not d.use_lightweight for d in response.decisions)
+        assert response.fell_back
+        assert response.fallback_reason == "model error: the model produced a non-finite score from finite features"
+        assert all(not d.use_lightweight and d.confidence == 0.0 and d.uncertainty == 1.0 for d in response)
         assert [d.candidate_id for d in response.decisions] == [f"c{k}" for k in range(5)]
     assert r.circuit_breaker_status() is False
-    r._serving = good  # even a healthy model is not called while the breaker is open
+    r.reload_model(good)  # even a healthy model is not called while the breaker is open
     response = r.route(request)
     assert response.fell_back and response.fallback_reason == "circuit breaker open"
-    monotonic.t = 10.0  # recovery timeout: a probe goes through and closes it
+    monotonic.now = 10.0  # recovery timeout: a probe goes through and closes it
     assert not r.route(request).fell_back
     assert r.circuit_breaker_status() is True
     m = r.metrics()
-    assert m["fallbacks"] == 4 and m["model_errors"] == 3 and m["rejected_by_breaker"] == 1
+    assert m["fallbacks"] == 4 and m["model_errors"] == 3 and m["rejected_by_breaker"] == 1 and m["requests"] == 5
 
 
-def test_reading_the_breaker_status_does_not_change_it(rng):
+def test_errors_that_are_not_model_failures_propagate(tmp_path, rng):
+    """A failing clock is a bug, not a model failure: it propagates and leaves the breaker alone."""
+    def broken_clock() -> float:
+        raise ZeroDivisionError("clock broke")
+
+    r = router(circuit_breaker_threshold=1, clock=broken_clock)
+    for _ in range(3):
+        with pytest.raises(ZeroDivisionError, match="clock broke"):
+            r.route(make_request(rng, 3, dim=8))
+    assert r.circuit_breaker_status() is True
+    assert r.metrics()["fallbacks"] == 0 and r.circuit_breaker.metrics()["total_failures"] == 0
+
+
+def test_the_breaker_counts_exactly_the_model_failures(tmp_path):
+    r, _, _ = failing_router(tmp_path)
+    assert r.circuit_breaker.failures == MODEL_FAILURES == (ModelError,)
+    assert r.circuit_breaker.is_failure(ModelError("x")) and not r.circuit_breaker.is_failure(RuntimeError("x"))
+
+
+def test_reading_the_breaker_status_does_not_change_it(tmp_path, rng):
     monotonic = FakeClock(0.0)
-    r = router(circuit_breaker_threshold=1, circuit_breaker_timeout=5.0, monotonic=monotonic)
-    break_model(r)
-    r.route(make_request(rng, 2, dim=8))
-    monotonic.t = 100.0
+    r, _, _ = failing_router(tmp_path, circuit_breaker_threshold=1, circuit_breaker_timeout=5.0, monotonic=monotonic)
+    assert r.route(fresh_request(rng, 2)).fell_back
+    monotonic.now = 100.0
     for _ in range(10):
         assert r.circuit_breaker_status() is False
     assert r.circuit_breaker.state == "open"
 
 
-def test_invalid_input_in_half_open_gives_the_probe_back(rng):
+def test_invalid_input_in_half_open_gives_the_probe_back(tmp_path, rng):
     monotonic = FakeClock(0.0)
-    r = router(circuit_breaker_threshold=1, circuit_breaker_timeout=5.0, monotonic=monotonic)
-    good = r._serving
-    break_model(r)
-    r.route(make_request(rng, 2, dim=8))
-    r._serving = good
-    monotonic.t = 5.0
-    bad = make_request(rng, 2, dim=8)
-    bad.query_embedding[0] = np.nan
+    r, _, good = failing_router(tmp_path, circuit_breaker_threshold=1, circuit_breaker_timeout=5.0,
+                                monotonic=monotonic)
+    assert r.route(fresh_request(rng, 2)).fell_back
+    r.reload_model(good)
+    monotonic.now = 5.0
+    bad = fresh_request(rng, 2)
+    bad.candidates[1].success_rate = 2.0
     for _ in range(5):  # more bad requests than half-open probes: none may use a probe up
-        with pytest.raises(InvalidInputError):
+        with pytest.raises(InvalidInputError, match=r"candidates\[1\]\.success_rate"):
             r.route(bad)
-    assert not r.route(make_request(rng, 2, dim=8)).fell_back
+    assert not r.route(fresh_request(rng, 2)).fell_back
     assert r.circuit_breaker_status() is True
 
 
-def test_without_breaker(rng):
-    r = router(enable_circuit_breaker=False)
+def test_without_breaker(tmp_path, rng):
+    r, _, _ = failing_router(tmp_path, enable_circuit_breaker=False)
     assert r.circuit_breaker_status() is None
-    break_model(r)
-    assert r.route(make_request(rng, 2, dim=8)).fell_back
+    for _ in range(10):
+        assert r.route(fresh_request(rng, 2)).fell_back
+    assert r.metrics()["model_errors"] == 10
 
 
 def test_reload_model(tmp_path, rng):
@@ -373,7 +414,7 @@ def test_watch_model_reloads_in_the_background(tmp_path, rng):
 
 @pytest.mark.parametrize("interval", [0, -1.0, float("inf"), float("nan"), True, "1"])
 def test_watch_model_bad_interval(interval):
-    with pytest.raises(ConfigError, match="interval must be a positive number"):
+    with pytest.raises(ConfigError, match=r"interval \(seconds\) must be"):
         router().watch_model(interval)
 
 

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-import time
+import pickle
 
 import numpy as np
 import pytest
 
 import reference as ref
 from tinydancer import kernels
-from tinydancer.errors import ConfigError, InvalidInputError
-from tinydancer.kernels import FastGRNNCell
+from tinydancer.errors import InvalidInputError, ModelError
+from tinydancer.kernels import FastGRNNCell, KernelMatrix
 
 WEIGHTS = (0.4, 0.2, 0.15, 0.15, 0.1)
 NOW = 1_800_000_000.0
@@ -98,7 +98,7 @@ def test_overflowing_embeddings_are_scored_in_float64(isa, rng):
 @pytest.mark.parametrize(
     "change, match",
     [
-        (dict(embeddings=np.ones((3, 7), np.float32)), "embeddings must have 384 columns"),
+        (dict(embeddings=np.ones((3, 7), np.float32)), "the candidates. embeddings have length 7, but query has length 384"),
         (dict(query=np.ones(0, np.float32), embeddings=np.ones((3, 0), np.float32)), "query is empty"),
         (dict(created_at=np.ones(2)), "created_at must have one entry per candidate"),
         (dict(created_at=[0.0, np.nan, 0.0]), "created_at holds"),
@@ -201,80 +201,102 @@ def test_candidate_features_bad_input(rng):
         kernels.candidate_features(**candidates(rng, 3), out=np.empty((3, 4), np.float32))
 
 
+def columns(args):
+    return kernels.CandidateColumns(args["embeddings"], args["created_at"], args["access_count"], args["success_rate"])
+
+
 @pytest.mark.parametrize("n", [0, 1, 2, 10, 32, 33, 100, 1000])
-def test_route_candidates(isa, rng, n):
+def test_route_pass(isa, rng, n):
     cell = scorer(rng)
     args = candidates(rng, n)
-    scores, unc, light, order = kernels.route_candidates(cell, **args, confidence_threshold=0.6,
-                                                         max_uncertainty=0.5)
+    result = kernels.RoutePass(cell, kernels.FeatureWeights(), 0.6, 0.5).route(args["query"], columns(args), NOW)
     _, expected = expected_scores(cell, args)
+    scores, unc, light, order = result.confidence, result.uncertainty, result.lightweight, result.order
+    assert len(result) == result.n == n
     np.testing.assert_allclose(scores, expected, atol=1e-5)
     np.testing.assert_allclose(unc, np.clip(1 - 2 * np.abs(scores.astype(np.float64) - 0.5), 0, 1), atol=1e-6)
     np.testing.assert_array_equal(light, (scores >= np.float32(0.6)) & (unc <= np.float32(0.5)))
-    assert light.dtype == bool and order.dtype == np.int32
+    assert light.dtype == bool and order.dtype == np.int32 and scores.dtype == unc.dtype == np.float32
     np.testing.assert_array_equal(order, np.argsort(-scores, kind="stable"))
+    assert result.lightweight_count == int(np.count_nonzero(light))
+    assert not any(a.flags.writeable for a in (scores, unc, light, order))
 
 
-@pytest.mark.parametrize("n", [0, 1, 10, 32, 33, 100, 1000])
-def test_route_pass_route_matches_run_and_counts(isa, rng, n):
+def test_route_pass_with_metadata_overlap_and_norms(isa, rng):
     cell = scorer(rng)
-    args = candidates(rng, n)
-    arrays = kernels.CandidateArrays(args["embeddings"], args["created_at"], args["access_count"],
-                                     args["success_rate"])
-    route_pass = kernels.RoutePass(cell, kernels.FeatureWeights(), 0.6, 0.5)
-    scores, unc, light, order, count = route_pass.run(args["query"], arrays, NOW)
-    counters = kernels.RouteCounters()
-    ids = [f"c{i}" for i in range(n)]
-    start = time.perf_counter_ns()
-    result = route_pass.route(args["query"], arrays, ids, NOW, None, start, 2.5, counters)
-    assert type(result) is kernels.RouteResult and len(result) == n
-    for got, want in [(result._confidence, scores), (result._uncertainty, unc), (result._lightweight, light),
-                      (result._order, order)]:
-        assert got.dtype == want.dtype and not got.flags.writeable
-        np.testing.assert_array_equal(got, want)
-    assert result._confidence is result._confidence  # made once
-    assert result._lightweight_count == count and result._ids is ids and result._feature_time_us == 2.5
-    assert result._inference_time_us > 0 and result._fallback_reason is None and result._decisions is None
-    snap = counters.snapshot()
-    assert (snap["requests"], snap["candidates"], snap["lightweight"]) == (1, n, count)
-    assert snap["mean_route_us"] == pytest.approx(result._inference_time_us)
+    args = candidates(rng, 12)
+    overlap = rng.uniform(0, 1, 12).astype(np.float32)
+    cols = kernels.CandidateColumns(args["embeddings"], args["created_at"], args["access_count"],
+                                    args["success_rate"], kernels.l2_norms(args["embeddings"]))
+    result = kernels.RoutePass(cell, kernels.FeatureWeights()).route(args["query"], cols, NOW, overlap)
+    expected = kernels.score_candidates(cell, **args, metadata_overlap=overlap)
+    np.testing.assert_allclose(result.confidence, expected, atol=1e-6)
 
 
-def test_route_result_arrays_outlive_the_pass_and_cannot_be_replaced(rng):
+def test_route_result_arrays_outlive_the_result(rng):
     cell = scorer(rng)
     args = candidates(rng, 40)
-    arrays = kernels.CandidateArrays(args["embeddings"], args["created_at"], args["access_count"],
-                                     args["success_rate"])
-    result = kernels.RoutePass(cell, kernels.FeatureWeights()).route(args["query"], arrays, None, NOW, None, 0,
-                                                                    0.0, kernels.RouteCounters())
-    conf = result._confidence
+    result = kernels.RoutePass(cell, kernels.FeatureWeights()).route(args["query"], columns(args), NOW)
+    conf = result.confidence
+    assert conf is result.confidence  # made once
     expected = conf.copy()
     del result  # the array keeps the block alive
     np.testing.assert_array_equal(conf, expected)
     with pytest.raises(ValueError):
         conf[0] = 1.0
-    result = kernels.RoutePass(cell, kernels.FeatureWeights()).route(args["query"], arrays, None, NOW, None, 0,
-                                                                    0.0, kernels.RouteCounters())
-    with pytest.raises(InvalidInputError, match="cannot be replaced"):
-        result._set_arrays(conf, conf, conf, conf)
 
 
-def test_route_pass_errors_count_nothing(rng):
+def test_route_result_from_arrays(rng):
+    conf = rng.uniform(0, 1, 6).astype(np.float32)
+    light = conf > 0.5
+    order = np.argsort(-conf, kind="stable")
+    r = kernels.RouteResult.from_arrays(conf, 1 - conf, light, order)
+    np.testing.assert_array_equal(r.confidence, conf)
+    np.testing.assert_array_equal(r.uncertainty, 1 - conf)
+    np.testing.assert_array_equal(r.lightweight, light)
+    np.testing.assert_array_equal(r.order, order)
+    assert r.lightweight_count == int(light.sum()) and len(r) == 6
+    copy = pickle.loads(pickle.dumps(r))
+    np.testing.assert_array_equal(copy.confidence, conf)
+    with pytest.raises(InvalidInputError, match="uncertainty must have one entry per candidate"):
+        kernels.RouteResult.from_arrays(conf, conf[:3], light, order)
+
+
+def test_route_pass_bad_input(rng):
     cell = scorer(rng)
     args = candidates(rng, 5, dim=8)
-    arrays = kernels.CandidateArrays(args["embeddings"], args["created_at"], args["access_count"],
-                                     args["success_rate"])
-    counters = kernels.RouteCounters()
+    cols = columns(args)
     route_pass = kernels.RoutePass(cell, kernels.FeatureWeights())
-    with pytest.raises(InvalidInputError, match="embeddings must have 9 columns"):
-        route_pass.route(np.ones(9, np.float32), arrays, None, NOW, None, 0, 0.0, counters)
+    with pytest.raises(InvalidInputError, match="the candidates. embeddings have length 8, but query_embedding has length 9"):
+        route_pass.route(np.ones(9, np.float32), cols, NOW)
     with pytest.raises(InvalidInputError, match="now must be finite"):
-        route_pass.route(args["query"], arrays, None, float("nan"), None, 0, 0.0, counters)
+        route_pass.route(args["query"], cols, float("nan"))
     with pytest.raises(InvalidInputError, match="metadata_overlap"):
-        route_pass.route(args["query"], arrays, None, NOW, np.full(5, 2.0, np.float32), 0, 0.0, counters)
-    assert counters.snapshot()["requests"] == 0
-    with pytest.raises(ConfigError, match="result_type must be RouteResult"):
-        kernels.RoutePass(cell, kernels.FeatureWeights(), result_type=dict)
+        route_pass.route(args["query"], cols, NOW, np.full(5, 2.0, np.float32))
+    with pytest.raises(InvalidInputError, match=r"query_embedding holds a non-finite value \(nan\) at \[3\]"):
+        route_pass.route(np.where(np.arange(8) == 3, np.nan, 1.0).astype(np.float32), cols, NOW)
+    with pytest.raises(InvalidInputError, match="confidence_threshold and max_uncertainty must lie in"):
+        kernels.RoutePass(cell, kernels.FeatureWeights(), 1.5)
+    with pytest.raises(InvalidInputError, match="model must have input_dim 5"):
+        kernels.RoutePass(FastGRNNCell(np.ones((8, 4)), np.zeros((8, 8)), np.zeros(8), np.zeros(8), np.ones(8), 0.0,
+                                       1.0, -4.0), kernels.FeatureWeights())
+
+
+def test_model_failure_is_a_model_error(isa, rng):
+    """Finite features that drive the model to NaN raise ModelError: a low-rank W whose inner vector is
+    (+inf, -inf), which meet in the outer product on every ISA."""
+    right = np.zeros((2, 5), np.float32)
+    right[0, 1], right[1, 3] = 10.0, -10.0  # recency and success, both 1.0 below
+    W = KernelMatrix.low_rank(np.ones((8, 2), np.float32), right)
+    cell = FastGRNNCell(W, np.zeros((8, 8)), np.zeros(8), np.zeros(8), np.ones(8), 0.0, 1.0, -4.0)
+    weights = kernels.FeatureWeights((0.4, 3e38, 0.15, 3e38, 0.1))
+    args = candidates(rng, 4, dim=8)
+    args["created_at"] = np.full(4, NOW)
+    args["success_rate"] = np.ones(4, np.float32)
+    with pytest.raises(ModelError, match="non-finite score"):
+        kernels.RoutePass(cell, weights).route(args["query"], columns(args), NOW)
+    with pytest.raises(ModelError, match="non-finite score"):
+        kernels.score_candidates(cell, **args, weights=weights)
 
 
 def test_route_counters():
@@ -297,9 +319,10 @@ def test_route_counters():
 def test_route_order_is_stable_for_ties(rng):
     cell = FastGRNNCell(np.zeros((8, 5)), np.zeros((8, 8)), np.zeros(8), np.zeros(8), np.ones(8), 0.3, 1.0, -4.0)
     for n in (5, 40):
-        scores, _, _, order = kernels.route_candidates(cell, **candidates(rng, n))
-        assert np.all(scores == scores[0])  # a constant model: every score ties
-        np.testing.assert_array_equal(order, np.arange(n))
+        args = candidates(rng, n)
+        result = kernels.RoutePass(cell, kernels.FeatureWeights()).route(args["query"], columns(args), NOW)
+        assert np.all(result.confidence == result.confidence[0])  # a constant model: every score ties
+        np.testing.assert_array_equal(result.order, np.arange(n))
 
 
 def test_route_names_non_finite_embeddings(rng):
@@ -307,28 +330,68 @@ def test_route_names_non_finite_embeddings(rng):
     args = candidates(rng, 4, dim=8)
     args["embeddings"][2, 0] = np.inf
     with pytest.raises(InvalidInputError, match=r"embeddings holds a non-finite value \(inf\) at \[2, 0\]"):
-        kernels.route_candidates(cell, **args)
+        kernels.RoutePass(cell, kernels.FeatureWeights()).route(args["query"], columns(args), NOW)
+
+
+def test_candidate_columns_copy(rng):
+    args = candidates(rng, 7, dim=10)
+    cols = kernels.CandidateColumns(args["embeddings"], args["created_at"], args["access_count"],
+                                    args["success_rate"], copy=True)
+    assert cols.embeddings.ctypes.data % 64 == 0 and not cols.embeddings.flags.writeable
+    np.testing.assert_array_equal(cols.embeddings, args["embeddings"])
+    np.testing.assert_allclose(cols.norms, np.linalg.norm(args["embeddings"].astype(np.float64), axis=1), rtol=1e-6)
+    args["embeddings"][0, 0] = 99.0  # a private copy
+    assert cols.embeddings[0, 0] != 99.0 and args["created_at"].flags.writeable
+    bad = args["embeddings"].copy()
+    bad[3, 4] = np.nan
+    with pytest.raises(InvalidInputError, match=r"embeddings holds a non-finite value \(nan\) at \[3, 4\]"):
+        kernels.CandidateColumns(bad, args["created_at"], args["access_count"], args["success_rate"], copy=True)
+    big = np.full((2, 10), 3e38, np.float32)
+    with pytest.raises(InvalidInputError, match=r"embeddings\[0\] has a norm beyond the float32 range"):
+        kernels.CandidateColumns(big, [0.0, 0.0], [0, 0], [0.0, 0.0], copy=True)
+    with pytest.raises(InvalidInputError, match="access_count must hold integers"):
+        kernels.CandidateColumns(bad, args["created_at"], [True] * 7, args["success_rate"])
 
 
 def test_gather_candidates(rng):
     from tinydancer.types import Candidate
 
-    cs = [Candidate(f"c{i}", rng.standard_normal(16).astype(np.float32), created_at=float(i), access_count=i,
-                    success_rate=0.5) for i in range(5)]
-    E, norms, created, counts, success = kernels.gather_candidates(cs)
+    cs = [Candidate(f"c{i}", rng.standard_normal(16).astype(np.float32), {"k": i}, created_at=float(i),
+                    access_count=i, success_rate=0.5) for i in range(5)]
+    cols = kernels.CandidateColumns.buffer()
+    ids, metadatas = kernels.gather_candidates(cs, cols)
+    assert ids == tuple(c.id for c in cs) and metadatas == tuple({"k": i} for i in range(5))
+    E = cols.embeddings
     np.testing.assert_array_equal(E, np.stack([c.embedding for c in cs]))
-    np.testing.assert_allclose(norms, np.linalg.norm(E.astype(np.float64), axis=1), rtol=1e-6)
-    np.testing.assert_array_equal(created, np.arange(5.0))
-    np.testing.assert_array_equal(counts, np.arange(5))
-    assert counts.dtype == np.int64 and np.all(success == np.float32(0.5))
-    assert not any(a.flags.writeable for a in (E, norms, created, counts, success))
-    for field, value in [("access_count", -1), ("access_count", 2.0), ("access_count", True),
-                         ("success_rate", 1.5), ("created_at", float("inf")),
-                         ("embedding", np.ones(15, np.float32)), ("embedding", np.full(16, np.nan, np.float32))]:
+    np.testing.assert_allclose(cols.norms, np.linalg.norm(E.astype(np.float64), axis=1), rtol=1e-6)
+    np.testing.assert_array_equal(cols.created_at, np.arange(5.0))
+    np.testing.assert_array_equal(cols.access_count, np.arange(5))
+    assert cols.access_count.dtype == np.int64 and np.all(cols.success_rate == np.float32(0.5))
+    assert kernels.gather_candidates(cs[:2], cols, metadata=False) == (("c0", "c1"), None)
+    assert len(cols) == 2  # the buffer is reused, sized to the last fill
+    for field, value, match in [
+        ("access_count", -1, r"candidates\[2\]\.access_count must be an int >= 0, got -1"),
+        ("access_count", 2.0, r"candidates\[2\]\.access_count must be an int, got float"),
+        ("access_count", True, r"candidates\[2\]\.access_count must be an int, got bool"),
+        ("success_rate", 1.5, r"candidates\[2\]\.success_rate must lie in \[0, 1\], got 1.5"),
+        ("created_at", float("inf"), r"candidates\[2\]\.created_at must be finite, got inf"),
+        ("embedding", np.ones(15, np.float32),
+         r"candidates\[2\]\.embedding has length 15, but candidates\[0\]\.embedding has length 16"),
+        ("embedding", np.full(16, np.nan, np.float32), r"candidates\[2\]\.embedding holds a non-finite value"),
+        ("embedding", np.full(16, 3e38, np.float32), r"candidates\[2\]\.embedding has a norm beyond"),
+        ("embedding", "abc", r"candidates\[2\]\.embedding must hold real numbers"),
+        ("id", 7, r"candidates\[2\]\.id must be a str, got int"),
+        ("metadata", [], r"candidates\[2\]\.metadata must be a dict, got list"),
+    ]:
         saved = getattr(cs[2], field)
         setattr(cs[2], field, value)
-        with pytest.raises(InvalidInputError):
-            kernels.gather_candidates(cs)
+        with pytest.raises(InvalidInputError, match=match):
+            kernels.gather_candidates(cs, cols)
         setattr(cs[2], field, saved)
-    with pytest.raises(InvalidInputError, match="no candidates"):
-        kernels.gather_candidates([])
+    with pytest.raises(InvalidInputError, match=r"candidates\[1\] must be a Candidate, got int"):
+        kernels.gather_candidates([cs[0], 5], cols)
+    with pytest.raises(InvalidInputError, match="candidate.success_rate must lie in"):
+        cs[0].success_rate = 2.0
+        kernels.gather_candidates([cs[0]], cols, "candidate", single=True)
+    assert kernels.gather_candidates([], cols) == ((), ())
+    assert len(cols) == 0

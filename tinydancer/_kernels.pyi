@@ -1,5 +1,5 @@
 from collections.abc import Sequence
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -100,41 +100,30 @@ class FeatureWeights:
     @property
     def recency_decay(self) -> float: ...
 
+def as_vector(value: ArrayLike, name: str = "vector") -> NDArray[np.float32]: ...
 def candidate_features(
     query: ArrayLike,
-    embeddings: ArrayLike | CandidateArrays,
-    created_at: ArrayLike | None,
-    access_count: ArrayLike | None,
-    success_rate: ArrayLike | None,
-    now: float,
+    embeddings: ArrayLike | CandidateColumns,
+    created_at: ArrayLike | None = None,
+    access_count: ArrayLike | None = None,
+    success_rate: ArrayLike | None = None,
+    now: float = 0.0,
     metadata_overlap: ArrayLike | None = None,
     embedding_norms: ArrayLike | None = None,
     weights: FeatureWeights | Sequence[float] | None = None,
     recency_decay: float = 0.001,
     out: NDArray[np.float32] | None = None,
+    *,
+    query_name: str = "query",
 ) -> NDArray[np.float32]: ...
-def route_candidates(
-    model: FastGRNNCell,
-    query: ArrayLike,
-    embeddings: ArrayLike | CandidateArrays,
-    created_at: ArrayLike | None,
-    access_count: ArrayLike | None,
-    success_rate: ArrayLike | None,
-    now: float,
-    metadata_overlap: ArrayLike | None = None,
-    embedding_norms: ArrayLike | None = None,
-    weights: FeatureWeights | Sequence[float] | None = None,
-    confidence_threshold: float = 0.85,
-    max_uncertainty: float = 0.15,
-) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_], NDArray[np.int32]]: ...
 def score_candidates(
     model: FastGRNNCell,
     query: ArrayLike,
-    embeddings: ArrayLike | CandidateArrays,
-    created_at: ArrayLike | None,
-    access_count: ArrayLike | None,
-    success_rate: ArrayLike | None,
-    now: float,
+    embeddings: ArrayLike | CandidateColumns,
+    created_at: ArrayLike | None = None,
+    access_count: ArrayLike | None = None,
+    success_rate: ArrayLike | None = None,
+    now: float = 0.0,
     metadata_overlap: ArrayLike | None = None,
     embedding_norms: ArrayLike | None = None,
     weights: FeatureWeights | Sequence[float] | None = None,
@@ -143,14 +132,11 @@ def score_candidates(
     out: NDArray[np.float32] | None = None,
 ) -> NDArray[np.float32]: ...
 
-class CandidateArrays:
-    embeddings: NDArray[np.float32]
-    norms: NDArray[np.float32] | None
-    created_at: NDArray[np.float64]
-    access_count: NDArray[np.int64]
-    success_rate: NDArray[np.float32]
-    n: int
-    dim: int
+class CandidateColumns:
+    @property
+    def n(self) -> int: ...
+    @property
+    def dim(self) -> int: ...
     def __init__(
         self,
         embeddings: ArrayLike,
@@ -158,7 +144,31 @@ class CandidateArrays:
         access_count: ArrayLike,
         success_rate: ArrayLike,
         norms: ArrayLike | None = None,
+        *,
+        copy: bool = False,
     ) -> None: ...
+    @staticmethod
+    def buffer() -> CandidateColumns: ...
+    @property
+    def embeddings(self) -> NDArray[np.float32]: ...
+    @property
+    def created_at(self) -> NDArray[np.float64]: ...
+    @property
+    def access_count(self) -> NDArray[np.int64]: ...
+    @property
+    def success_rate(self) -> NDArray[np.float32]: ...
+    @property
+    def norms(self) -> NDArray[np.float32] | None: ...
+    def __len__(self) -> int: ...
+
+def gather_candidates(
+    candidates: Sequence[Any],
+    into: CandidateColumns,
+    name: str = "candidates",
+    *,
+    metadata: bool = True,
+    single: bool = False,
+) -> tuple[tuple[str, ...], tuple[dict[str, Any], ...] | None]: ...
 
 class RouteCounters:
     def count_routed(self, candidates: int, lightweight: int, elapsed_us: float) -> None: ...
@@ -169,58 +179,36 @@ class RouteCounters:
     def snapshot(self) -> dict[str, int | float]: ...
 
 class RouteResult:
-    _ids: Any
-    _fallback_reason: str | None
-    _decisions: Any
-    _inference_time_us: float
-    _feature_time_us: float
-    def _set_arrays(
-        self,
-        confidence: NDArray[np.float32],
-        uncertainty: NDArray[np.float32],
-        use_lightweight: NDArray[np.bool_],
-        order: NDArray[np.integer[Any]],
-    ) -> None: ...
     @property
-    def _confidence(self) -> NDArray[np.float32]: ...
+    def n(self) -> int: ...
     @property
-    def _uncertainty(self) -> NDArray[np.float32]: ...
+    def lightweight_count(self) -> int: ...
+    @staticmethod
+    def from_arrays(
+        confidence: ArrayLike, uncertainty: ArrayLike, use_lightweight: ArrayLike, order: ArrayLike
+    ) -> RouteResult: ...
     @property
-    def _order(self) -> NDArray[np.integer[Any]]: ...
+    def confidence(self) -> NDArray[np.float32]: ...
     @property
-    def _lightweight(self) -> NDArray[np.bool_]: ...
+    def uncertainty(self) -> NDArray[np.float32]: ...
     @property
-    def _lightweight_count(self) -> int: ...
+    def order(self) -> NDArray[np.int32]: ...
+    @property
+    def lightweight(self) -> NDArray[np.bool_]: ...
     def __len__(self) -> int: ...
 
-_R = TypeVar("_R", bound=RouteResult)
-
-class RoutePass(Generic[_R]):
-    model: FastGRNNCell
-    weights: FeatureWeights
+class RoutePass:
+    @property
+    def model(self) -> FastGRNNCell: ...
+    @property
+    def weights(self) -> FeatureWeights: ...
     def __init__(
         self,
         model: FastGRNNCell,
         weights: FeatureWeights,
         confidence_threshold: float = 0.85,
         max_uncertainty: float = 0.15,
-        result_type: type[_R] = ...,
     ) -> None: ...
-    def run(
-        self, query: ArrayLike, candidates: CandidateArrays, now: float, metadata_overlap: ArrayLike | None = None
-    ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_], NDArray[np.int32], int]: ...
     def route(
-        self,
-        query: ArrayLike,
-        candidates: CandidateArrays,
-        ids: Any,
-        now: float,
-        metadata_overlap: ArrayLike | None,
-        start_ns: int,
-        feature_time_us: float,
-        counters: RouteCounters,
-    ) -> _R: ...
-
-def gather_candidates(
-    candidates: list[object],
-) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float64], NDArray[np.int64], NDArray[np.float32]]: ...
+        self, query: ArrayLike, candidates: CandidateColumns, now: float, metadata_overlap: ArrayLike | None = None
+    ) -> RouteResult: ...

@@ -152,6 +152,10 @@ class CircuitBreaker:
         clock: a monotonic clock returning seconds as a float; only differences matter.
         name: an optional label, shown in errors and in ``repr``.
         listeners: :class:`CircuitBreakerListener` objects notified of every state change.
+        failures: the exception classes that count as the dependency failing (default: every
+            ``Exception``). :meth:`call` and :meth:`calling` record these as failures; any other exception
+            is not the dependency's fault (a bug, bad input) and gives the slot back. :meth:`is_failure`
+            answers for callers that record outcomes themselves.
 
     Raises:
         ConfigError: (a ``ValueError``) when a setting is invalid; the message names it.
@@ -162,9 +166,9 @@ class CircuitBreaker:
           metrics and otherwise ignored; they do not extend the timeout.
         * In half-open any recorded success counts as a probe success and any failure reopens the breaker:
           the breaker cannot tell a probe's outcome from a late one, so it errs towards staying open.
-        * :meth:`call` and :meth:`calling` give a probe's slot back when the guarded work ends in a
-          ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``, task cancellation), which
-          is not the dependency's fault. Callers of :meth:`allow_request` do the same with :meth:`release`
+        * :meth:`call` and :meth:`calling` give a probe's slot back when the guarded work ends in an
+          exception that is not one of ``failures`` (``KeyboardInterrupt``, task cancellation, and any
+          exception outside ``failures``), which is not the dependency's fault. Callers of :meth:`allow_request` do the same with :meth:`release`
           (for example when the request turns out to be invalid), so that every probe slot is either
           resolved by an outcome or given back; a slot that is neither stays taken until the round ends.
     """
@@ -191,6 +195,7 @@ class CircuitBreaker:
         "_rejections",
         "_times_opened",
         "_local",
+        "_failure_types",
     )
 
     def __init__(
@@ -203,6 +208,7 @@ class CircuitBreaker:
         *,
         name: str | None = None,
         listeners: Iterable[CircuitBreakerListener] | None = None,
+        failures: tuple[type[BaseException], ...] = (Exception,),
     ) -> None:
         self._failure_threshold = _positive_int("failure_threshold", failure_threshold)
         self._recovery_timeout = _timeout("recovery_timeout", recovery_timeout)
@@ -215,6 +221,10 @@ class CircuitBreaker:
             )
         if not callable(clock):
             raise ConfigError(f"clock must be callable (like time.monotonic), got {clock!r}")
+        if not (isinstance(failures, tuple) and failures
+                and all(isinstance(t, type) and issubclass(t, BaseException) for t in failures)):
+            raise ConfigError(f"failures must be a non-empty tuple of exception classes, got {failures!r}")
+        self._failure_types = failures
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"name must be a str or None, got {name!r}")
         self._clock = clock
@@ -408,21 +418,31 @@ class CircuitBreaker:
 
     # -- guarded calls ----------------------------------------------------------------------------------
 
+    @property
+    def failures(self) -> tuple[type[BaseException], ...]:
+        """The exception classes that count as the dependency failing."""
+        return self._failure_types
+
+    def is_failure(self, exc: BaseException) -> bool:
+        """Whether ``exc`` counts as the dependency failing (it is one of :attr:`failures`)."""
+        return isinstance(exc, self._failure_types)
+
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` through the breaker and return its result.
 
         Raises:
             CircuitOpenError: when the breaker does not admit the call (``fn`` is not run).
 
-        An ``Exception`` from ``fn`` is recorded as a failure and re-raised; a return is recorded as a
-        success. No lock is held while ``fn`` runs.
+        An exception from ``fn`` that is one of :attr:`failures` is recorded as a failure and re-raised;
+        any other is re-raised with the slot given back; a return is recorded as a success. No lock is held
+        while ``fn`` runs.
         """
         token = _ADMITTED_CLOSED if self._state is STATE_CLOSED else self._admit_slow()
         if token == _REJECTED:
             raise CircuitOpenError(self._rejection_message())
         try:
             result = fn(*args, **kwargs)
-        except Exception:
+        except self._failure_types:
             self.record_failure()
             raise
         except BaseException:
@@ -570,7 +590,7 @@ class _Guard:
     ) -> None:
         if exc_type is None:
             self._breaker.record_success()
-        elif issubclass(exc_type, Exception):
+        elif issubclass(exc_type, self._breaker._failure_types):
             self._breaker.record_failure()
         else:
             self._breaker._release(self._token)

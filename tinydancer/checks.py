@@ -22,12 +22,10 @@ _INT64_MAX = 2**63 - 1
 
 def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
     if high == math.inf:
-        if low == -math.inf:
-            return "finite"
-        return f"> {low:g}" if low_open else f">= {low:g}"
+        return f"be > {low:g}" if low_open else f"be >= {low:g}"
     if low == -math.inf:
-        return f"< {high:g}" if high_open else f"<= {high:g}"
-    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return f"be < {high:g}" if high_open else f"be <= {high:g}"
+    return f"lie in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
 
 def real(value: Any, name: str, low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
@@ -37,12 +35,13 @@ def real(value: Any, name: str, low: float = -math.inf, high: float = math.inf, 
     Bools and non-numbers (strings, None, arrays) are refused; NumPy scalars are accepted.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise error(f"{name} must be a finite number, got {value!r}")
+        raise error(f"{name} must be a real number, got {type(value).__name__}")
     number = float(value)
-    if not math.isfinite(number):
-        raise error(f"{name} must be a finite number, got {value!r}")
-    if number < low or number > high or (low_open and number == low) or (high_open and number == high):
-        raise error(f"{name} must be {_interval(low, high, low_open, high_open)}, got {value!r}")
+    bounded = low > -math.inf or high < math.inf
+    if not math.isfinite(number) and not (bounded and math.isnan(number)):
+        raise error(f"{name} must be finite, got {value!r}")
+    if not (low <= number <= high) or (low_open and number == low) or (high_open and number == high):
+        raise error(f"{name} must {_interval(low, high, low_open, high_open)}, got {value!r}")
     return number
 
 
@@ -58,15 +57,15 @@ def integer(value: Any, name: str, low: int | None = None, high: int | None = _I
     Bools and floats are refused (3.0 is not a count); NumPy integers are accepted.
     """
     if isinstance(value, bool):
-        raise error(f"{name} must be an integer, got {value!r}")
+        raise error(f"{name} must be an int, got bool")
     try:
         number = operator.index(value)
     except TypeError:
-        raise error(f"{name} must be an integer, got {value!r}") from None
+        raise error(f"{name} must be an int, got {type(value).__name__}") from None
     if low is not None and number < low:
-        raise error(f"{name} must be an integer >= {low}, got {number}")
+        raise error(f"{name} must be an int >= {low}, got {number}")
     if high is not None and number > high:
-        raise error(f"{name} must be an integer <= {high}, got {number}")
+        raise error(f"{name} must be an int <= {high}, got {number}")
     return number
 
 

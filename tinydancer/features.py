@@ -15,7 +15,6 @@ success rate outside [0, 1] raise :class:`~tinydancer.errors.InvalidInputError` 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,25 +23,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from tinydancer import kernels
+from tinydancer import checks, kernels
+from tinydancer.candidates import Candidate, CandidateBatch
 from tinydancer.errors import ConfigError, InvalidInputError
-from tinydancer.types import (
-    Candidate,
-    CandidateBatch,
-    _count,
-    _diagnose_candidates,
-    _embedding_vector,
-    _real,
-    _unit,
-    metadata_overlap,
-)
+from tinydancer.metadata import metadata_overlap
 
 __all__ = ["FeatureConfig", "FeatureVector", "FeatureEngineer", "NUM_FEATURES", "FEATURE_NAMES"]
 
-NUM_FEATURES = 5
+NUM_FEATURES = kernels.NUM_FEATURES
 FEATURE_NAMES = ("semantic_similarity", "recency_score", "frequency_score", "success_rate", "metadata_overlap")
 
 _candidate_features = kernels.candidate_features
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # the kernels weigh in float32
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +66,7 @@ class FeatureConfig:
             "metadata_weight",
             "recency_decay",
         ):
-            value = getattr(self, name)
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise ConfigError(f"{name} must be a number, got {type(value).__name__}")
-            number = float(value)
-            if not (math.isfinite(number) and number >= 0.0):
-                raise ConfigError(f"{name} must be finite and >= 0, got {number}")
-            object.__setattr__(self, name, number)
+            object.__setattr__(self, name, checks.real(getattr(self, name), name, 0.0, _FLOAT32_MAX))
 
     @property
     def weights(self) -> tuple[float, float, float, float, float]:
@@ -196,31 +182,12 @@ class FeatureEngineer:
         """
         if not isinstance(candidate, Candidate):
             raise InvalidInputError(f"candidate must be a Candidate, got {type(candidate).__name__}")
-        emb = _embedding_vector(candidate.embedding, "candidate.embedding")
-        created = np.array([_real(candidate.created_at, "candidate.created_at")], dtype=np.float64)
-        counts = np.array([_count(candidate.access_count, "candidate.access_count")], dtype=np.int64)
-        success = np.array([_unit(candidate.success_rate, "candidate.success_rate")], dtype=np.float32)
-        if not isinstance(candidate.metadata, dict):
-            raise InvalidInputError(f"candidate.metadata must be a dict, got {type(candidate.metadata).__name__}")
-        overlap = None if query_metadata is None else metadata_overlap(query_metadata, (candidate.metadata,))
-        rows = emb.reshape(1, -1)
-        try:
-            norms = kernels.l2_norms(rows)  # as a CandidateBatch does, so both paths give the same floats
-        except InvalidInputError as exc:  # finite values whose norm overflows float32
-            raise InvalidInputError(f"candidate.embedding: {exc}") from None
-        t = self._clock() if now is None else now
-        try:
-            raw = _candidate_features(
-                query_embedding, rows, created, counts, success, t, overlap, norms, self._unit_weights
-            )
-        except (InvalidInputError, TypeError):
-            q = _embedding_vector(query_embedding, "query_embedding")
-            if q.shape[0] != emb.shape[0]:
-                raise InvalidInputError(
-                    f"candidate.embedding has length {emb.shape[0]}, but query_embedding has length {q.shape[0]}"
-                ) from None
-            _check_time(t, now is None)
-            raise
+        columns = kernels.CandidateColumns.buffer()
+        _, metadatas = kernels.gather_candidates((candidate,), columns, "candidate", single=True,
+                                                 metadata=query_metadata is not None)
+        overlap = None if query_metadata is None else metadata_overlap(query_metadata, metadatas)
+        raw = _candidate_features(query_embedding, columns, now=self._time(now), metadata_overlap=overlap,
+                                  weights=self._unit_weights, query_name="query_embedding")
         values = raw[0].tolist()
         weighted = (raw[0] * self._w32).tolist()
         return FeatureVector(values[0], values[1], values[2], values[3], values[4], tuple(weighted))
@@ -250,61 +217,25 @@ class FeatureEngineer:
         Raises:
             InvalidInputError: a bad query or candidate field, or mismatched lengths, naming it.
         """
-        batch = candidates
-        if type(batch) is not CandidateBatch:
-            batch = _as_batch(candidates)
-        overlap = None if query_metadata is None else batch.metadata_overlap(query_metadata)
-        t = self._clock() if now is None else now
-        try:
-            if batch._ids:  # the batch's columns, checked once and kept by the batch
-                return _candidate_features(query_embedding, batch.kernel_arrays(), None, None, None, t, overlap,
-                                           None, self._weights, 0.0, out)
-            return _candidate_features(query_embedding, _no_rows(query_embedding, batch), batch._created_at,
-                                       batch._access_count, batch._success_rate, t, overlap, batch._norms,
-                                       self._weights, 0.0, out)
-        except (InvalidInputError, TypeError):
-            q = _embedding_vector(query_embedding, "query_embedding")
-            if isinstance(candidates, CandidateBatch):
-                if batch.dim != q.shape[0]:
-                    raise InvalidInputError(
-                        f"candidates has embeddings of length {batch.dim}, but query_embedding has length {q.shape[0]}"
-                    ) from None
-            else:
-                _diagnose_candidates(candidates, q.shape[0], "candidates", "query_embedding")
-            _check_time(t, now is None)
-            raise
+        if type(candidates) is CandidateBatch or isinstance(candidates, CandidateBatch):
+            columns = candidates.columns
+            overlap = None if query_metadata is None else candidates.metadata_overlap(query_metadata)
+        elif isinstance(candidates, (list, tuple)):
+            columns = kernels.CandidateColumns.buffer()
+            _, metadatas = kernels.gather_candidates(candidates, columns, metadata=query_metadata is not None)
+            overlap = None if query_metadata is None else metadata_overlap(query_metadata, metadatas)
+        else:
+            raise InvalidInputError(
+                f"candidates must be a list of Candidate or a CandidateBatch, got {type(candidates).__name__}")
+        return _candidate_features(query_embedding, columns, now=self._time(now), metadata_overlap=overlap,
+                                   weights=self._weights, out=out, query_name="query_embedding")
+
+    def _time(self, now: Any) -> float:
+        """``now`` checked, or one reading of the clock, checked."""
+        if now is None:
+            return checks.real(self._clock(), "the clock's reading (unix seconds)", error=ConfigError)
+        return checks.real(now, "now", error=InvalidInputError)
 
     def __repr__(self) -> str:
         return f"FeatureEngineer(config={self._config!r})"
 
-
-def _as_batch(candidates: Any) -> CandidateBatch:
-    if isinstance(candidates, CandidateBatch):
-        return candidates
-    if isinstance(candidates, (list, tuple)):
-        return CandidateBatch.from_candidates(candidates)
-    raise InvalidInputError(
-        f"candidates must be a list of Candidate or a CandidateBatch, got {type(candidates).__name__}"
-    )
-
-
-def _no_rows(query_embedding: ArrayLike, batch: CandidateBatch) -> NDArray[np.float32]:
-    """The (0, D) embeddings of an empty batch, D taken from the query (``from_candidates([])`` has D = 0)."""
-    q = _embedding_vector(query_embedding, "query_embedding")
-    if batch.dim not in (0, q.shape[0]):
-        raise InvalidInputError(
-            f"candidates has embeddings of length {batch.dim}, but query_embedding has length {q.shape[0]}"
-        )
-    return np.empty((0, q.shape[0]), dtype=np.float32)
-
-
-def _check_time(t: Any, from_clock: bool) -> None:
-    """Raise when the time is not a number, naming the clock or ``now`` (the kernel's TypeError does not)."""
-    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, float, np.integer, np.floating)):
-        if from_clock:
-            raise ConfigError(f"clock must return unix seconds as a number, got {type(t).__name__}")
-        raise InvalidInputError(f"now must be a number (unix seconds), got {type(t).__name__}")
-    if not math.isfinite(float(t)):
-        raise (ConfigError if from_clock else InvalidInputError)(
-            f"{'clock returned' if from_clock else 'now is'} {float(t)}; the time must be finite"
-        )

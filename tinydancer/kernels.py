@@ -18,7 +18,7 @@ except ImportError as exc:  # pragma: no cover - an unbuilt source tree, or a br
     ) from exc
 
 from tinydancer._kernels import (
-    CandidateArrays,
+    CandidateColumns,
     FastGRNNCell,
     FeatureWeights,
     MAX_DIM,
@@ -28,6 +28,7 @@ from tinydancer._kernels import (
     RoutePass,
     RouteResult,
     active_isa,
+    as_vector,
     available_isas,
     best_isa,
     candidate_features,
@@ -42,14 +43,13 @@ from tinydancer._kernels import (
     int8_matvec,
     int8_matvec_int32,
     l2_norms,
-    route_candidates,
     score_candidates,
     set_isa,
 )
 from tinydancer.errors import ConfigError
 
 __all__ = [
-    "CandidateArrays",
+    "CandidateColumns",
     "FastGRNNCell",
     "FeatureWeights",
     "KernelMatrix",
@@ -59,6 +59,7 @@ __all__ = [
     "RoutePass",
     "RouteResult",
     "active_isa",
+    "as_vector",
     "available_isas",
     "best_isa",
     "candidate_features",
@@ -73,7 +74,6 @@ __all__ = [
     "int8_matvec",
     "int8_matvec_int32",
     "l2_norms",
-    "route_candidates",
     "score_candidates",
     "set_isa",
 ]

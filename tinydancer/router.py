@@ -11,7 +11,6 @@ open, requests fall back without touching the model; bad input raises
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -24,18 +23,27 @@ from typing import Any
 
 import numpy as np
 
-from tinydancer import kernels
+from tinydancer import checks, kernels
 from tinydancer.breaker import CircuitBreaker
-from tinydancer.errors import ConfigError, InvalidInputError, ModelSchemaError, TinyDancerError
+from tinydancer.candidates import CandidateBatch, RoutingRequest
+from tinydancer.errors import ConfigError, InvalidInputError, ModelError, ModelSchemaError, TinyDancerError
 from tinydancer.features import FeatureConfig
-from tinydancer.model import FastGRNN
-from tinydancer.model_files import load_model
-from tinydancer.types import CandidateBatch, RoutingRequest, RoutingResponse
+from tinydancer.metadata import metadata_overlap
+from tinydancer.model import FastGRNN, load_model
+from tinydancer.responses import RoutingResponse
 
-__all__ = ["RouterConfig", "Router", "default_model_path"]
+__all__ = ["MODEL_FAILURES", "RouterConfig", "Router", "default_model_path"]
+
+MODEL_FAILURES: tuple[type[BaseException], ...] = (ModelError,)
+"""What counts as the model failing: the routing pass raises :class:`~tinydancer.errors.ModelError` when the
+model gives a non-finite score from finite features. Only these count against the circuit breaker and make
+a request fall back; any other exception (bad input, a bug, a clock that fails) propagates."""
 
 DEFAULT_MODEL = "candidate_router.safetensors"
 _perf_counter_ns = time.perf_counter_ns
+_gather = kernels.gather_candidates
+_from_result = RoutingResponse.from_result
+_NO_RESULT = kernels.RouteResult.from_arrays([], [], [], [])
 
 
 def default_model_path() -> str:
@@ -66,13 +74,6 @@ def _watch(router_ref: weakref.ref[Router], stop: threading.Event, interval: flo
         del router
 
 
-def _number(name: str, value: Any, low: float, high: float = math.inf) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must lie in [{low}, {high}], got {value!r}")
-
-
 @dataclass(frozen=True)
 class RouterConfig:
     """How a :class:`Router` decides (the crate's fields and defaults).
@@ -100,15 +101,12 @@ class RouterConfig:
     feature_config: FeatureConfig | None = field(default=None)
 
     def __post_init__(self) -> None:
-        _number("confidence_threshold", self.confidence_threshold, 0.0, 1.0)
-        _number("max_uncertainty", self.max_uncertainty, 0.0, 1.0)
-        _number("circuit_breaker_timeout", self.circuit_breaker_timeout, 0.0)
-        threshold = self.circuit_breaker_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-            raise ConfigError(f"circuit_breaker_threshold must be a positive integer, got {threshold!r}")
-        for name in ("enable_circuit_breaker", "enable_quantization"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        checks.real(self.confidence_threshold, "confidence_threshold", 0.0, 1.0)
+        checks.real(self.max_uncertainty, "max_uncertainty", 0.0, 1.0)
+        checks.real(self.circuit_breaker_timeout, "circuit_breaker_timeout", 0.0)
+        checks.integer(self.circuit_breaker_threshold, "circuit_breaker_threshold", 1)
+        checks.flag(self.enable_circuit_breaker, "enable_circuit_breaker")
+        checks.flag(self.enable_quantization, "enable_quantization")
         if self.feature_config is not None and not isinstance(self.feature_config, FeatureConfig):
             raise ConfigError(f"feature_config must be a FeatureConfig, got {type(self.feature_config).__name__}")
         if self.database_path is not None:
@@ -140,6 +138,7 @@ class Router:
         self._clock = clock
         self._reload_lock = threading.Lock()
         self._counters = kernels.RouteCounters()
+        self._buffers: list[kernels.CandidateColumns] = []  # gather buffers for lists, one per routing thread
         self._last_reload_error: str | None = None
         self._watcher: tuple[threading.Thread, threading.Event] | None = None
         self._watch_lock = threading.Lock()  # starts and stops the watcher (never held while reloading)
@@ -147,7 +146,8 @@ class Router:
         self._source_signature = _file_signature(self._source)  # read before loading: a later change shows
         self._serving = self._bind(self._load(self._source))
         self._breaker = (CircuitBreaker(failure_threshold=self.config.circuit_breaker_threshold,
-                                        recovery_timeout=self.config.circuit_breaker_timeout, clock=monotonic)
+                                        recovery_timeout=self.config.circuit_breaker_timeout, clock=monotonic,
+                                        failures=MODEL_FAILURES)
                          if self.config.enable_circuit_breaker else None)
         self._closed = False
 
@@ -181,7 +181,7 @@ class Router:
     def _bind(self, model: FastGRNN) -> tuple[FastGRNN, kernels.RoutePass]:
         """The model with its routing pass: swapped together, so a request sees one model."""
         return model, kernels.RoutePass(model.cell, self._weights, self.config.confidence_threshold,
-                                        self.config.max_uncertainty, RoutingResponse)
+                                        self.config.max_uncertainty)
 
     @property
     def model(self) -> FastGRNN:
@@ -236,8 +236,7 @@ class Router:
             ConfigError: ``interval`` is not a positive finite number of seconds.
             TinyDancerError: the router is closed.
         """
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval < math.inf:
-            raise ConfigError(f"interval must be a positive number of seconds, got {interval!r}")
+        interval = checks.real(interval, "interval (seconds)", 0.0, low_open=True)
         with self._watch_lock:
             if self._closed:
                 raise TinyDancerError("the router is closed")
@@ -293,60 +292,63 @@ class Router:
         if type(request) is not RoutingRequest and not isinstance(request, RoutingRequest):
             self._counters.count_invalid()
             raise InvalidInputError(f"request must be a RoutingRequest, got {type(request).__name__}")
-        batch: Any = request.candidates
+        candidates: Any = request.candidates
         metadata = request.metadata
         overlap = None
         feature_us = 0.0
+        buffers = None
         try:
-            if type(batch) is not CandidateBatch or metadata:  # gathering fields: the feature time
-                if type(batch) is not CandidateBatch:
-                    batch = CandidateBatch.from_candidates(batch)
+            if type(candidates) is CandidateBatch:
+                columns = candidates.columns
+                ids: Any = candidates.ids
                 if metadata:
-                    overlap = batch.metadata_overlap(metadata)
+                    overlap = candidates.metadata_overlap(metadata)
+                    feature_us = (_perf_counter_ns() - start) / 1e3
+            else:  # gathered into a buffer of this router's, checked on the way
+                buffers = self._buffers
+                columns = buffers.pop() if buffers else kernels.CandidateColumns.buffer()
+                ids, metadatas = _gather(candidates, columns, metadata=bool(metadata))
+                if metadata:
+                    overlap = metadata_overlap(metadata, metadatas)
                 feature_us = (_perf_counter_ns() - start) / 1e3
-            if not len(batch):
-                return self._empty(start, feature_us)
-            arrays = batch.kernel_arrays()
+            if not len(columns):
+                return self._respond(_NO_RESULT, ids, start, feature_us)
+            now = self._clock()
+            if type(now) is not float or now - now != 0.0:  # not a finite float
+                now = checks.real(now, "the clock's reading (unix seconds)", error=ConfigError)
+            breaker = self._breaker
+            if breaker is not None and not breaker.allow_request():
+                return self._fall_back(ids, "circuit breaker open", start, feature_us, rejected=True)
+            route_pass = self._serving[1]  # one read: this request sees one model, whatever reloads happen
+            try:
+                result = route_pass.route(request.query_embedding, columns, now, overlap)
+            except MODEL_FAILURES as exc:
+                if breaker is not None:
+                    breaker.record_failure()
+                return self._fall_back(ids, f"model error: {exc}", start, feature_us, model_error=True)
+            except BaseException:
+                if breaker is not None:
+                    breaker.release()  # not the model's fault: a probe spent here is given back
+                raise
+            if breaker is not None:
+                breaker.record_success()
+            return self._respond(result, ids, start, feature_us)
         except InvalidInputError:
             self._counters.count_invalid()
             raise
-        now = self._clock()
-        breaker = self._breaker
-        if breaker is not None and not breaker.allow_request():
-            return self._fall_back(batch, "circuit breaker open", start, rejected=True)
-        route_pass = self._serving[1]  # one read: this request sees one model, whatever reloads happen
-        try:
-            response = route_pass.route(request.query_embedding, arrays, batch.ids, now, overlap, start, feature_us,
-                                        self._counters)
-        except InvalidInputError:
-            self._counters.count_invalid()
-            if breaker is not None:
-                breaker.release()  # a probe spent on bad input is given back
-            raise
-        except TypeError as exc:  # only the time can have the wrong type here
-            if breaker is not None:
-                breaker.release()
-            raise ConfigError(f"clock must return unix seconds as a number, got {type(now).__name__}") from exc
-        except Exception as exc:  # a model failure: count it, fall back
-            if breaker is not None:
-                breaker.record_failure()
-            return self._fall_back(batch, f"model error: {exc}", start, model_error=True)
-        if breaker is not None:
-            breaker.record_success()
-        return response
+        finally:
+            if buffers is not None:
+                buffers.append(columns)
 
-    def _empty(self, start: int, feature_us: float) -> RoutingResponse:
-        empty_f = np.empty(0, np.float32)
+    def _respond(self, result: kernels.RouteResult, ids: Any, start: int, feature_us: float) -> RoutingResponse:
         elapsed_us = (_perf_counter_ns() - start) / 1e3
-        response = RoutingResponse([], empty_f, empty_f, np.empty(0, bool), np.empty(0, np.int32), elapsed_us,
-                                   feature_us)
-        self._counters.count_routed(0, 0, elapsed_us)
-        return response
+        self._counters.count_routed(result.n, result.lightweight_count, elapsed_us)
+        return _from_result(result, ids, elapsed_us, feature_us)
 
-    def _fall_back(self, batch: CandidateBatch, reason: str, start: int, *, rejected: bool = False,
+    def _fall_back(self, ids: Any, reason: str, start: int, feature_us: float, *, rejected: bool = False,
                    model_error: bool = False) -> RoutingResponse:
-        response = RoutingResponse.fallback(batch.ids, reason, (_perf_counter_ns() - start) / 1e3)
-        self._counters.count_fallback(len(batch), rejected, model_error)
+        response = RoutingResponse.fallback(ids, reason, (_perf_counter_ns() - start) / 1e3, feature_us)
+        self._counters.count_fallback(len(ids), rejected, model_error)
         return response
 
     # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,195 @@
+# ---------------------------------------------------------------------------------------------------------
+# Routing: one pass bound to a model, its results, and the request counters
+# ---------------------------------------------------------------------------------------------------------
+
+
+cdef class RouteCounters:
+    """Request counters. Each update is one C method call made with the GIL held, so updates and
+    :meth:`snapshot` are atomic without a lock (this module does not declare free-threading support, so
+    free-threaded Python builds run it with the GIL)."""
+
+    cdef long long requests, candidates, lightweight, fallbacks, model_errors, rejected, invalid, reloads
+    cdef long long reload_failures
+    cdef double total_us
+
+    def count_routed(self, Py_ssize_t candidates, Py_ssize_t lightweight, double elapsed_us):
+        """One request routed by the model."""
+        self.requests += 1
+        self.candidates += candidates
+        self.lightweight += lightweight
+        self.total_us += elapsed_us
+
+    def count_fallback(self, Py_ssize_t candidates, bint rejected, bint model_error):
+        """One request that fell back to the powerful model."""
+        self.requests += 1
+        self.candidates += candidates
+        self.fallbacks += 1
+        self.rejected += rejected
+        self.model_errors += model_error
+
+    def count_invalid(self):
+        self.invalid += 1
+
+    def count_reload(self):
+        self.reloads += 1
+
+    def count_reload_failure(self):
+        self.reload_failures += 1
+
+    def snapshot(self):
+        """Every counter at one instant, as a dict; ``mean_route_us`` averages over requests the model routed."""
+        cdef long long routed = self.requests - self.fallbacks
+        return {
+            "requests": self.requests, "candidates": self.candidates, "lightweight": self.lightweight,
+            "fallbacks": self.fallbacks, "rejected_by_breaker": self.rejected, "model_errors": self.model_errors,
+            "invalid_requests": self.invalid, "reloads": self.reloads, "reload_failures": self.reload_failures,
+            "mean_route_us": self.total_us / routed if routed else 0.0,
+        }
+
+
+cdef class RouteResult:
+    """What one routing pass computed for N candidates, in input order: confidence, uncertainty and the
+    lightweight flag of each, the rank order (highest confidence first, stable) and the number of
+    lightweight decisions.
+
+    The pass writes everything into one allocation; each array is a read-only view made on first access.
+    :meth:`from_arrays` makes one from arrays computed elsewhere (a fallback, a copy).
+    """
+
+    cdef cnp.ndarray block
+    cdef readonly Py_ssize_t n
+    cdef readonly Py_ssize_t lightweight_count
+    cdef object conf_a, unc_a, light_a, order_a
+
+    @staticmethod
+    cdef RouteResult _new(Py_ssize_t n):
+        """Room for n results: confidence f32, uncertainty f32, order i32, flags u8, then the sort's scratch
+        (n int32) above 32 candidates."""
+        cdef RouteResult r = RouteResult.__new__(RouteResult)
+        r.block = cnp.PyArray_EMPTY(1, [n * 13 + (4 * n + 4 if n > 32 else 1)], cnp.NPY_UINT8, 0)
+        r.n = n
+        return r
+
+    cdef inline char *_data(self) noexcept:
+        return <char *>cnp.PyArray_DATA(self.block)
+
+    @staticmethod
+    def from_arrays(confidence, uncertainty, use_lightweight, order):
+        """Results from arrays of one length N, in input order (``order``: the N input positions in rank
+        order). They are copied.
+
+        Raises:
+            InvalidInputError: a wrong dtype or length.
+        """
+        cdef cnp.ndarray conf = _arr(confidence, "confidence", cnp.NPY_FLOAT32, 1)
+        cdef Py_ssize_t n = _dim(conf, 0)
+        cdef cnp.ndarray unc = _per_candidate(uncertainty, "uncertainty", n, cnp.NPY_FLOAT32)
+        cdef cnp.ndarray light = _per_candidate(np.ascontiguousarray(use_lightweight, dtype=np.bool_), "use_lightweight", n,
+                                                cnp.NPY_BOOL)
+        cdef cnp.ndarray rank = _per_candidate(order, "order", n, cnp.NPY_INT32)
+        cdef RouteResult r = RouteResult._new(n)
+        cdef char *b = r._data()
+        memcpy(b, cnp.PyArray_DATA(conf), 4 * n)
+        memcpy(b + 4 * n, cnp.PyArray_DATA(unc), 4 * n)
+        memcpy(b + 8 * n, cnp.PyArray_DATA(rank), 4 * n)
+        memcpy(b + 12 * n, cnp.PyArray_DATA(light), n)
+        r.lightweight_count = int(np.count_nonzero(light))
+        return r
+
+    @property
+    def confidence(self):
+        """(N,) float32, input order."""
+        if self.conf_a is None:
+            self.conf_a = _view(self.block, self._data(), cnp.NPY_FLOAT32, 1, self.n, 0)
+        return self.conf_a
+
+    @property
+    def uncertainty(self):
+        """(N,) float32, input order."""
+        if self.unc_a is None:
+            self.unc_a = _view(self.block, self._data() + 4 * self.n, cnp.NPY_FLOAT32, 1, self.n, 0)
+        return self.unc_a
+
+    @property
+    def order(self):
+        """(N,) int32: the input positions in rank order."""
+        if self.order_a is None:
+            self.order_a = _view(self.block, self._data() + 8 * self.n, cnp.NPY_INT32, 1, self.n, 0)
+        return self.order_a
+
+    @property
+    def lightweight(self):
+        """(N,) bool, input order."""
+        if self.light_a is None:
+            self.light_a = _view(self.block, self._data() + 12 * self.n, cnp.NPY_BOOL, 1, self.n, 0)
+        return self.light_a
+
+    def __len__(self):
+        return self.n
+
+    def __reduce__(self):
+        return (RouteResult.from_arrays, (np.array(self.confidence), np.array(self.uncertainty),
+                                          np.array(self.lightweight), np.array(self.order)))
+
+
+cdef class RoutePass:
+    """The routing pass with a model, feature weights and thresholds bound once.
+
+    For each candidate: the five features, the model's confidence ``p``, the uncertainty
+    ``clamp(1 - 2 |p - 0.5|, 0, 1)`` and ``use_lightweight = p >= confidence_threshold and uncertainty <=
+    max_uncertainty``; then the rank order. One C call, without the GIL when the request is large.
+
+    Args:
+        model: a candidate scorer (input_dim 5, timesteps 1, output_dim 1).
+        weights: the feature weights and recency decay.
+        confidence_threshold, max_uncertainty: the lightweight rule, each in [0, 1].
+
+    Raises:
+        InvalidInputError: the model does not have the scorer's shape, or a threshold is outside [0, 1].
+    """
+
+    cdef readonly FastGRNNCell model
+    cdef readonly FeatureWeights weights
+    cdef float threshold, max_uncertainty
+
+    def __init__(self, FastGRNNCell model not None, FeatureWeights weights not None,
+                 double confidence_threshold=0.85, double max_uncertainty=0.15):
+        _check_scorer(model)
+        if not (0.0 <= confidence_threshold <= 1.0 and 0.0 <= max_uncertainty <= 1.0):
+            raise InvalidInputError(f"confidence_threshold and max_uncertainty must lie in [0, 1], got "
+                                    f"{confidence_threshold} and {max_uncertainty}")
+        self.model, self.weights = model, weights
+        self.threshold, self.max_uncertainty = <float>confidence_threshold, <float>max_uncertainty
+
+    def route(self, query, CandidateColumns candidates not None, double now, metadata_overlap=None):
+        """Route ``candidates`` for ``query`` (named ``query_embedding`` in errors) at unix time ``now``.
+
+        Returns:
+            a :class:`RouteResult`.
+
+        Raises:
+            InvalidInputError: a bad query, overlap or time, or a non-finite query or embedding, naming it.
+            ModelError: the model produced a non-finite score from finite input.
+        """
+        cdef _Request r = _Request.__new__(_Request)
+        r.load_query(query, "query_embedding")
+        r.load(candidates, now, metadata_overlap)
+        cdef CandidateColumns c = candidates
+        cdef Py_ssize_t i, n = c.n, count = 0
+        cdef RouteResult result = RouteResult._new(n)
+        cdef char *b = result._data()
+        cdef uint8_t *flags = <uint8_t *>(b + 12 * n)
+        cdef int rc
+        cdef void *state = _release(n * c.dim >= NOGIL_WORK)
+        rc = ck.td_route_candidates(&self.model.m, &self.weights.cfg, _f32p(r.q), <size_t>_dim(r.q, 0), c.emb_p,
+                                    c.norms_p, <size_t>n, c.created_p, c.counts_p, c.success_p, r.overlap_p, r.now,
+                                    self.threshold, self.max_uncertainty, <float *>b, <float *>(b + 4 * n), flags,
+                                    <int32_t *>(b + 8 * n), <int32_t *>(b + ((13 * n + 3) & ~3)) if n > 32 else NULL)
+        _reacquire(state)
+        if rc != 0:
+            r.explain_nan()
+            raise ModelError("the model produced a non-finite score from finite features")
+        for i in range(n):
+            count += flags[i]
+        result.lightweight_count = count
+        return result
