@@ -106,6 +106,18 @@ def test_quantize_rows():
     np.testing.assert_allclose(s, [1.0 / 127.0, 1.0])
 
 
+def test_sparse_quantization_follows_the_dense_rule():
+    model = trained_like(FastGRNNConfig(hidden_dim=16)).prune(0.6)
+    pruned = model.parameters()
+    model.quantize()
+    for name, matrix in (("W", model.cell.W), ("U", model.cell.U)):
+        q, scales = quantize_rows(pruned[name])
+        values, indices, indptr, stored_scales = matrix.arrays()
+        rows = np.repeat(np.arange(16), np.diff(indptr))
+        np.testing.assert_array_equal(values, q[rows, indices])
+        np.testing.assert_array_equal(stored_scales, scales)
+
+
 @pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.9])
 def test_prune_stores_csr_and_zeroes_the_smallest(isa, sparsity):
     model = trained_like(FastGRNNConfig(hidden_dim=16, timesteps=2))

@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 from safetensors.numpy import save as st_save
 
-from tinydancer import model_files
-from tinydancer.errors import ModelError, ModelFileError, ModelFormatError, ModelSchemaError, ModelValueError
-from tinydancer.model import FastGRNN, FastGRNNConfig
+from tinydancer.errors import (
+    InvalidInputError,
+    ModelError,
+    ModelFileError,
+    ModelFormatError,
+    ModelSchemaError,
+    ModelValueError,
+)
+from tinydancer.model import CrateFastGRNN, FastGRNN, FastGRNNConfig, files, load_model
 
 
 def sample_model(kind: str) -> FastGRNN:
@@ -81,7 +87,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(model_files.os, "replace", fail)
+    monkeypatch.setattr(files.os, "replace", fail)
     with pytest.raises(ModelFileError, match="cannot be written"):
         sample_model("int8").save(path)
     assert path.read_bytes() == before
@@ -132,13 +138,13 @@ def test_unreadable(saved, monkeypatch):
     def denied(*args, **kwargs):  # chmod would not stop root, so the refusal is simulated
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(model_files.os, "open", denied)
+    monkeypatch.setattr(files.os, "open", denied)
     with pytest.raises(ModelFileError, match=r"cannot be opened \(Permission denied\)"):
         FastGRNN.load(saved)
 
 
 def test_too_large(saved, monkeypatch):
-    monkeypatch.setattr(model_files, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", 100)
     with pytest.raises(ModelFileError, match="over the 100-byte cap"):
         FastGRNN.load(saved)
 
@@ -167,7 +173,7 @@ def test_flipped_byte_fails_the_checksum(saved):
 
 
 def test_header_cap(saved, monkeypatch):
-    monkeypatch.setattr(model_files, "MAX_HEADER_BYTES", 64)
+    monkeypatch.setattr(files, "MAX_HEADER_BYTES", 64)
     with pytest.raises(ModelFormatError, match="header of .* bytes is over"):
         FastGRNN.load(saved)
 
@@ -211,7 +217,7 @@ def resave(path: Path, change_tensors=None, change_meta=None, fix_checksum=True)
     if change_meta:
         change_meta(meta)
     if fix_checksum:
-        meta["checksum"] = model_files._checksum(tensors)
+        meta["checksum"] = files.checksum(tensors)
     path.write_bytes(st_save(tensors, metadata=meta))
 
 
@@ -301,6 +307,34 @@ def test_bad_csr_structure(tmp_path):
         FastGRNN.load(path)
 
 
+def test_record_round_trip_without_a_model():
+    tensors = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1, -2], np.int8)}
+    data = files.save(files.ModelRecord(files.FORMAT, {"note": "anything"}, tensors))
+    record = files.load(data, "mem")
+    assert record.format == files.FORMAT and dict(record.metadata) == {"note": "anything"}
+    with pytest.raises(ModelSchemaError, match=r"mem: __metadata__\['note'\] is not valid JSON"):
+        record.json("note")
+    for name, value in tensors.items():
+        np.testing.assert_array_equal(record.tensors[name], value)
+        assert record.tensors[name].dtype == value.dtype
+    (n,) = struct.unpack("<Q", data[:8])
+    meta = json.loads(data[8 : 8 + n])["__metadata__"]
+    assert meta["format_version"] == str(files.FORMAT_VERSION) and meta["checksum"] == files.checksum(tensors)
+    crate = files.load(files.save(files.ModelRecord(files.CRATE_FORMAT, {"config": "{}"}, tensors)))
+    assert crate.format == files.CRATE_FORMAT and dict(crate.metadata) == {"config": "{}"}
+
+
+@pytest.mark.parametrize("metadata", [{"checksum": "sha256:0"}, {"format": "x"}, {"format_version": "9"}])
+def test_record_cannot_set_the_file_keys(metadata):
+    with pytest.raises(InvalidInputError, match="written by tinydancer.model.files"):
+        files.save(files.ModelRecord(files.FORMAT, metadata, {"a": np.zeros(1, np.float32)}))
+
+
+def test_record_of_an_unknown_format_is_not_written():
+    with pytest.raises(InvalidInputError, match="unknown model format 'other'"):
+        files.save(files.ModelRecord("other", {}, {"a": np.zeros(1, np.float32)}))
+
+
 def test_every_error_is_a_model_error():
     for cls in (ModelFileError, ModelFormatError, ModelSchemaError, ModelValueError):
         assert issubclass(cls, ModelError)
@@ -342,7 +376,7 @@ def test_crate_file_loads_and_matches_its_equations(tmp_path):
     path = tmp_path / "crate.safetensors"
     tensors = crate_file(path, rng)
     model = FastGRNN.load(path)
-    assert isinstance(model, model_files.CrateFastGRNN)
+    assert isinstance(model, CrateFastGRNN)
     X = rng.standard_normal((30, 5)).astype(np.float32)
     h0 = rng.standard_normal(8)
     for x in X:
@@ -352,7 +386,7 @@ def test_crate_file_loads_and_matches_its_equations(tmp_path):
     # and back out in the crate's format
     again = tmp_path / "again.safetensors"
     model.save(again)
-    reloaded = model_files.load_model(again)
+    reloaded = load_model(again)
     np.testing.assert_array_equal(reloaded.forward_batch(X), model.forward_batch(X))
 
 
@@ -362,8 +396,8 @@ def test_crate_file_loads_and_matches_its_equations(tmp_path):
         (lambda t, c: t.pop("w_recurrent"), ModelSchemaError, r"missing tensors \['w_recurrent'\]"),
         (lambda t, c: t.update(w_output=np.zeros((1, 7), np.float32)), ModelSchemaError, "'w_output' has shape"),
         (lambda t, c: t["b_update"].__setitem__(0, np.nan), ModelValueError, "'b_update' holds NaN"),
-        (lambda t, c: c.update(hidden_dim=0), ModelSchemaError, "hidden_dim must be a positive integer"),
-        (lambda t, c: c.update(nu="x"), ModelSchemaError, "nu must be a finite number"),
+        (lambda t, c: c.update(hidden_dim=0), ModelSchemaError, "config hidden_dim must be"),
+        (lambda t, c: c.update(nu="x"), ModelSchemaError, "config nu must be"),
     ],
 )
 def test_bad_crate_files(tmp_path, breaker, error, match):
@@ -382,8 +416,6 @@ def test_crate_model_input_errors(tmp_path):
     path = tmp_path / "crate.safetensors"
     crate_file(path, np.random.default_rng(7))
     model = FastGRNN.load(path)
-    from tinydancer.errors import InvalidInputError
-
     with pytest.raises(InvalidInputError, match=r"X must have shape \(batch, 5\)"):
         model.forward_batch(np.ones((2, 4)))
     with pytest.raises(InvalidInputError, match="NaN"):

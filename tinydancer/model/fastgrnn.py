@@ -1,31 +1,31 @@
 """The FastGRNN model of Kusupati et al. (NeurIPS 2018), with real int8 quantization and magnitude pruning.
 
 Every forward pass runs the C kernels through a bound :class:`~tinydancer.kernels.FastGRNNCell`. The weights
-W and U are each stored in one of the kernel forms (dense float32, low-rank float32, dense int8 with per-row
-scales, sparse float32 or sparse int8 in CSR), and :meth:`FastGRNN.size_bytes` counts exactly what is
-stored. Files are handled by :mod:`tinydancer.model_files`.
+W and U are each stored in one of the kernel forms of :mod:`tinydancer.model.storage` (dense float32,
+low-rank float32, dense int8 with per-row scales, sparse float32 or sparse int8 in CSR), and
+:meth:`FastGRNN.size_bytes` counts exactly what is stored. This module also maps a model to and from
+tinydancer's file format; the container itself is :mod:`tinydancer.model.files`.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from os import PathLike
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from tinydancer.errors import ConfigError, InvalidInputError
-from tinydancer.kernels import FastGRNNCell, KernelMatrix
+from tinydancer import checks
+from tinydancer.errors import ConfigError, InvalidInputError, ModelSchemaError
+from tinydancer.kernels import MAX_DIM, FastGRNNCell, KernelMatrix
+from tinydancer.model import files
+from tinydancer.model.compression import prune_matrix, quantize_matrix
+from tinydancer.model.crate import CrateFastGRNN
+from tinydancer.model.storage import STORAGE, TensorSpec
 
-if TYPE_CHECKING:
-    from tinydancer import model_files
-
-__all__ = ["FastGRNNConfig", "FastGRNN", "quantize_rows", "magnitude_mask"]
-
-_MAX_DIM = 1024
+__all__ = ["FastGRNNConfig", "FastGRNN", "load_model"]
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,14 @@ class FastGRNNConfig:
 
     Args:
         input_dim: features per timestep.
-        hidden_dim: size of the hidden state (at most 1024).
-        output_dim: 1 for a probability (sigmoid), more for a softmax over classes.
+        hidden_dim: size of the hidden state (at most :data:`tinydancer.kernels.MAX_DIM`).
+        output_dim: 1 for a probability (sigmoid), more for a softmax over classes (at most ``MAX_DIM``).
         timesteps: T, the number of input steps per example.
         nu, zeta: the gate scalars' initial values, stored before the sigmoid as in EdgeML.
         w_rank, u_rank: when set, W = W1 W2 (and U = U1 U2) with inner dimension of that rank.
+
+    Raises:
+        ConfigError: a field is not of its type or out of its range.
     """
 
     input_dim: int = 5
@@ -51,27 +54,31 @@ class FastGRNNConfig:
     u_rank: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("input_dim", "hidden_dim", "output_dim", "timesteps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.hidden_dim > _MAX_DIM or self.output_dim > _MAX_DIM:
-            raise ConfigError(f"hidden_dim and output_dim must be at most {_MAX_DIM}")
+        # Checked values replace the given ones, so NumPy scalars become plain int and float.
+        for name in ("input_dim", "timesteps"):
+            self._set(name, checks.integer(getattr(self, name), name, 1))
+        for name in ("hidden_dim", "output_dim"):  # the C cell's cap (TD_FASTGRNN_MAX_DIM)
+            self._set(name, checks.integer(getattr(self, name), name, 1, MAX_DIM))
         for name in ("nu", "zeta"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"{name} must be a finite number, got {value!r}")
-        for name, limit in (("w_rank", min(self.hidden_dim, self.input_dim)), ("u_rank", self.hidden_dim)):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit):
-                raise ConfigError(f"{name} must be None or an integer in [1, {limit}], got {value!r}")
+            self._set(name, checks.real(getattr(self, name), name))
+        for name, high in (("w_rank", min(self.hidden_dim, self.input_dim)), ("u_rank", self.hidden_dim)):
+            if getattr(self, name) is not None:
+                self._set(name, checks.integer(getattr(self, name), name, 1, high))
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)  # the dataclass is frozen
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields by name (JSON-ready)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FastGRNNConfig:
-        """The inverse of :meth:`to_dict`; unknown or missing keys raise :class:`ConfigError`."""
+        """The inverse of :meth:`to_dict`.
+
+        Raises:
+            ConfigError: ``data`` is not a mapping, has unknown keys, or a bad value.
+        """
         if not isinstance(data, Mapping):
             raise ConfigError(f"a FastGRNN config must be a mapping, got {type(data).__name__}")
         known = set(cls.__dataclass_fields__)
@@ -81,50 +88,15 @@ class FastGRNNConfig:
         return cls(**dict(data))
 
 
-def quantize_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-row int8 quantization: ``matrix ~= scales[:, None] * q`` with q in [-127, 127].
-
-    A row of zeros gets scale 1.0 (any positive scale represents it exactly).
-    """
-    m = np.asarray(matrix, dtype=np.float64)
-    peak = np.abs(m).max(axis=1) if m.size else np.zeros(m.shape[0])
-    scales = np.where(peak > 0, peak / 127.0, 1.0)
-    q = np.clip(np.rint(m / scales[:, None]), -127, 127).astype(np.int8)
-    return q, scales.astype(np.float32)
-
-
-def magnitude_mask(matrix: np.ndarray, sparsity: float) -> np.ndarray:
-    """True for the weights that survive pruning the fraction ``sparsity`` of smallest magnitudes.
-
-    Exactly ``round(sparsity * size)`` weights are dropped; ties are broken by position, so the result is
-    deterministic.
-    """
-    values = np.abs(np.asarray(matrix, dtype=np.float64)).ravel()
-    drop = int(round(sparsity * values.size))
-    keep = np.ones(values.size, dtype=bool)
-    if drop:
-        keep[np.argsort(values, kind="stable")[:drop]] = False
-    return keep.reshape(np.shape(matrix))
-
-
-def _csr(dense: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(values, indices, indptr) of the entries of ``dense`` where ``keep`` is True, row by row."""
-    rows, cols = np.nonzero(keep)
-    indptr = np.zeros(dense.shape[0] + 1, dtype=np.int32)
-    np.cumsum(np.bincount(rows, minlength=dense.shape[0]), out=indptr[1:])
-    return dense[rows, cols], cols.astype(np.int32), indptr
-
-
-def _kind_is_int8(m: KernelMatrix) -> bool:
-    return m.kind in ("int8", "sparse_int8")
-
-
 class FastGRNN:
     """A FastGRNN model whose inference runs the C kernels.
 
     Args:
         config: the model's shape (default :class:`FastGRNNConfig`).
         seed: seeds the initialisation (EdgeML's: weights N(0, 0.1^2), gate biases 1, output N(0, 0.1^2)).
+
+    Raises:
+        ConfigError: ``config`` is not a :class:`FastGRNNConfig`.
 
     The model is safe to share between threads: compression and reloading swap in a new bound cell
     atomically, so a concurrent forward pass sees the old weights or the new ones, never a mix.
@@ -164,14 +136,19 @@ class FastGRNN:
     @classmethod
     def from_matrices(cls, config: FastGRNNConfig, W: KernelMatrix, U: KernelMatrix, b_z: np.ndarray,
                       b_h: np.ndarray, w_out: np.ndarray, b_out: np.ndarray, zeta: float, nu: float) -> FastGRNN:
-        """A model from weights already in kernel form (as :mod:`tinydancer.model_files` reads them)."""
+        """A model from weights already in kernel form (as a model file stores them).
+
+        Raises:
+            InvalidInputError: the shapes disagree with ``config``, or a value is not finite.
+        """
         model = cls.__new__(cls)
         model._config = config
         model._lock = threading.Lock()
         model._bind(W, U, b_z, b_h, w_out, b_out, zeta, nu)
         return model
 
-    def _bind(self, W: KernelMatrix, U: KernelMatrix, b_z, b_h, w_out, b_out, zeta: float, nu: float) -> None:
+    def _bind(self, W: KernelMatrix, U: KernelMatrix, b_z: Any, b_h: Any, w_out: Any, b_out: Any, zeta: float,
+              nu: float) -> None:
         c = self._config
         if W.shape != (c.hidden_dim, c.input_dim):
             raise InvalidInputError(f"W has shape {W.shape}, the config says {(c.hidden_dim, c.input_dim)}")
@@ -189,6 +166,7 @@ class FastGRNN:
 
     @property
     def config(self) -> FastGRNNConfig:
+        """The model's shape."""
         return self._config
 
     @property
@@ -197,14 +175,32 @@ class FastGRNN:
         return self._cell
 
     def forward(self, x: Any) -> float | np.ndarray:
-        """The output for one example: x of shape (input_dim,) when timesteps is 1, else (T, input_dim).
+        """The output for one example.
 
-        Returns a probability (float) when output_dim is 1, else output_dim softmax probabilities.
+        Args:
+            x: shape (input_dim,) when timesteps is 1, else (T, input_dim).
+
+        Returns:
+            A probability (float) when output_dim is 1, else output_dim softmax probabilities.
+
+        Raises:
+            InvalidInputError: x has another shape, or holds NaN or infinite values.
         """
         return self._cell.forward(x)
 
     def forward_batch(self, X: Any, out: np.ndarray | None = None) -> np.ndarray:
-        """Outputs for a batch: X of shape (B, input_dim), or (B, T, input_dim). Returns (B,) or (B, output_dim)."""
+        """Outputs for a batch.
+
+        Args:
+            X: shape (B, input_dim), or (B, T, input_dim).
+            out: an optional float32 array to write the result into.
+
+        Returns:
+            (B,) probabilities, or (B, output_dim).
+
+        Raises:
+            InvalidInputError: X or out has another shape, or X holds NaN or infinite values.
+        """
         return self._cell.forward_batch(X, out)
 
     # ----------------------------------------------------------------------------------------------------
@@ -235,9 +231,16 @@ class FastGRNN:
         return out
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
-        """Replace every parameter with float32 values (the keys of :meth:`weights`; ``W`` or ``W1`` and
-        ``W2``, likewise for U). The model becomes dense (or low-rank) float32 again: masks and
-        quantization are dropped."""
+        """Replace every parameter with float32 values.
+
+        The model becomes dense (or low-rank) float32 again: masks and quantization are dropped.
+
+        Args:
+            weights: the keys of :meth:`weights`: ``W`` or ``W1`` and ``W2``, likewise for U, and the rest.
+
+        Raises:
+            InvalidInputError: a key is missing, a shape disagrees with the config, or a value is not finite.
+        """
         missing = {"b_z", "b_h", "w_out", "b_out", "zeta", "nu"} - set(weights)
         if missing:
             raise InvalidInputError(f"weights is missing {sorted(missing)}")
@@ -264,12 +267,12 @@ class FastGRNN:
     @property
     def is_quantized(self) -> bool:
         """True when W and U are stored as int8."""
-        return _kind_is_int8(self._cell.W) and _kind_is_int8(self._cell.U)
+        return STORAGE[self._cell.W.kind].int8 and STORAGE[self._cell.U.kind].int8
 
     @property
     def is_sparse(self) -> bool:
         """True when W and U are stored in CSR form."""
-        return self._cell.W.kind.startswith("sparse") and self._cell.U.kind.startswith("sparse")
+        return STORAGE[self._cell.W.kind].sparse and STORAGE[self._cell.U.kind].sparse
 
     @property
     def sparsity(self) -> float:
@@ -282,49 +285,33 @@ class FastGRNN:
     def quantize(self) -> FastGRNN:
         """Convert W and U to int8, symmetric per output row with a float32 scale; inference then runs the
         int8 kernels. Dense and low-rank matrices become dense int8 (a low-rank product is multiplied out
-        first), sparse ones sparse int8. Quantizing twice changes nothing. Returns the model."""
-        with self._lock:
-            self._replace_matrices(*(self._quantized(m) for m in (self._cell.W, self._cell.U)))
-        return self
+        first), sparse ones sparse int8. Quantizing twice changes nothing.
 
-    @staticmethod
-    def _quantized(m: KernelMatrix) -> KernelMatrix:
-        if _kind_is_int8(m):
-            return m
-        if m.kind == "sparse":
-            values, indices, indptr = m.arrays()
-            rows = np.repeat(np.arange(m.shape[0]), np.diff(indptr))
-            peak = np.zeros(m.shape[0])
-            np.maximum.at(peak, rows, np.abs(values.astype(np.float64)))
-            scales = np.where(peak > 0, peak / 127.0, 1.0)
-            q = np.clip(np.rint(values / scales[rows]), -127, 127).astype(np.int8)
-            return KernelMatrix.sparse_int8(q, indices, indptr, scales.astype(np.float32), m.shape)
-        q, scales = quantize_rows(m.to_dense())
-        return KernelMatrix.int8(q, scales)
+        Returns:
+            The model itself.
+        """
+        with self._lock:
+            self._replace_matrices(quantize_matrix(self._cell.W), quantize_matrix(self._cell.U))
+        return self
 
     def prune(self, sparsity: float) -> FastGRNN:
-        """Zero the fraction ``sparsity`` (in [0, 1)) of smallest-magnitude weights of W and of U (each
-        matrix on its own) and store both in CSR form; inference then runs the sparse kernels. An int8
-        model stays int8 (sparse int8). A low-rank matrix is multiplied out first. Returns the model."""
-        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
-            raise InvalidInputError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
-        with self._lock:
-            self._replace_matrices(*(self._pruned(m, float(sparsity)) for m in (self._cell.W, self._cell.U)))
-        return self
+        """Zero the fraction ``sparsity`` of smallest-magnitude weights of W and of U (each matrix on its
+        own) and store both in CSR form; inference then runs the sparse kernels. An int8 model stays int8
+        (sparse int8). A low-rank matrix is multiplied out first.
 
-    @staticmethod
-    def _pruned(m: KernelMatrix, sparsity: float) -> KernelMatrix:
-        dense = m.to_dense()
-        keep = magnitude_mask(dense, sparsity) & (dense != 0)
-        if _kind_is_int8(m):
-            if m.kind == "int8":
-                q, scales = m.arrays()
-            else:
-                q, scales = np.rint(dense / m.arrays()[3][:, None]).astype(np.int8), m.arrays()[3]
-            values, indices, indptr = _csr(np.asarray(q), keep)
-            return KernelMatrix.sparse_int8(values, indices, indptr, scales, m.shape)
-        values, indices, indptr = _csr(dense, keep)
-        return KernelMatrix.sparse(values, indices, indptr, m.shape)
+        Args:
+            sparsity: a number in [0, 1).
+
+        Returns:
+            The model itself.
+
+        Raises:
+            InvalidInputError: ``sparsity`` is not a number in [0, 1).
+        """
+        s = checks.real(sparsity, "sparsity", 0.0, 1.0, high_open=True, error=InvalidInputError)
+        with self._lock:
+            self._replace_matrices(prune_matrix(self._cell.W, s), prune_matrix(self._cell.U, s))
+        return self
 
     def size_bytes(self) -> int:
         """Bytes of every parameter as stored: W and U in their form (values, indices, row pointers,
@@ -335,25 +322,106 @@ class FastGRNN:
     # Files
     # ----------------------------------------------------------------------------------------------------
 
-    def save(self, path: str | PathLike[str]) -> None:
-        """Write the model to ``path`` as safetensors (see :mod:`tinydancer.model_files`): a temporary
-        file in the same folder, fsync, then an atomic rename."""
-        from tinydancer import model_files
+    def save(self, path: files.PathArg) -> None:
+        """Write the model to ``path`` in tinydancer's safetensors format: a temporary file in the same
+        folder, fsync, then an atomic rename.
 
-        model_files.save_fastgrnn(self, path)
+        Raises:
+            ModelFileError: the folder cannot be written; the target is then left as it was.
+        """
+        files.save_file(_to_record(self), path)
 
     @classmethod
-    def load(cls, path: str | PathLike[str]) -> FastGRNN | model_files.CrateFastGRNN:
-        """Read a model written by :meth:`save`, validating everything first; raises a
-        :class:`~tinydancer.errors.ModelError` subclass and never returns a half-loaded model. Files in the
-        crate's format load as :class:`tinydancer.model_files.CrateFastGRNN` through
-        :func:`tinydancer.model_files.load_model`."""
-        from tinydancer import model_files
+    def load(cls, path: files.PathArg) -> FastGRNN | CrateFastGRNN:
+        """Read a model file, validating everything first (the same as :func:`load_model`).
 
-        return model_files.load_model(path)
+        Returns:
+            A :class:`FastGRNN`, or a :class:`~tinydancer.model.CrateFastGRNN` for a file in the crate's
+            format.
+
+        Raises:
+            ModelError: a :class:`~tinydancer.errors.ModelError` subclass; a half-loaded model is never
+                returned.
+        """
+        return load_model(path)
 
     def __repr__(self) -> str:
         c = self._config
         return (f"FastGRNN(input_dim={c.input_dim}, hidden_dim={c.hidden_dim}, output_dim={c.output_dim}, "
                 f"timesteps={c.timesteps}, W={self._cell.W.kind}, U={self._cell.U.kind}, "
                 f"size_bytes={self.size_bytes()})")
+
+
+# --------------------------------------------------------------------------------------------------------
+# tinydancer's file format
+# --------------------------------------------------------------------------------------------------------
+
+
+def _to_record(model: FastGRNN) -> files.ModelRecord:
+    """The model's tensors (W and U in their storage kind) and its ``config`` and ``storage`` metadata."""
+    cell = model.cell  # read once: a concurrent compression swaps the whole cell
+    tensors: dict[str, np.ndarray] = {}
+    for name, matrix in (("W", cell.W), ("U", cell.U)):
+        tensors.update(STORAGE[matrix.kind].tensors(name, matrix))
+    tensors.update(b_z=cell.b_z, b_h=cell.b_h, w_out=cell.w_out, b_out=cell.b_out,
+                   zeta=np.array(cell.zeta, np.float32), nu=np.array(cell.nu, np.float32))
+    metadata = {
+        "config": json.dumps(model.config.to_dict(), sort_keys=True),
+        "storage": json.dumps({"W": cell.W.kind, "U": cell.U.kind}, sort_keys=True),
+    }
+    return files.ModelRecord(files.FORMAT, metadata, tensors)
+
+
+def _from_record(record: files.ModelRecord) -> FastGRNN:
+    """The model a record of tinydancer's format holds, every tensor checked against its config first."""
+    where = record.where
+    try:
+        config = FastGRNNConfig.from_dict(record.json("config"))
+    except (ConfigError, TypeError) as exc:
+        raise ModelSchemaError(f"{where}: bad config ({exc})") from None
+    storage = record.json("storage")
+    if (not isinstance(storage, dict) or set(storage) != {"W", "U"}
+            or not all(isinstance(kind, str) and kind in STORAGE for kind in storage.values())):
+        raise ModelSchemaError(f"{where}: storage must give W and U each one of {list(STORAGE)}, got {storage!r}")
+    h, i, o = config.hidden_dim, config.input_dim, config.output_dim
+    shapes = {"W": (h, i), "U": (h, h)}
+    ranks = {"W": config.w_rank, "U": config.u_rank}
+    spec: TensorSpec = {}
+    for name in ("W", "U"):
+        if (storage[name] == "low_rank") != (ranks[name] is not None):
+            raise ModelSchemaError(f"{where}: {name} is stored {storage[name]} but the config's rank is {ranks[name]}")
+        spec.update(STORAGE[storage[name]].spec(name, *shapes[name], ranks[name]))
+    f32 = np.float32
+    spec.update(b_z=(f32, (h,)), b_h=(f32, (h,)), w_out=(f32, (o, h)), b_out=(f32, (o,)), zeta=(f32, ()),
+                nu=(f32, ()))
+    record.check_tensors(spec)
+    t = record.tensors
+    try:
+        W, U = (STORAGE[storage[name]].matrix(name, t, shapes[name]) for name in ("W", "U"))
+        return FastGRNN.from_matrices(config, W, U, t["b_z"], t["b_h"], t["w_out"], t["b_out"], float(t["zeta"]),
+                                      float(t["nu"]))
+    except InvalidInputError as exc:
+        raise ModelSchemaError(f"{where}: {exc}") from None
+
+
+_READERS = {files.FORMAT: _from_record, files.CRATE_FORMAT: CrateFastGRNN.from_record}
+
+
+def load_model(path: files.PathArg) -> FastGRNN | CrateFastGRNN:
+    """Load a model file of either format, fully validated before any model is built.
+
+    Args:
+        path: a str or path-like naming a ``.safetensors`` file.
+
+    Returns:
+        A :class:`FastGRNN` for tinydancer's format, a :class:`~tinydancer.model.CrateFastGRNN` for the
+        crate's.
+
+    Raises:
+        ModelFileError: the path is not a readable regular file within the size cap.
+        ModelFormatError: the container, format, version or checksum is wrong.
+        ModelSchemaError: the config, metadata, tensor names, dtypes or shapes are wrong.
+        ModelValueError: a weight is NaN or infinite.
+    """
+    record = files.load_file(path)
+    return _READERS[record.format](record)
