@@ -69,6 +69,21 @@ def test_round_trip_every_storage_form(tmp_path, kind):
     np.testing.assert_array_equal(loaded.forward_batch(X), model.forward_batch(X))
 
 
+@pytest.mark.parametrize("compress", ["quantize", "prune"])
+def test_compressed_low_rank_model_round_trip(tmp_path, compress):
+    model = sample_model("low_rank")
+    if compress == "prune":
+        model.prune(0.5)
+    else:
+        model.quantize()
+    model.save(tmp_path / "m.safetensors")
+    loaded = FastGRNN.load(tmp_path / "m.safetensors")
+    assert loaded.config == model.config and loaded.config.w_rank == 2
+    assert loaded.cell.W.kind == model.cell.W.kind != "low_rank"
+    for key, value in model.parameters().items():
+        np.testing.assert_array_equal(loaded.parameters()[key], value)
+
+
 def test_file_metadata(saved):
     header, _ = header_and_body(saved)
     meta = header["__metadata__"]

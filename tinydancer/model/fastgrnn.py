@@ -388,7 +388,8 @@ def _from_record(record: files.ModelRecord) -> FastGRNN:
     ranks = {"W": config.w_rank, "U": config.u_rank}
     spec: TensorSpec = {}
     for name in ("W", "U"):
-        if (storage[name] == "low_rank") != (ranks[name] is not None):
+        # A rank without low-rank storage is fine: compression multiplies the factors out and keeps the config.
+        if storage[name] == "low_rank" and ranks[name] is None:
             raise ModelSchemaError(f"{where}: {name} is stored {storage[name]} but the config's rank is {ranks[name]}")
         spec.update(STORAGE[storage[name]].spec(name, *shapes[name], ranks[name]))
     f32 = np.float32
