@@ -3,12 +3,14 @@ Hypothesis state machine against a small reference model. No sleeps and no wall-
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pytest
@@ -84,7 +86,7 @@ def test_defaults_and_constants() -> None:
     assert breaker.state == STATE_CLOSED
     assert breaker.is_closed
     assert breaker.name is None
-    assert breaker._clock is time.monotonic
+    assert inspect.signature(CircuitBreaker).parameters["clock"].default is time.monotonic
     assert breaker.metrics() == {
         "state": "closed",
         "consecutive_failures": 0,
@@ -450,6 +452,27 @@ def test_call_success_and_failure(clock: FakeClock) -> None:
     assert breaker.state == STATE_OPEN
 
 
+def test_only_the_declared_failures_count(clock: FakeClock) -> None:
+    breaker = CircuitBreaker(1, 10.0, 1, clock=clock, failures=(KeyError,))
+    assert breaker.failures == (KeyError,) and breaker.is_failure(KeyError("k")) and not breaker.is_failure(ValueError())
+    for _ in range(3):
+        with pytest.raises(ValueError):
+            breaker.call(int, "not a number")  # not a declared failure: propagates, counts nothing
+        with pytest.raises(ValueError), breaker.calling():
+            raise ValueError("a bug")
+    assert breaker.state == STATE_CLOSED and breaker.snapshot().total_failures == 0
+    with pytest.raises(KeyError):
+        breaker.call({}.__getitem__, "missing")
+    assert breaker.state == STATE_OPEN
+    clock.advance(10.0)
+    with pytest.raises(ValueError):  # the half-open probe ends in a non-failure: its slot is given back
+        breaker.call(int, "x")
+    assert breaker.call(int, "7") == 7 and breaker.state == STATE_CLOSED
+    for bad in ((), [KeyError], (KeyError, "x"), (int,)):
+        with pytest.raises(ConfigError, match="failures must be a non-empty tuple of exception classes"):
+            CircuitBreaker(failures=bad)  # type: ignore[arg-type]
+
+
 def test_call_raises_when_open_without_running_fn(clock: FakeClock) -> None:
     breaker = CircuitBreaker(3, 10.0, 2, clock=clock, name="model")
     trip(breaker)
@@ -599,12 +622,12 @@ def test_stale_release_does_not_free_a_newer_rounds_slot(clock: FakeClock) -> No
     breaker = make(clock, half_open_max_calls=1)
     trip(breaker)
     clock.advance(10.0)
-    token = breaker._admit_slow()
-    assert token >= 1
-    breaker.record_failure()  # the round ends; a new one starts after the timeout
-    clock.advance(10.0)
-    assert breaker.allow_request()
-    breaker._release(token)
+    with ThreadPoolExecutor(max_workers=1) as worker:  # one thread: its probe of round 1 stays its own
+        assert worker.submit(breaker.allow_request).result()
+        breaker.record_failure()  # the round ends; a new one starts after the timeout
+        clock.advance(10.0)
+        assert breaker.allow_request()
+        worker.submit(breaker.release).result()  # round 1's probe, released late
     assert not breaker.allow_request()
 
 

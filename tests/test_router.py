@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pickle
+import queue
 import threading
 import time
 from pathlib import Path
@@ -392,24 +393,25 @@ def test_watch_model_reloads_in_the_background(tmp_path, rng):
     path = tmp_path / "m.safetensors"
     FastGRNN(FastGRNNConfig(), seed=1).save(path)
     r = router(model_path=path)
+    changes: queue.Queue[tuple[str, BaseException | None]] = queue.Queue()
     r.watch_model(interval=0.005)
-    r.watch_model(interval=0.01)  # a new interval replaces the old watcher
+    r.watch_model(interval=0.01, on_change=lambda where, error: changes.put((where, error)))  # replaces it
     threads = [t for t in threading.enumerate() if t.name == "tinydancer-model-watch"]
     assert r.watching and r.metrics()["watching_model_file"] and len(threads) == 1
     path.write_bytes(b"broken")  # a failed reload in the watcher is recorded, never raised
-    FastGRNN(FastGRNNConfig(), seed=2).save(tmp_path / "next.safetensors")
-    deadline = time.monotonic() + 30
-    while r.metrics()["reload_failures"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    where, error = changes.get(timeout=60)
+    assert where == str(path) and isinstance(error, ModelFormatError)
     assert r.metrics()["reload_failures"] == 1 and r.metrics()["reloads"] == 0
+    FastGRNN(FastGRNNConfig(), seed=2).save(tmp_path / "next.safetensors")
     (tmp_path / "next.safetensors").replace(path)
-    while r.metrics()["reloads"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    assert changes.get(timeout=60) == (str(path), None)
     assert r.metrics()["reloads"] == 1 and not r.route(make_request(rng, 4, dim=8)).fell_back
     r.close()
     assert not r.watching and not threads[0].is_alive()
     with pytest.raises(TinyDancerError, match="closed"):
         r.watch_model()
+    with pytest.raises(ConfigError, match="on_change must be callable"):
+        router().watch_model(on_change="print")
 
 
 @pytest.mark.parametrize("interval", [0, -1.0, float("inf"), float("nan"), True, "1"])

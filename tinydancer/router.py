@@ -11,6 +11,7 @@ open, requests fall back without touching the model; bad input raises
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -41,6 +42,7 @@ a request fall back; any other exception (bad input, a bug, a clock that fails) 
 
 DEFAULT_MODEL = "candidate_router.safetensors"
 _perf_counter_ns = time.perf_counter_ns
+_log = logging.getLogger(__name__)
 _gather = kernels.gather_candidates
 _from_result = RoutingResponse.from_result
 _NO_RESULT = kernels.RouteResult.from_arrays([], [], [], [])
@@ -60,17 +62,27 @@ def _file_signature(path: str) -> tuple[int, int, int, int] | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _watch(router_ref: weakref.ref[Router], stop: threading.Event, interval: float) -> None:
+OnChange = Callable[[str, "BaseException | None"], None]
+
+
+def _watch(router_ref: weakref.ref[Router], stop: threading.Event, interval: float,
+           on_change: OnChange | None) -> None:
     """The watcher thread: check the model file every ``interval`` seconds until stopped or the router is
     gone. It holds only a weak reference, so a router that is dropped without close() is still collected."""
     while not stop.wait(interval):
         router = router_ref()
         if router is None:
             return
+        error: BaseException | None = None
         try:
-            router.check_model_file()
-        except Exception:  # counted and kept in metrics() by check_model_file; the old model keeps serving
-            pass
+            changed = router.check_model_file()
+        except Exception as exc:  # counted and kept in metrics() by check_model_file; the old model keeps serving
+            changed, error = True, exc
+        if changed and on_change is not None:
+            try:
+                on_change(router.metrics()["model_path"], error)
+            except Exception:
+                _log.exception("the on_change callback of watch_model failed")
         del router
 
 
@@ -226,23 +238,32 @@ class Router:
         self._source, self._source_signature = where, signature
         self._counters.count_reload()
 
-    def watch_model(self, interval: float = 1.0) -> None:
+    def watch_model(self, interval: float = 1.0, *, on_change: OnChange | None = None) -> None:
         """Check the model file every ``interval`` seconds on a background thread and reload it when it
         changes (see :meth:`check_model_file`). A failed reload keeps the old model serving and shows in
         :meth:`metrics` (``reload_failures``, ``last_reload_error``). Calling it again changes the interval;
         :meth:`stop_watching` or :meth:`close` stops it.
 
+        Args:
+            interval: seconds between checks.
+            on_change: called on the watcher thread after each change it acted on, with the model's path
+                and None when the new model was swapped in, or the load's error when it was refused (an
+                exception it raises is logged and otherwise ignored).
+
         Raises:
-            ConfigError: ``interval`` is not a positive finite number of seconds.
+            ConfigError: ``interval`` is not a positive finite number of seconds, or ``on_change`` is not
+                callable.
             TinyDancerError: the router is closed.
         """
         interval = checks.real(interval, "interval (seconds)", 0.0, low_open=True)
+        if on_change is not None and not callable(on_change):
+            raise ConfigError(f"on_change must be callable or None, got {type(on_change).__name__}")
         with self._watch_lock:
             if self._closed:
                 raise TinyDancerError("the router is closed")
             self._stop_watching_locked()
             stop = threading.Event()
-            thread = threading.Thread(target=_watch, args=(weakref.ref(self), stop, float(interval)),
+            thread = threading.Thread(target=_watch, args=(weakref.ref(self), stop, interval, on_change),
                                       name="tinydancer-model-watch", daemon=True)
             self._watcher = (thread, stop)
             thread.start()
