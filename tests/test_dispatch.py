@@ -88,3 +88,23 @@ def test_environment_variable_names_an_unavailable_isa():
         out = run_python("import tinydancer", TINYDANCER_ISA=isa)
         assert out.returncode != 0
         assert f"TINYDANCER_ISA='{isa}'" in out.stderr and "not available here" in out.stderr
+
+
+def test_main_names_load_lazily():
+    code = (
+        "import sys, tinydancer\n"
+        "assert 'tinydancer.router' not in sys.modules and 'tinydancer.training' not in sys.modules\n"
+        "from tinydancer import Router, Candidate, FastGRNN, Trainer, CircuitBreaker, RoutingResponse\n"
+        "from tinydancer.router import Router as R\n"
+        "assert Router is R and 'Router' in dir(tinydancer)\n"
+        "try:\n"
+        "    tinydancer.Nope\n"
+        "except AttributeError as e:\n"
+        "    assert 'Nope' in str(e)\n"
+        "else:\n"
+        "    raise SystemExit('no AttributeError')\n"
+        "print('ok')\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
