@@ -83,15 +83,15 @@ static inline void widen_add_f64x4_avx2(__m256d *lo_f64x4, __m256d *hi_f64x4, __
     *hi_f64x4 = _mm256_add_pd(*hi_f64x4, _mm256_cvtps_pd(_mm256_extractf128_ps(sum_f32x8, 1)));
 }
 
-/* exp(x) for x <= 0 (or NaN), x clamped to >= -87 so that 2^n below stays a normal float. Cephes expf:
- * n = round(x log2(e)), r = x - n ln2 with ln2 in two parts, exp(r) = 1 + r + r^2 P(r) with P of degree 5
- * (Estrin's scheme: a shorter dependency chain than Horner's), then n is added to the exponent bits.
- * About 1 ulp. NaN stays NaN: max returns its second operand when one is NaN. */
+/* exp(x) for x <= 0 (or NaN), x clamped to >= TD_SIGMOID_EXP_MIN (-87) so that 2^n below stays a normal
+ * float. Cephes expf: n = round(x log2(e)), r = x - n ln2 with ln2 in two parts, exp(r) = 1 + r + r^2 P(r)
+ * with P of degree 5 (Estrin's scheme: a shorter dependency chain than Horner's), then n is added to the
+ * exponent bits. About 1 ulp. NaN stays NaN: max returns its second operand when one is NaN. */
 static inline __m256 exp_neg_f32x8_avx2(__m256 x_f32x8) {
     const __m256 round_f32x8 = _mm256_set1_ps(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
     __m256 t_f32x8, n_f32x8, r_f32x8, r2_f32x8, p01_f32x8, p23_f32x8, p45_f32x8, p_f32x8, y_f32x8;
     __m256i e_i32x8;
-    x_f32x8 = _mm256_max_ps(_mm256_set1_ps(-87.0f), x_f32x8);
+    x_f32x8 = _mm256_max_ps(_mm256_set1_ps(TD_SIGMOID_EXP_MIN), x_f32x8);
     t_f32x8 = _mm256_fmadd_ps(x_f32x8, _mm256_set1_ps(1.44269504088896341f), round_f32x8);
     n_f32x8 = _mm256_sub_ps(t_f32x8, round_f32x8); /* round(x log2(e)), exactly */
     r_f32x8 = _mm256_fnmadd_ps(n_f32x8, _mm256_set1_ps(0.693359375f), x_f32x8);
@@ -108,8 +108,7 @@ static inline __m256 exp_neg_f32x8_avx2(__m256 x_f32x8) {
     return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y_f32x8), e_i32x8));
 }
 
-/* 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0, with e = exp(-|x|) in (0, 1]: no overflow, and no NaN
- * unless x is NaN. */
+/* td_sigmoid_f32_ on 8 lanes: (x >= 0 ? 1 : e) / (1 + e), e = exp(max(-|x|, -87)) (the floor is exp's). */
 static inline __m256 sigmoid_f32x8_avx2(__m256 x_f32x8) {
     const __m256 one_f32x8 = _mm256_set1_ps(1.0f);
     __m256 e_f32x8 = exp_neg_f32x8_avx2(_mm256_or_ps(x_f32x8, _mm256_set1_ps(-0.0f)));

@@ -39,14 +39,14 @@ TD_FORCE_INLINE __m512 cvt_i8_f32x16_avx512(__m128i v_i8x16) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v_i8x16));
 }
 
-/* e^v as in Cephes expf: n = round(v log2 e) (adding and subtracting 1.5 * 2^23 rounds), r = v - n ln 2
- * with ln 2 in two parts, e^r = 1 + r + r^2 P(r) with Cephes' degree-5 P (by Estrin's scheme: a shorter
- * dependency chain than Horner's), then times 2^n by scalef (exact, also into the subnormal range).
- * v is clamped to [-88, 88], so nothing overflows; a NaN stays NaN. Within 2 ulp of e^v. */
-TD_FORCE_INLINE __m512 exp_f32x16_avx512(__m512 v) {
+/* e^v for v <= 0 (or NaN), as in Cephes expf: n = round(v log2 e) (adding and subtracting 1.5 * 2^23
+ * rounds), r = v - n ln 2 with ln 2 in two parts, e^r = 1 + r + r^2 P(r) with Cephes' degree-5 P (by Estrin's
+ * scheme: a shorter dependency chain than Horner's), then times 2^n by scalef. v is floored at
+ * TD_SIGMOID_EXP_MIN (-87), the floor of the sigmoid; a NaN stays NaN. Within 2 ulp of e^v. */
+TD_FORCE_INLINE __m512 exp_neg_f32x16_avx512(__m512 v) {
     const __m512 shift = _mm512_set1_ps(12582912.0f);
     __m512 n, r, r2, r4, p01, p23, p45, p;
-    v = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-88.0f), v));
+    v = _mm512_max_ps(_mm512_set1_ps(TD_SIGMOID_EXP_MIN), v); /* max returns v when v is NaN */
     n = _mm512_sub_ps(_mm512_fmadd_ps(v, _mm512_set1_ps(1.44269504088896341f), shift), shift);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), v);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
@@ -60,17 +60,19 @@ TD_FORCE_INLINE __m512 exp_f32x16_avx512(__m512 v) {
     return _mm512_scalef_ps(p, n);
 }
 
-/* 1 / (1 + e^-v), with a true division. */
+/* td_sigmoid_f32_ on 16 lanes: (v >= 0 ? 1 : e) / (1 + e), e = exp(max(-|v|, -87)) (the floor is exp's). */
 TD_FORCE_INLINE __m512 sigmoid_f32x16_avx512(__m512 v) {
     __m512 one = _mm512_set1_ps(1.0f);
-    return _mm512_div_ps(one, _mm512_add_ps(one, exp_f32x16_avx512(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+    __m512 e = exp_neg_f32x16_avx512(_mm512_or_ps(v, _mm512_set1_ps(-0.0f))); /* -|v| */
+    __mmask16 nonneg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ); /* false for NaN */
+    return _mm512_div_ps(_mm512_mask_blend_ps(nonneg, e, one), _mm512_add_ps(one, e));
 }
 
 /* sign(v) (1 - e) / (1 + e) with e = e^-2|v|: no overflow, saturates to +-1. */
 TD_FORCE_INLINE __m512 tanh_f32x16_avx512(__m512 v) {
     __m512 one = _mm512_set1_ps(1.0f);
     __m512 sign = _mm512_and_ps(v, _mm512_set1_ps(-0.0f));
-    __m512 e = exp_f32x16_avx512(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(v)));
+    __m512 e = exp_neg_f32x16_avx512(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(v)));
     return _mm512_xor_ps(sign, _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e)));
 }
 

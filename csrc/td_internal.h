@@ -86,6 +86,18 @@ TD_HIDDEN const td_kernel_table_ *td_active_table_(void);
 /* Output layer shared by every ISA: output_dim probabilities from the final hidden state h. */
 TD_HIDDEN void td_fastgrnn_output_(const td_fastgrnn *m, const float *h, float *out);
 
+/* The sigmoid of every ISA: (v >= 0 ? 1 : e) / (1 + e) with e = exp(max(-|v|, TD_SIGMOID_EXP_MIN)). e lies in
+ * (0, 1], so nothing overflows; a NaN stays NaN. The floor keeps 2^n of the SIMD exp kernels a normal float:
+ * below v = -87 the result stays at sigmoid(-87), about 1.6e-38. SIMD files compute the same expression with
+ * their polynomial exp; this is the scalar form (libm expf). */
+#define TD_SIGMOID_EXP_MIN (-87.0f)
+
+static inline float td_sigmoid_f32_(float v) {
+    float t = -fabsf(v), e;
+    e = expf(t < TD_SIGMOID_EXP_MIN ? TD_SIGMOID_EXP_MIN : t); /* the comparison is false for NaN */
+    return (v >= 0.0f ? 1.0f : e) / (1.0f + e);
+}
+
 /* Cosine from the three dot products: NaN if any of them is not finite (a NaN or Inf in either input, or
  * an overflow), 0 for a zero vector, otherwise clamped to [-1, 1] (rounding may step just outside). */
 static inline double td_cosine_from_dots_(double ab, double aa, double bb) {

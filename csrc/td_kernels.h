@@ -16,8 +16,12 @@
  *   below 1e-15) are recomputed on the f64 scalar path, so every finite input gets an accurate result.
  * - int8 x int8 mat-vec accumulates exactly in int32: exact while cols <= 131071 (2^31 / 128^2 - 1).
  * - int8 x f32 mat-vec converts the weights to f32 and accumulates in f32, then applies the row scale.
- * - FastGRNN: the scalar path uses libm expf/tanhf; SIMD paths use polynomial exp/tanh accurate to a few
- *   ulp, so probabilities agree with the scalar path to about 1e-6.
+ * - FastGRNN: every ISA computes sigmoid(v) = (v >= 0 ? 1 : e) / (1 + e) with e = exp(max(-|v|, -87)): no
+ *   overflow, NaN stays NaN, and below v = -87 the result stays at sigmoid(-87) ~ 1.6e-38 rather than going
+ *   on towards 0. The scalar path takes exp and tanh from libm; SIMD paths use a polynomial exp (within
+ *   2 ulp) and tanh(v) = sign(v) (1 - e) / (1 + e) with e = exp(-2|v|) (absolute error below 1e-7; NEON uses
+ *   an odd polynomial below |v| = 0.625), so probabilities agree with the scalar path to a few 1e-6.
+ *   Softmax (output_dim > 1) is computed on the scalar path for every ISA, with libm expf.
  *
  * Inputs are not validated here beyond what is stated: NaN in, NaN out. Dimensions of 0 are allowed
  * wherever the result is still defined (an empty dot product is 0).

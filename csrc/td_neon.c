@@ -299,9 +299,9 @@ void td_csr_matvec_f32_neon(const float *values, const int32_t *indices, const i
 /* ---------------------------------------------------------------------------------------------------- */
 
 /* exp(x), Cephes expf: n = round(x / ln2), r = x - n ln2 (two-part ln2), degree-7 polynomial, times 2^n.
- * x is clamped to [-87.33, 88] so 2^n stays a normal float; NaN propagates. */
+ * x is clamped to [TD_SIGMOID_EXP_MIN, 88] = [-87, 88] so 2^n stays a normal float; NaN propagates. */
 static inline float32x4_t exp_f32x4_neon(float32x4_t x_f32x4) {
-    x_f32x4 = vminq_f32(vmaxq_f32(x_f32x4, vdupq_n_f32(-87.33f)), vdupq_n_f32(88.0f));
+    x_f32x4 = vminq_f32(vmaxq_f32(x_f32x4, vdupq_n_f32(TD_SIGMOID_EXP_MIN)), vdupq_n_f32(88.0f));
     float32x4_t n_f32x4 = vrndnq_f32(vmulq_f32(x_f32x4, vdupq_n_f32(1.44269504088896341f)));
     float32x4_t r_f32x4 = vfmsq_f32(x_f32x4, n_f32x4, vdupq_n_f32(0.693359375f));
     r_f32x4 = vfmsq_f32(r_f32x4, n_f32x4, vdupq_n_f32(-2.12194440e-4f));
@@ -316,7 +316,7 @@ static inline float32x4_t exp_f32x4_neon(float32x4_t x_f32x4) {
     return vmulq_f32(p_f32x4, vreinterpretq_f32_s32(e_s32x4));
 }
 
-/* 1 / (1 + e^-v) for v >= 0, e^v / (1 + e^v) otherwise: e = exp(-|v|) never overflows. */
+/* td_sigmoid_f32_ on 4 lanes: (v >= 0 ? 1 : e) / (1 + e), e = exp(max(-|v|, -87)) (the floor is exp's). */
 static inline float32x4_t sigmoid_f32x4_neon(float32x4_t v_f32x4) {
     float32x4_t one_f32x4 = vdupq_n_f32(1.0f);
     float32x4_t e_f32x4 = exp_f32x4_neon(vnegq_f32(vabsq_f32(v_f32x4)));
@@ -339,13 +339,6 @@ static inline float32x4_t tanh_f32x4_neon(float32x4_t x_f32x4) {
     float32x4_t small_f32x4 = vfmaq_f32(ax_f32x4, vmulq_f32(p_f32x4, z_f32x4), ax_f32x4);
     float32x4_t t_f32x4 = vbslq_f32(vcltq_f32(ax_f32x4, vdupq_n_f32(0.625f)), small_f32x4, big_f32x4);
     return vbslq_f32(vdupq_n_u32(0x80000000u), x_f32x4, t_f32x4);
-}
-
-/* Scalar sigmoid with libm expf, as td_scalar.c computes sigmoid(zeta) and sigmoid(nu). */
-static float sigmoid_f32_neon(float v) {
-    if (v >= 0.0f) return 1.0f / (1.0f + expf(-v));
-    float e = expf(v);
-    return e / (1.0f + e);
 }
 
 /* y = M x, M column-major f32 (rows x cols). Rows in vector blocks, each summed over j in order. */
@@ -477,8 +470,8 @@ static inline float32x4_t fastgrnn_cell_neon(float32x4_t a_f32x4, float32x4_t bz
 static void fastgrnn_one_neon(const td_fastgrnn *m, const float *x, float *out) {
     size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
     float h[TD_FASTGRNN_MAX_DIM], a[TD_FASTGRNN_MAX_DIM], b[TD_FASTGRNN_MAX_DIM];
-    float32x4_t zeta_f32x4 = vdupq_n_f32(sigmoid_f32_neon(m->zeta));
-    float32x4_t nu_f32x4 = vdupq_n_f32(sigmoid_f32_neon(m->nu));
+    float32x4_t zeta_f32x4 = vdupq_n_f32(td_sigmoid_f32_(m->zeta));
+    float32x4_t nu_f32x4 = vdupq_n_f32(td_sigmoid_f32_(m->nu));
     for (int32_t t = 0; t < m->timesteps; ++t) {
         matrix_apply_neon(&m->w, x + (size_t)t * inputs, a);
         if (t > 0) { /* h_0 = 0, so U h_0 = 0 */

@@ -129,12 +129,6 @@ static void matrix_apply_scalar(const td_matrix *m, const float *x, float *y) {
     }
 }
 
-static float sigmoid_f32_scalar(float v) {
-    if (v >= 0.0f) return 1.0f / (1.0f + expf(-v));
-    float e = expf(v);
-    return e / (1.0f + e);
-}
-
 /* Writes output_dim probabilities from the final hidden state. Shared by every ISA (it is tiny). */
 void td_fastgrnn_output_(const td_fastgrnn *m, const float *h, float *out) {
     size_t hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
@@ -147,7 +141,7 @@ void td_fastgrnn_output_(const td_fastgrnn *m, const float *h, float *out) {
         logits[o] = acc;
     }
     if (outputs == 1) {
-        out[0] = sigmoid_f32_scalar(logits[0]);
+        out[0] = td_sigmoid_f32_(logits[0]);
         return;
     }
     for (size_t o = 0; o < outputs; ++o) top = logits[o] > top ? logits[o] : top;
@@ -161,7 +155,7 @@ void td_fastgrnn_output_(const td_fastgrnn *m, const float *h, float *out) {
 static void fastgrnn_one_scalar(const td_fastgrnn *m, const float *x, float *out) {
     size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
     float h[TD_FASTGRNN_MAX_DIM], a[TD_FASTGRNN_MAX_DIM], b[TD_FASTGRNN_MAX_DIM];
-    float zeta = sigmoid_f32_scalar(m->zeta), nu = sigmoid_f32_scalar(m->nu);
+    float zeta = td_sigmoid_f32_(m->zeta), nu = td_sigmoid_f32_(m->nu);
     for (int32_t t = 0; t < m->timesteps; ++t) {
         matrix_apply_scalar(&m->w, x + (size_t)t * inputs, a);
         if (t > 0) { /* h_0 = 0, so U h_0 = 0 */
@@ -169,7 +163,7 @@ static void fastgrnn_one_scalar(const td_fastgrnn *m, const float *x, float *out
             for (size_t i = 0; i < hidden; ++i) a[i] += b[i];
         }
         for (size_t i = 0; i < hidden; ++i) {
-            float z = sigmoid_f32_scalar(a[i] + m->b_z[i]);
+            float z = td_sigmoid_f32_(a[i] + m->b_z[i]);
             float c = tanhf(a[i] + m->b_h[i]);
             float prev = t > 0 ? h[i] : 0.0f;
             h[i] = z * prev + (zeta * (1.0f - z) + nu) * c;

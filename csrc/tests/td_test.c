@@ -404,6 +404,49 @@ static void test_fastgrnn_kinds(void) {
             }
 }
 
+/* The sigmoid of td_kernels.h, in f64: (v >= 0 ? 1 : e) / (1 + e) with e = exp(max(-|v|, -87)). */
+static double documented_sigmoid(double v) {
+    double e = exp(fmax(-fabs(v), -87.0));
+    return (v >= 0 ? 1.0 : e) / (1.0 + e);
+}
+
+/* Output probabilities for logits across the whole range (saturation, the -87 floor, NaN), through every
+ * output path: hidden sizes for the small and large kernels, output_dim 1 and 2 (softmax). */
+static void test_sigmoid_range(void) {
+    const float logits[] = {-1e30f, -200.0f, -104.0f, -88.0f, -87.5f, -87.0f, -86.0f, -50.0f, -17.0f, -1.0f,
+                            -1e-3f, -0.0f,   0.0f,    1e-3f,  1.0f,   17.0f,  50.0f,  88.0f,  200.0f, 1e30f};
+    const int hiddens[] = {8, 12, 20};
+    static float x[BATCH * 3], out[BATCH * 2];
+    float zero[64] = {0}, ones[64], bo[2];
+    for (int i = 0; i < 64; ++i) ones[i] = 1.0f;
+    fill(x, sizeof x / sizeof x[0]);
+    for (size_t h = 0; h < sizeof hiddens / sizeof hiddens[0]; ++h)
+        for (size_t k = 0; k <= sizeof logits / sizeof logits[0]; ++k) {
+            int hid = hiddens[h];
+            float v = k < sizeof logits / sizeof logits[0] ? logits[k] : NAN;
+            td_fastgrnn m = {3, hid, 1, 1, {TD_MATRIX_DENSE_F32, hid, 3, 0, ones, NULL, NULL, NULL, NULL, NULL},
+                             {TD_MATRIX_DENSE_F32, hid, hid, 0, ones, NULL, NULL, NULL, NULL, NULL},
+                             zero, zero, zero, bo, 1.0f, -4.0f};
+            bo[0] = v; /* w_out = 0: the logit is b_out exactly */
+            td_fastgrnn_forward_batch(&m, x, BATCH, out);
+            double want = documented_sigmoid(v);
+            for (int n = 0; n < BATCH; ++n)
+                CHECK(v != v ? out[n] != out[n] : fabs(out[n] - want) <= 1e-6 * want,
+                      "sigmoid(%g), hidden %d, item %d: %.9g vs %.9g", v, hid, n, out[n], want);
+            /* softmax of (v, 0) is the sigmoid of v up to rounding (no floor there: libm exp, which may return a
+             * subnormal, hence the absolute 1e-44) */
+            m.output_dim = 2;
+            bo[1] = 0.0f;
+            td_fastgrnn_forward_batch(&m, x, BATCH, out);
+            want = v != v ? NAN : 1.0 / (1.0 + exp(-(double)v));
+            for (int n = 0; n < BATCH; ++n)
+                CHECK(v != v ? out[2 * n] != out[2 * n]
+                             : fabs(out[2 * n] - want) <= 1e-6 * want + 1e-44 &&
+                                   fabs(out[2 * n] + out[2 * n + 1] - 1) < 1e-6,
+                      "softmax(%g, 0), hidden %d, item %d: %.9g vs %.9g", v, hid, n, out[2 * n], want);
+        }
+}
+
 static void test_fastgrnn(void) {
     const int cases[][3] = {{5, 8, 1}, {3, 7, 3}, {20, 33, 2}, {1, 1, 1}, {9, 16, 4}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
@@ -604,6 +647,7 @@ int main(void) {
         test_matvec();
         test_fastgrnn();
         test_fastgrnn_kinds();
+        test_sigmoid_range();
         test_score_candidates();
         test_recency_frequency();
         test_rank_and_route();
