@@ -587,7 +587,7 @@ static void fastgrnn_small_avx2(const td_fastgrnn *m, const float *x, size_t bat
                                 __m256 nu_f32x8, float *out) {
     const size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
     const size_t outputs = (size_t)m->output_dim;
-    const size_t steps = m->timesteps > 0 ? (size_t)m->timesteps : 0;
+    const size_t steps = (size_t)m->timesteps;
     const __m256 bz_f32x8 = loadn_f32x8_avx2(m->b_z, hidden), bh_f32x8 = loadn_f32x8_avx2(m->b_h, hidden);
     const __m256 wout_f32x8 = loadn_f32x8_avx2(m->w_out, hidden), bout_f32x8 = _mm256_set1_ps(m->b_out[0]);
     __m256 logits_f32x8 = _mm256_setzero_ps();
@@ -618,7 +618,7 @@ static void fastgrnn_small_avx2(const td_fastgrnn *m, const float *x, size_t bat
 
 void td_fastgrnn_batch_avx2(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
     const size_t hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
-    const size_t step = m->timesteps > 0 ? (size_t)m->timesteps * (size_t)m->input_dim : 0;
+    const size_t step = (size_t)m->timesteps * (size_t)m->input_dim;
     /* sigmoid(zeta) and sigmoid(nu) from lanes 0 and 1 of one vector sigmoid */
     const __m256 gates_f32x8 = sigmoid_f32x8_avx2(_mm256_setr_ps(m->zeta, m->nu, 0, 0, 0, 0, 0, 0));
     const __m256 zeta_f32x8 = _mm256_permutevar8x32_ps(gates_f32x8, _mm256_setzero_si256());

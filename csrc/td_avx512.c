@@ -647,7 +647,7 @@ static void fastgrnn_large_avx512(const td_fastgrnn *m, const float *x, size_t b
 
 void td_fastgrnn_batch_avx512(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
 #if defined(TD_HAVE_AVX2)
-    if (m->hidden_dim <= 8 && m->timesteps > 0) {
+    if (m->hidden_dim <= 8) {
         /* The state fits one 256-bit register; the AVX2 kernel is faster there (input 5, hidden 8:
          * 15 against 18 ns an item in a batch, 85 against 112 ns a call from Python). */
         td_fastgrnn_batch_avx2(m, x, batch, out);
@@ -658,11 +658,7 @@ void td_fastgrnn_batch_avx512(const td_fastgrnn *m, const float *x, size_t batch
     __m512 gate_f32x16 = sigmoid_f32x16_avx512(_mm512_zextps128_ps512(_mm_setr_ps(m->zeta, m->nu, 0.0f, 0.0f)));
     __m512 zeta_f32x16 = _mm512_permutexvar_ps(_mm512_set1_epi32(0), gate_f32x16);
     __m512 nu_f32x16 = _mm512_permutexvar_ps(_mm512_set1_epi32(1), gate_f32x16);
-    if (m->timesteps <= 0) { /* no steps: h = 0 */
-        float h[TD_FASTGRNN_MAX_DIM];
-        memset(h, 0, (size_t)m->hidden_dim * sizeof(float));
-        for (size_t n = 0; n < batch; ++n) td_fastgrnn_output_(m, h, out + n * (size_t)m->output_dim);
-    } else if (m->hidden_dim <= 16) {
+    if (m->hidden_dim <= 16) {
         fastgrnn_small_avx512(m, x, batch, out, zeta_f32x16, nu_f32x16);
     } else {
         fastgrnn_large_avx512(m, x, batch, out, zeta_f32x16, nu_f32x16);

@@ -169,7 +169,8 @@ typedef struct td_fastgrnn {
 } td_fastgrnn;
 
 /* 0 if the shapes and pointers of m are consistent (and within TD_FASTGRNN_MAX_DIM), else -1.
- * Values are not inspected. Call once when binding weights; the forward functions trust m. */
+ * Values are not inspected. Call once when binding weights; the forward functions trust m (a model this
+ * refuses, such as one with timesteps < 1, must never reach them). */
 int td_fastgrnn_check(const td_fastgrnn *m);
 
 /* x: timesteps x input_dim, row-major; out: output_dim probabilities. */

@@ -498,12 +498,11 @@ static void fastgrnn_one_neon(const td_fastgrnn *m, const float *x, float *out) 
             memcpy(h + i, tp, rem * sizeof(float));
         }
     }
-    if (m->timesteps <= 0) memset(h, 0, hidden * sizeof(float));
     td_fastgrnn_output_(m, h, out);
 }
 
 void td_fastgrnn_batch_neon(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
-    size_t step = m->timesteps > 0 ? (size_t)m->timesteps * (size_t)m->input_dim : 0;
+    size_t step = (size_t)m->timesteps * (size_t)m->input_dim;
     for (size_t n = 0; n < batch; ++n) fastgrnn_one_neon(m, x + n * step, out + n * (size_t)m->output_dim);
 }
 

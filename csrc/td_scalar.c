@@ -169,7 +169,6 @@ static void fastgrnn_one_scalar(const td_fastgrnn *m, const float *x, float *out
             h[i] = z * prev + (zeta * (1.0f - z) + nu) * c;
         }
     }
-    if (m->timesteps <= 0) memset(h, 0, hidden * sizeof(float));
     td_fastgrnn_output_(m, h, out);
 }
 
