@@ -6,8 +6,8 @@
 
 #include "td_kernels.h"
 
-/* A static function the compiler must inline: used where constant arguments (row counts, NULL pointers)
- * have to fold away so that accumulators stay in registers. */
+/* A static function the compiler must inline (so that constant arguments such as row counts or NULL pointers
+ * fold away and accumulators stay in registers). */
 #if defined(_MSC_VER) && !defined(__clang__)
 #define TD_FORCE_INLINE static __forceinline
 #else
