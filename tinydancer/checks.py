@@ -34,8 +34,9 @@ def real(value: Any, name: str, low: float = -math.inf, high: float = math.inf, 
 
     Bools and non-numbers (strings, None, arrays) are refused; NumPy scalars are accepted.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise error(f"{name} must be a real number, got {type(value).__name__}")
+    kind = type(value)
+    if kind is not float and kind is not int and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        raise error(f"{name} must be a real number, got {kind.__name__}")
     number = float(value)
     bounded = low > -math.inf or high < math.inf
     if not math.isfinite(number) and not (bounded and math.isnan(number)):

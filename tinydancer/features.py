@@ -232,9 +232,12 @@ class FeatureEngineer:
 
     def _time(self, now: Any) -> float:
         """``now`` checked, or one reading of the clock, checked."""
+        t = self._clock() if now is None else now
+        if type(t) is float and t - t == 0.0:  # a finite float: nothing more to check
+            return t
         if now is None:
-            return checks.real(self._clock(), "the clock's reading (unix seconds)", error=ConfigError)
-        return checks.real(now, "now", error=InvalidInputError)
+            return checks.real(t, "the clock's reading (unix seconds)", error=ConfigError)
+        return checks.real(t, "now", error=InvalidInputError)
 
     def __repr__(self) -> str:
         return f"FeatureEngineer(config={self._config!r})"
