@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from tinydancer import kernels, types
+from tinydancer import kernels
 from tinydancer.errors import InvalidInputError
 from tinydancer.types import (
     Candidate,

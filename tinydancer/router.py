@@ -22,7 +22,6 @@ from importlib import resources
 from os import PathLike, fspath
 from typing import Any
 
-import numpy as np
 
 from tinydancer import checks, kernels
 from tinydancer.breaker import CircuitBreaker
@@ -304,8 +303,10 @@ class Router:
 
         Raises:
             InvalidInputError: a malformed request (it does not count against the circuit breaker).
-            ConfigError: the clock returned something that is not a number.
+            ConfigError: the clock returned something that is not a finite number.
             TinyDancerError: the router is closed.
+
+        Only :data:`MODEL_FAILURES` fall back; any other exception propagates and leaves the breaker as it was.
         """
         start = _perf_counter_ns()
         if self._closed:
@@ -317,7 +318,7 @@ class Router:
         metadata = request.metadata
         overlap = None
         feature_us = 0.0
-        buffers = None
+        buffers = columns = None
         try:
             if type(candidates) is CandidateBatch:
                 columns = candidates.columns
@@ -358,7 +359,7 @@ class Router:
             self._counters.count_invalid()
             raise
         finally:
-            if buffers is not None:
+            if buffers is not None and columns is not None:
                 buffers.append(columns)
 
     def _respond(self, result: kernels.RouteResult, ids: Any, start: int, feature_us: float) -> RoutingResponse:
