@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pickle
 import queue
+import sys
 import threading
 import time
 from pathlib import Path
@@ -524,3 +525,31 @@ def test_router_rejects_models_of_the_wrong_shape(tmp_path):
         Router(RouterConfig(model_path=path))
     with pytest.raises(ModelError):
         Router(RouterConfig(model_path=tmp_path / "missing.safetensors"))
+
+
+def test_threads_routing_lists_each_get_their_own_buffer(rng):
+    """Lists are gathered into pooled buffers; threads routing at once never see each other's candidates."""
+    r = router()
+    requests = [make_request(rng, n, dim=64) for n in (3, 40, 400, 7)]  # 400 x 64 releases the GIL
+    expected = [r.route(q).to_dict()["decisions"] for q in requests]
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            for i in range(200):
+                j = (k + i) % len(requests)
+                assert r.route(requests[j]).to_dict()["decisions"] == expected[j]
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[0]
