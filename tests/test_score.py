@@ -359,6 +359,7 @@ def test_gather_candidates(rng):
     cs = [Candidate(f"c{i}", rng.standard_normal(16).astype(np.float32), {"k": i}, created_at=float(i),
                     access_count=i, success_rate=0.5) for i in range(5)]
     cols = kernels.CandidateColumns.buffer()
+    assert len(cols) == 0 and cols.embeddings.shape == (0, 0) and cols.norms is None
     ids, metadatas = kernels.gather_candidates(cs, cols)
     assert ids == tuple(c.id for c in cs) and metadatas == tuple({"k": i} for i in range(5))
     E = cols.embeddings

@@ -177,6 +177,8 @@ cdef class CandidateColumns:
     @property
     def embeddings(self):
         """(N, D) float32, read-only."""
+        if self.emb_owner is None:  # a buffer never filled
+            return np.empty((0, 0), dtype=np.float32)
         return _view(self.emb_owner, <void *>self.emb_p, cnp.NPY_FLOAT32, 2, self.n, self.dim)
 
     @property
@@ -295,6 +297,7 @@ def gather_candidates(candidates, CandidateColumns into not None, str name="cand
         if dim == 0:
             raise InvalidInputError(f"{_label(name, 0, single)}.embedding is empty")
     _grow(into, n, dim)
+    into._point()
     into.n, into.dim, into.finite = n, dim, True
     cdef float *e = <float *>into.emb_p
     cdef double *cr = <double *>cnp.PyArray_DATA(into.created)
@@ -345,7 +348,6 @@ def gather_candidates(candidates, CandidateColumns into not None, str name="cand
         cr[i] = tv
         co[i] = cv
         su[i] = <float>rv
-    into._point()
     if n:
         into._compute_norms(name, True, single)
     return tuple(ids_list), (tuple(metas) if metadata else None)
