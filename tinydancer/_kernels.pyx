@@ -24,6 +24,7 @@ from tinydancer cimport _ckernels as ck
 
 import numpy as np
 
+from tinydancer import checks
 from tinydancer.errors import ConfigError, InvalidInputError, ModelError
 
 cnp.import_array()

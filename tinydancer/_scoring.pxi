@@ -218,18 +218,6 @@ cdef class CandidateColumns:
 _TYPE_NAMES = {cnp.NPY_FLOAT32: "float32", cnp.NPY_FLOAT64: "float64", cnp.NPY_INT64: "int64"}
 
 
-cdef object _checks = None
-
-
-cdef object _field_checks():
-    """tinydancer.checks, imported on first use (the slow path of a field that is not of the usual type)."""
-    global _checks
-    if _checks is None:
-        from tinydancer import checks
-        _checks = checks
-    return _checks
-
-
 cdef inline str _label(str name, Py_ssize_t i, bint single):
     return name if single else f"{name}[{i}]"
 
@@ -329,16 +317,16 @@ def gather_candidates(candidates, CandidateColumns into not None, str name="cand
         if type(t) is float and isfinite(<double>t):
             tv = t
         else:
-            tv = _field_checks().real(t, _label(name, i, single) + ".created_at", error=InvalidInputError)
+            tv = checks.real(t, _label(name, i, single) + ".created_at", error=InvalidInputError)
         if type(count) is int and count >= 0 and count <= 0x7FFFFFFFFFFFFFFF:
             cv = count
         else:
-            cv = _field_checks().integer(count, _label(name, i, single) + ".access_count", 0,
+            cv = checks.integer(count, _label(name, i, single) + ".access_count", 0,
                                          error=InvalidInputError)
         if type(rate) is float and rate >= 0.0 and rate <= 1.0:
             rv = rate
         else:
-            rv = _field_checks().unit_interval(rate, _label(name, i, single) + ".success_rate",
+            rv = checks.unit_interval(rate, _label(name, i, single) + ".success_rate",
                                                error=InvalidInputError)
         if metadata:
             if type(md) is not dict and not isinstance(md, dict):

@@ -15,7 +15,7 @@ from typing import Any
 
 from tinydancer.errors import ConfigError, InvalidInputError
 
-__all__ = ["real", "integer", "flag", "unit_interval"]
+__all__ = ["real", "integer", "flag", "unit_interval", "clock_reading"]
 
 _INT64_MAX = 2**63 - 1
 
@@ -75,3 +75,11 @@ def flag(value: Any, name: str, *, error: type[Exception] = ConfigError) -> bool
     if not isinstance(value, bool):
         raise error(f"{name} must be True or False, got {value!r}")
     return value
+
+
+def clock_reading(value: Any) -> float:
+    """A clock's reading of unix seconds as a finite float, or raise :class:`~tinydancer.errors.ConfigError`
+    (an injected clock that returns anything else is misconfigured)."""
+    if type(value) is float and value - value == 0.0:  # a finite float, the usual case
+        return value
+    return real(value, "the clock's reading (unix seconds)", error=ConfigError)

@@ -232,12 +232,9 @@ class FeatureEngineer:
 
     def _time(self, now: Any) -> float:
         """``now`` checked, or one reading of the clock, checked."""
-        t = self._clock() if now is None else now
-        if type(t) is float and t - t == 0.0:  # a finite float: nothing more to check
-            return t
         if now is None:
-            return checks.real(t, "the clock's reading (unix seconds)", error=ConfigError)
-        return checks.real(t, "now", error=InvalidInputError)
+            return checks.clock_reading(self._clock())
+        return checks.real(now, "now", error=InvalidInputError)
 
     def __repr__(self) -> str:
         return f"FeatureEngineer(config={self._config!r})"

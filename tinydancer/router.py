@@ -75,12 +75,12 @@ def _watch(router_ref: weakref.ref[Router], stop: threading.Event, interval: flo
         error: BaseException | None = None
         try:
             changed = router.check_model_file()
-        except Exception as exc:  # counted and kept in metrics() by check_model_file; the old model keeps serving
-            changed, error = True, exc
+        except Exception as exc:  # any load failure: it has no caller on this thread, and _swap_in_locked
+            changed, error = True, exc  # has counted it in metrics(); the old model keeps serving
         if changed and on_change is not None:
             try:
                 on_change(router.metrics()["model_path"], error)
-            except Exception:
+            except Exception:  # the caller's callback: whatever it raises is logged, the watcher goes on
                 _log.exception("the on_change callback of watch_model failed")
         del router
 
@@ -336,8 +336,8 @@ class Router:
             if not len(columns):
                 return self._respond(_NO_RESULT, ids, start, feature_us)
             now = self._clock()
-            if type(now) is not float or now - now != 0.0:  # not a finite float
-                now = checks.real(now, "the clock's reading (unix seconds)", error=ConfigError)
+            if type(now) is not float or now - now != 0.0:  # a finite float passes inline; anything else is checked
+                now = checks.clock_reading(now)
             breaker = self._breaker
             if breaker is not None and not breaker.allow_request():
                 return self._fall_back(ids, "circuit breaker open", start, feature_us, rejected=True)
@@ -348,9 +348,9 @@ class Router:
                 if breaker is not None:
                     breaker.record_failure()
                 return self._fall_back(ids, f"model error: {exc}", start, feature_us, model_error=True)
-            except BaseException:
-                if breaker is not None:
-                    breaker.release()  # not the model's fault: a probe spent here is given back
+            except BaseException:  # anything else, KeyboardInterrupt included, is not the model's fault:
+                if breaker is not None:  # a probe spent here is given back, and the exception goes on
+                    breaker.release()
                 raise
             if breaker is not None:
                 breaker.record_success()
