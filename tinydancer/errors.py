@@ -10,6 +10,7 @@ __all__ = [
     "TinyDancerError",
     "InvalidInputError",
     "ConfigError",
+    "OutputFileError",
     "ModelError",
     "ModelFileError",
     "ModelFormatError",
@@ -36,12 +37,17 @@ class ConfigError(TinyDancerError, ValueError):
     """A configuration value (or an environment setting such as ``TINYDANCER_ISA``) is not usable."""
 
 
+class OutputFileError(TinyDancerError, OSError):
+    """A file (a training report, say) cannot be written where asked: its folder is missing or read-only,
+    or the path is not a regular file (a FIFO, a device, a folder), which is never replaced."""
+
+
 class ModelError(TinyDancerError):
     """A model could not be loaded, saved or run."""
 
 
 class ModelFileError(ModelError, OSError):
-    """A model file is missing, unreadable, or not a regular file."""
+    """A model file is missing, unreadable, or not a regular file, or cannot be written where asked."""
 
 
 class ModelFormatError(ModelError, ValueError):

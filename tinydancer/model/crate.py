@@ -116,10 +116,11 @@ class CrateFastGRNN:
         return float(self.forward_batch(x[None, :], h0)[0])
 
     def save(self, path: PathArg) -> None:
-        """Write the model back in the crate's format, atomically.
+        """Write the model back in the crate's format, atomically (as :meth:`FastGRNN.save` does).
 
         Raises:
-            ModelFileError: the folder cannot be written; the target is then left as it was.
+            ModelFileError: ``path`` exists and is not a regular file, or the folder is missing or cannot
+                be written; the target is then left as it was.
         """
         save_file(ModelRecord(CRATE_FORMAT, {"config": json.dumps(self.config)}, self.tensors()), path)
 

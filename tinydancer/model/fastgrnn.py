@@ -324,10 +324,12 @@ class FastGRNN:
 
     def save(self, path: files.PathArg) -> None:
         """Write the model to ``path`` in tinydancer's safetensors format: a temporary file in the same
-        folder, fsync, then an atomic rename.
+        folder, fsync, then an atomic rename. A symlink is followed (its target is written, the link stays).
 
         Raises:
-            ModelFileError: the folder cannot be written; the target is then left as it was.
+            ModelFileError: ``path`` exists and is not a regular file (a FIFO, a device such as
+                ``/dev/null``, a folder), or the folder is missing or cannot be written; the target is then
+                left as it was.
         """
         files.save_file(_to_record(self), path)
 

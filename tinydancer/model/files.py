@@ -20,7 +20,6 @@ import json
 import os
 import stat
 import struct
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from os import PathLike
@@ -31,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as _st_load
 from safetensors.numpy import save as _st_save
 
+from tinydancer.atomic_files import write_atomic
 from tinydancer.errors import InvalidInputError, ModelFileError, ModelFormatError, ModelSchemaError, ModelValueError
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "load_file",
     "save",
     "save_file",
-    "write_atomic",
 ]
 
 FORMAT = "tinydancer-fastgrnn"
@@ -293,63 +292,13 @@ def save(record: ModelRecord) -> bytes:
 
 
 def save_file(record: ModelRecord, path: PathArg) -> None:
-    """Write ``record`` to ``path`` atomically (see :func:`save` and :func:`write_atomic`).
+    """Write ``record`` to ``path`` atomically (see :func:`save` and
+    :func:`tinydancer.atomic_files.write_atomic`): a symlink's target is written; a path that is not a
+    regular file (a FIFO, a device, a folder) is refused and left untouched.
 
     Raises:
         InvalidInputError: see :func:`save`.
-        ModelFileError: the folder cannot be written; the target is then left as it was.
+        ModelFileError: the path is not a regular file, or the folder is missing or cannot be written; the
+            target is then left as it was.
     """
-    write_atomic(path, save(record))
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux reports it."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
-def write_atomic(path: PathArg, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and rename.
-
-    A file that is replaced keeps its permissions; a new one gets the usual 0o666 less the umask.
-
-    Raises:
-        ModelFileError: the folder cannot be written; the target is then left as it was.
-    """
-    target = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(target)
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except OSError:
-        mode = 0o666 & ~_umask()
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
-    except OSError as exc:
-        raise ModelFileError(f"{target}: cannot write into {folder} ({exc.strerror})") from None
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise ModelFileError(f"{target}: cannot be written ({exc.strerror})") from None
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    write_atomic(path, save(record), ModelFileError)
