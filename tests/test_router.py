@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import pickle
 import queue
 import sys
@@ -12,7 +13,8 @@ import pytest
 
 from conftest import FakeClock
 from tinydancer import kernels
-from tinydancer.errors import ConfigError, InvalidInputError, ModelError, ModelFormatError, ModelSchemaError, TinyDancerError
+from tinydancer.errors import (ConfigError, InvalidInputError, ModelError, ModelFormatError, ModelSchemaError,
+                               ModelValueError, TinyDancerError)
 from tinydancer.features import FeatureConfig
 from tinydancer.model import FastGRNN, FastGRNNConfig
 from tinydancer.router import MODEL_FAILURES, Router, RouterConfig, default_model_path
@@ -188,17 +190,20 @@ def test_not_a_request():
 
 
 # A real model failure: a candidate model that scores NaN from finite features. W = W1 W2 is low-rank; W2
-# reads recency (+10) and success (-10), which FAILING_FEATURES weighs 3e38, so W2 x = (+inf, -inf), and
-# the two meet in W1 (W2 x) as NaN on every ISA. The same model with W2 = 0 is the healthy one.
-FAILING_FEATURES = FeatureConfig(recency_weight=3e38, success_weight=3e38)
+# reads c (-similarity + recency + success) and its negative, with c = 1.5e38, so a candidate opposite to
+# the query, created now, with success rate 1 gives W2 x = (+inf, -inf) (3c overflows float32), and the two
+# meet in W1 (W2 x) as NaN on every ISA. The router's smoke probes reach at most 2c and pass. The same model
+# with W2 = 0 is the healthy one.
+FAILING_FEATURES = FeatureConfig(similarity_weight=1.0, recency_weight=1.0, success_weight=1.0)
 
 
-def low_rank_model(tmp_path: Path, name: str, healthy: bool) -> str:
+def low_rank_model(tmp_path: Path, name: str, healthy: bool, scale: float = 1.5e38) -> str:
     model = FastGRNN(FastGRNNConfig(w_rank=2), seed=0)
     w = model.weights()
     w["W2"] = np.zeros((2, 5), np.float32)
     if not healthy:
-        w["W2"][0, 1], w["W2"][1, 3] = 10.0, -10.0
+        w["W2"][0] = np.array([-1, 1, 0, 1, 0], np.float32) * np.float32(scale)
+        w["W2"][1] = -w["W2"][0]
     w["W1"] = np.ones((8, 2), np.float32)
     model.set_weights(w)
     path = tmp_path / name
@@ -214,10 +219,10 @@ def failing_router(tmp_path: Path, **kwargs) -> tuple[Router, str, str]:
 
 
 def fresh_request(rng: np.random.Generator, n: int, columnar: bool = False) -> RoutingRequest:
-    """Candidates created now with success rate 1: recency and success features of 3e38 each."""
+    """Candidates opposite to the query, created now, with success rate 1: the failing model scores NaN."""
     request = make_request(rng, n, dim=16, columnar=columnar)
     ids = [f"c{i}" for i in range(n)]
-    emb = unit(rng.standard_normal((n, 16)))
+    emb = np.tile(-np.asarray(request.query_embedding, np.float32), (n, 1))
     if columnar:
         return RoutingRequest(request.query_embedding, CandidateBatch(ids, emb, np.full(n, NOW), np.zeros(n, int),
                                                                       np.ones(n)))
@@ -238,14 +243,51 @@ def test_model_failure_falls_back_and_opens_the_breaker(tmp_path, rng, columnar)
         assert all(not d.use_lightweight and d.confidence == 0.0 and d.uncertainty == 1.0 for d in response)
         assert [d.candidate_id for d in response.decisions] == [f"c{k}" for k in range(5)]
     assert r.circuit_breaker_status() is False
-    r.reload_model(good)  # even a healthy model is not called while the breaker is open
-    response = r.route(request)
+    response = r.route(request)  # open: the model is not called
     assert response.fell_back and response.fallback_reason == "circuit breaker open"
-    monotonic.now = 10.0  # recovery timeout: a probe goes through and closes it
-    assert not r.route(request).fell_back
+    monotonic.now = 10.0  # recovery timeout: a probe goes through, fails, and opens it again
+    assert r.route(request).fallback_reason.startswith("model error")
+    assert r.circuit_breaker_status() is False
+    r.reload_model(good)  # a new model starts with a closed breaker
     assert r.circuit_breaker_status() is True
+    assert not r.route(request).fell_back
     m = r.metrics()
-    assert m["fallbacks"] == 4 and m["model_errors"] == 3 and m["rejected_by_breaker"] == 1 and m["requests"] == 5
+    assert m["fallbacks"] == 5 and m["model_errors"] == 4 and m["rejected_by_breaker"] == 1 and m["requests"] == 6
+
+
+def test_a_model_that_fails_the_smoke_test_is_refused(tmp_path, rng):
+    # scale 2e38: the probe (recency 1, success 1) already reaches 2c, which overflows float32
+    bad = low_rank_model(tmp_path, "bad.safetensors", healthy=False, scale=2e38)
+    with pytest.raises(ModelValueError, match=r"bad\.safetensors: the model scores the raw features "
+                                              r"\[0\.0, 1\.0, 0\.0, 1\.0, 0\.0\].*non-finite"):
+        router(model_path=bad, feature_config=FAILING_FEATURES, enable_quantization=False)
+    good = low_rank_model(tmp_path, "good.safetensors", healthy=True)
+    r = router(model_path=good, feature_config=FAILING_FEATURES, enable_quantization=False)
+    serving = r.model
+    with pytest.raises(ModelValueError, match="non-finite"):
+        r.reload_model(bad)
+    assert r.model is serving and r.metrics()["reload_failures"] == 1
+    assert not r.route(fresh_request(rng, 3)).fell_back
+
+
+def test_a_reload_closes_the_breaker(tmp_path, rng):
+    monotonic = FakeClock(0.0)
+    r, bad, good = failing_router(tmp_path, circuit_breaker_threshold=1, circuit_breaker_timeout=60.0,
+                                  monotonic=monotonic)
+    assert r.route(fresh_request(rng, 2)).fell_back
+    assert r.circuit_breaker.state == "open"
+    r.reload_model(good)
+    assert r.circuit_breaker.state == "closed"
+    assert not r.route(fresh_request(rng, 2)).fell_back
+    good_bytes = Path(good).read_bytes()
+    Path(good).write_bytes(Path(bad).read_bytes())  # the watched file changes to the failing model...
+    os.utime(good, ns=(1, 1))
+    assert r.check_model_file()
+    assert r.route(fresh_request(rng, 2)).fell_back and r.circuit_breaker.state == "open"
+    Path(good).write_bytes(good_bytes)  # ...and back: the reload through the watched file closes it too
+    os.utime(good, ns=(2, 2))
+    assert r.check_model_file()
+    assert r.circuit_breaker.state == "closed" and monotonic.now == 0.0
 
 
 def test_errors_that_are_not_model_failures_propagate(tmp_path, rng):
@@ -279,17 +321,17 @@ def test_reading_the_breaker_status_does_not_change_it(tmp_path, rng):
 
 def test_invalid_input_in_half_open_gives_the_probe_back(tmp_path, rng):
     monotonic = FakeClock(0.0)
-    r, _, good = failing_router(tmp_path, circuit_breaker_threshold=1, circuit_breaker_timeout=5.0,
-                                monotonic=monotonic)
+    r, _, _ = failing_router(tmp_path, circuit_breaker_threshold=1, circuit_breaker_timeout=5.0,
+                             monotonic=monotonic)
     assert r.route(fresh_request(rng, 2)).fell_back
-    r.reload_model(good)
-    monotonic.now = 5.0
+    monotonic.now = 5.0  # half-open
     bad = fresh_request(rng, 2)
     bad.candidates[1].success_rate = 2.0
     for _ in range(5):  # more bad requests than half-open probes: none may use a probe up
-        with pytest.raises(InvalidInputError, match=r"candidates\[1\]\.success_rate"):
+        with pytest.raises(InvalidInputError, match=r"candidates\[1\]"):
             r.route(bad)
-    assert not r.route(fresh_request(rng, 2)).fell_back
+    # the failing model scores ordinary candidates finitely: this probe succeeds and closes the breaker
+    assert not r.route(make_request(rng, 2, dim=16)).fell_back
     assert r.circuit_breaker_status() is True
 
 

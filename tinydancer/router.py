@@ -22,17 +22,19 @@ from importlib import resources
 from os import PathLike, fspath
 from typing import Any
 
+import numpy as np
 
 from tinydancer import checks, kernels
 from tinydancer.breaker import CircuitBreaker
 from tinydancer.candidates import CandidateBatch, RoutingRequest
-from tinydancer.errors import ConfigError, InvalidInputError, ModelError, ModelSchemaError, TinyDancerError
+from tinydancer.errors import (ConfigError, InvalidInputError, ModelError, ModelSchemaError, ModelValueError,
+                               TinyDancerError)
 from tinydancer.features import FeatureConfig
 from tinydancer.metadata import metadata_overlap
 from tinydancer.model import FastGRNN, load_model
 from tinydancer.responses import RoutingResponse
 
-__all__ = ["MODEL_FAILURES", "RouterConfig", "Router", "default_model_path"]
+__all__ = ["MODEL_FAILURES", "SMOKE_PROBES", "RouterConfig", "Router", "default_model_path"]
 
 MODEL_FAILURES: tuple[type[BaseException], ...] = (ModelError,)
 """What counts as the model failing: the routing pass raises :class:`~tinydancer.errors.ModelError` when the
@@ -45,6 +47,17 @@ _log = logging.getLogger(__name__)
 _gather = kernels.gather_candidates
 _from_result = RoutingResponse.from_result
 _NO_RESULT = kernels.RouteResult.from_arrays([], [], [], [])
+
+# The smoke test of a model loaded for serving: raw features (similarity, recency, frequency, success,
+# metadata overlap), weighed with the router's feature weights. Every score must be finite.
+SMOKE_PROBES = np.array([
+    [0.0, 0.0, 0.0, 0.0, 0.0],
+    [1.0, 1.0, 1.0, 1.0, 1.0],
+    [-1.0, 0.0, 0.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5, 0.5, 0.5],
+    [1.0, 0.0, 1.0, 0.0, 1.0],
+    [0.0, 1.0, 0.0, 1.0, 0.0],
+], dtype=np.float32)
 
 
 def default_model_path() -> str:
@@ -146,6 +159,7 @@ class Router:
             raise ConfigError("clock must be callable")
         fc = self.config.feature_config or FeatureConfig()
         self._weights = fc.kernel_weights()
+        self._probes = SMOKE_PROBES * np.asarray(fc.weights, dtype=np.float32)
         self._clock = clock
         self._reload_lock = threading.Lock()
         self._counters = kernels.RouteCounters()
@@ -176,7 +190,13 @@ class Router:
         return default_model_path() if path is None else fspath(path)
 
     def _load(self, where: str) -> FastGRNN:
-        """Load and check a candidate model completely; nothing is swapped in here."""
+        """Load and check a candidate model completely, then score :data:`SMOKE_PROBES` with it; nothing is
+        swapped in here.
+
+        Raises:
+            ModelError: the file cannot be loaded, is not a candidate model, or scores a probe as NaN or Inf
+                (:class:`~tinydancer.errors.ModelValueError`).
+        """
         model = load_model(where)
         if not isinstance(model, FastGRNN):
             raise ModelSchemaError(f"{where}: a {type(model).__name__} cannot route candidates; the router needs a "
@@ -187,6 +207,12 @@ class Router:
                                    f"not {c.input_dim}, {c.timesteps} and {c.output_dim}")
         if self.config.enable_quantization:
             model.quantize()
+        for probe, weighted in zip(SMOKE_PROBES.tolist(), self._probes):
+            try:  # the cell raises on a non-finite result
+                model.forward(weighted)
+            except InvalidInputError:
+                raise ModelValueError(f"{where}: the model scores the raw features {probe} (with this router's "
+                                      "feature weights) as a non-finite value; it was not loaded") from None
         return model
 
     def _bind(self, model: FastGRNN) -> tuple[FastGRNN, kernels.RoutePass]:
@@ -201,8 +227,10 @@ class Router:
 
     def reload_model(self, path: str | PathLike[str] | None = None) -> None:
         """Load ``path`` (default: the configured model) and swap it in atomically once it is fully loaded
-        and checked. On any failure the old model keeps serving and the error is raised. The loaded file
-        is the one :meth:`check_model_file` and :meth:`watch_model` watch from then on."""
+        and checked (see :meth:`_load`: a model that scores a probe as NaN or Inf is refused with a
+        :class:`~tinydancer.errors.ModelValueError`). On any failure the old model keeps serving and the
+        error is raised. A new model starts with a closed circuit breaker. The loaded file is the one
+        :meth:`check_model_file` and :meth:`watch_model` watch from then on."""
         with self._reload_lock:
             where = self._resolve(self.config.model_path if path is None else path)
             self._swap_in_locked(where, _file_signature(where))
@@ -235,6 +263,8 @@ class Router:
             raise
         self._serving = serving
         self._source, self._source_signature = where, signature
+        if self._breaker is not None:  # the failures it counted were the old model's
+            self._breaker.reset()
         self._counters.count_reload()
 
     def watch_model(self, interval: float = 1.0, *, on_change: OnChange | None = None) -> None:
