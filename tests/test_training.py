@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -15,11 +16,13 @@ from tinydancer.training import (
     StageReport,
     Trainer,
     TrainingConfig,
+    TrainingDataWarning,
     TrainingMetrics,
     compress,
     evaluate,
 )
 from tinydancer.training.bptt import forward, loss_and_gradients
+from tinydancer.training.compression import counted_sparsity, stage_epochs
 from tinydancer.training.metrics import roc_auc
 from tinydancer.training.trainer import clip_by_global_norm
 
@@ -241,8 +244,8 @@ def test_clip_by_global_norm():
 
 
 def test_masks_keep_zeros_at_zero(rng):
-    X, y = easy_task(rng, 500)
-    model = FastGRNN(FastGRNNConfig(), seed=0)
+    X, y = easy_task(rng, 500, timesteps=2)  # with one timestep U would not train at all
+    model = FastGRNN(FastGRNNConfig(timesteps=2), seed=0)
     before = model.weights()
     masks = {"W": rng.random((8, 5)) < 0.5, "U": rng.random((8, 8)) < 0.3}
     Trainer(model, fast_config(epochs=5)).fit(X, y, masks=masks)
@@ -397,7 +400,9 @@ def test_compress_pipeline(rng):
     assert final.val_loss == pytest.approx(evaluate(model, X_val, y_val)["loss"])
     assert final.val_auc is not None and final.val_auc > 0.95
     table = report.table()
-    assert len(table.splitlines()) == 2 + 5 and "quantize" in table and str(final.size_bytes) in table
+    assert len(table.splitlines()) == 2 + 5 + 1 and "quantize" in table and str(final.size_bytes) in table
+    assert report.notes == ("U is unused with one timestep (h0 = 0) and is not counted in the sparsity",)
+    assert table.splitlines()[-1] == "note: " + report.notes[0]
 
 
 def test_compress_low_rank_is_expanded_and_quantize_is_optional(rng):
@@ -468,6 +473,10 @@ def _bad_inputs():
         ("mask_shape", dict(X=X, y=y, masks={"W": np.ones((5, 8), bool)}), r"^masks\['W'\] must be a bool"),
         ("mask_dtype", dict(X=X, y=y, masks={"U": np.ones((8, 8))}), r"^masks\['U'\] must be a bool"),
         ("mask_key", dict(X=X, y=y, masks={"w_out": np.ones((1, 8), bool)}), r"^masks may only"),
+        ("one_row", dict(X=X[:1], y=y[:1]), r"^X has 1 example; training needs at least 2"),
+        ("one_row_with_val", dict(X=X[:1], y=y[:1], X_val=X, y_val=y), r"^X has 1 example; training needs"),
+        ("huge", dict(X=X + 1e30, y=y), r"^X holds values up to 1e\+30 in magnitude; beyond 1e\+15"),
+        ("huge_val", dict(X=X, y=y, X_val=X - 2e15, y_val=y), r"^X_val holds values up to 2e\+15"),
     ]
 
 
@@ -479,6 +488,78 @@ def test_fit_rejects_bad_data(case):
     with pytest.raises(InvalidInputError, match=message):
         Trainer(model, fast_config(epochs=1, enable_distillation=True)).fit(**kwargs)
     assert all(np.array_equal(before[k], model.weights()[k]) for k in before)  # untouched
+
+
+def test_the_split_must_leave_two_examples_to_train_on(rng):
+    X, y = easy_task(rng, 2)
+    model = FastGRNN(FastGRNNConfig(), seed=0)
+    with pytest.raises(InvalidInputError, match=r"^X has 2 examples and validation_split 0.5 holds out 1, "
+                                                r"leaving 1 to train on; training needs at least 2"):
+        Trainer(model, fast_config(validation_split=0.5)).fit(X, y)
+    with pytest.raises(InvalidInputError, match=r"leaving 1 to train on"):
+        compress(model, X, y, target_sparsity=0.5, config=fast_config(validation_split=0.5))
+    Trainer(model, fast_config(epochs=1)).fit(X, np.array([0.0, 1.0]))  # two examples, nothing held out
+
+
+def test_features_up_to_the_bound_train(rng):
+    X, y = easy_task(rng, 40)
+    X[0, 0] = -1e15
+    Trainer(FastGRNN(FastGRNNConfig(), seed=0), fast_config(epochs=1)).fit(X, y)
+
+
+def test_one_class_labels_warn_once(rng):
+    X, _ = easy_task(rng, 60)
+    ones = np.ones(60)
+    with pytest.warns(TrainingDataWarning, match=r"^every training label is 1: the model can only learn"):
+        Trainer(FastGRNN(FastGRNNConfig(), seed=0), fast_config(epochs=1)).fit(X, ones)
+    with pytest.warns(TrainingDataWarning, match="every training label is 2"):
+        Trainer(FastGRNN(FastGRNNConfig(output_dim=3), seed=0), fast_config(epochs=1)).fit(X, np.full(60, 2))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        compress(FastGRNN(FastGRNNConfig(), seed=0), X, ones, target_sparsity=0.5, config=fast_config(epochs=3))
+    assert [type(w.message) for w in seen] == [TrainingDataWarning]  # once, not once per stage
+    assert seen[0].filename == __file__  # points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # a teacher's soft targets carry what the labels do not
+        Trainer(FastGRNN(FastGRNNConfig(), seed=0), fast_config(epochs=1, enable_distillation=True)).fit(
+            X, ones, soft_targets=rng.random(60))
+        Trainer(FastGRNN(FastGRNNConfig(), seed=0), fast_config(epochs=1)).fit(X, np.arange(60) % 2)
+
+
+@pytest.mark.parametrize("timesteps", [1, 2])
+def test_U_trains_only_with_more_than_one_timestep(rng, timesteps):
+    X, y = easy_task(rng, 300, timesteps)
+    model = FastGRNN(FastGRNNConfig(timesteps=timesteps), seed=0)
+    before = model.weights()
+    Trainer(model, fast_config(epochs=3, l2_reg=0.1)).fit(X, y)
+    after = model.weights()
+    assert not np.array_equal(after["W"], before["W"])
+    # with one timestep U multiplies h0 = 0: no gradient, and L2 must not shrink it either
+    assert np.array_equal(after["U"], before["U"]) == (timesteps == 1)
+
+
+def test_stage_epochs():
+    assert stage_epochs(100) == {"dense": 34, "iht": 33, "retrain": 33}
+    assert stage_epochs(30) == {"dense": 10, "iht": 10, "retrain": 10}
+    assert stage_epochs(2) == {"dense": 1, "iht": 1, "retrain": 1}
+    with pytest.raises(ConfigError, match="epochs"):
+        stage_epochs(0)
+
+
+@pytest.mark.parametrize("timesteps", [1, 2])
+def test_compress_counts_U_only_where_it_is_used(rng, timesteps):
+    X, y = easy_task(rng, 300, timesteps)
+    model = FastGRNN(FastGRNNConfig(timesteps=timesteps), seed=0)
+    report = compress(model, X, y, target_sparsity=0.5, config=fast_config(epochs=6, l2_reg=0.1))
+    w_zeros = float(np.mean(model.cell.W.to_dense() == 0))
+    assert report.stages[0].sparsity == 0.0  # dense training made no zeros, in U either
+    if timesteps == 1:
+        assert report.stages[-1].sparsity == counted_sparsity(model) == w_zeros == pytest.approx(0.5, abs=0.03)
+        assert len(report.notes) == 1 and "U is unused" in report.notes[0] and report.notes[0] in report.table()
+    else:
+        assert report.stages[-1].sparsity == counted_sparsity(model) == model.sparsity
+        assert report.notes == () and "note" not in report.table()
 
 
 def test_bad_data_for_other_shapes_and_classes(rng):
@@ -497,7 +578,7 @@ def test_bad_data_for_other_shapes_and_classes(rng):
         Trainer(softmax, fast_config(enable_distillation=True)).fit(X, np.zeros(10), soft_targets=np.zeros((10, 3)))
     low_rank = FastGRNN(FastGRNNConfig(w_rank=2), seed=0)
     with pytest.raises(InvalidInputError, match=r"^masks\['W'\] needs a dense W"):
-        Trainer(low_rank).fit(X, np.zeros(10), masks={"W": np.ones((8, 5), bool)})
+        Trainer(low_rank).fit(X, np.arange(10) % 2, masks={"W": np.ones((8, 5), bool)})
     with pytest.raises(InvalidInputError, match="^model must be"):
         Trainer("not a model")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="^config must be"):

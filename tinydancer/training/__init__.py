@@ -35,6 +35,7 @@ from __future__ import annotations
 from tinydancer.training.compression import CompressionReport, StageReport, compress
 from tinydancer.training.config import TrainingConfig, TrainingMetrics
 from tinydancer.training.data import TrainingData, load_training_data
+from tinydancer.training.inputs import TrainingDataWarning
 from tinydancer.training.metrics import evaluate
 from tinydancer.training.trainer import Trainer
 
@@ -47,5 +48,6 @@ __all__ = [
     "CompressionReport",
     "compress",
     "TrainingData",
+    "TrainingDataWarning",
     "load_training_data",
 ]

@@ -7,6 +7,7 @@ and :class:`StageReport` hold what it measured.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,11 +18,13 @@ from tinydancer import checks
 from tinydancer.errors import ConfigError, InvalidInputError, ModelError
 from tinydancer.model import FastGRNN, magnitude_mask
 from tinydancer.training.config import TrainingConfig, TrainingMetrics
-from tinydancer.training.inputs import PreparedData, check_model, prepare
+from tinydancer.training.inputs import PreparedData, TrainingDataWarning, check_model, one_class_message, prepare
 from tinydancer.training.metrics import evaluate
 from tinydancer.training.trainer import Projection, Trainer
 
-__all__ = ["StageReport", "CompressionReport", "compress"]
+__all__ = ["StageReport", "CompressionReport", "compress", "stage_epochs", "counted_sparsity"]
+
+UNUSED_U_NOTE = "U is unused with one timestep (h0 = 0) and is not counted in the sparsity"
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,8 @@ class StageReport:
         val_loss, val_accuracy: validation loss and accuracy, as :func:`evaluate` computes them.
         val_auc: validation ROC AUC; ``None`` for output_dim > 1.
         size_bytes: the model's stored size, as :meth:`FastGRNN.size_bytes` counts it.
-        sparsity: the model's fraction of zero weights in W and U.
+        sparsity: the fraction of zero weights in W and U, or in W alone with one timestep (see
+            :func:`counted_sparsity`).
         seconds: the stage's wall time, evaluation excluded.
     """
 
@@ -48,25 +52,54 @@ class StageReport:
 
 @dataclass(frozen=True)
 class CompressionReport:
-    """What :func:`compress` did: one :class:`StageReport` per stage, in order, and each training
-    stage's per-epoch metrics (``histories``, keyed by stage name)."""
+    """What :func:`compress` did: one :class:`StageReport` per stage, in order, each training stage's
+    per-epoch metrics (``histories``, keyed by stage name), and ``notes`` on how to read the numbers (one
+    sentence each, printed under the table)."""
 
     target_sparsity: float
     stages: tuple[StageReport, ...]
     histories: dict[str, list[TrainingMetrics]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def table(self) -> str:
-        """A printable table: stage, bytes, sparsity, validation loss, accuracy, AUC and seconds."""
+        """A printable table: stage, bytes, sparsity, validation loss, accuracy, AUC and seconds, then the
+        notes, one per line."""
         header = f"{'stage':<10} {'bytes':>8} {'sparsity':>8} {'val_loss':>9} {'accuracy':>8} {'auc':>7} {'seconds':>8}"
         lines = [header, "-" * len(header)]
         for s in self.stages:
             auc = "-" if s.val_auc is None else f"{s.val_auc:.4f}"
             lines.append(f"{s.name:<10} {s.size_bytes:>8d} {s.sparsity:>8.3f} {s.val_loss:>9.4f} "
                          f"{s.val_accuracy:>8.4f} {auc:>7} {s.seconds:>8.2f}")
+        lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.table()
+
+
+def stage_epochs(epochs: int) -> dict[str, int]:
+    """How :func:`compress` shares ``epochs`` out among its training stages when given no counts: in
+    thirds as in EdgeML, the dense stage taking the rest (100 gives 34 + 33 + 33), each stage at least 1.
+
+    Returns:
+        ``{"dense": ..., "iht": ..., "retrain": ...}``.
+
+    Raises:
+        ConfigError: ``epochs`` is not an int >= 1.
+    """
+    epochs = checks.integer(epochs, "epochs", 1)
+    third = max(1, epochs // 3)
+    return {"dense": max(1, epochs - 2 * third), "iht": third, "retrain": third}
+
+
+def counted_sparsity(model: FastGRNN) -> float:
+    """The fraction of zero weights in W and U together, as :attr:`FastGRNN.sparsity`, except that with one
+    timestep only W counts: U multiplies h0 = 0 there, so no weight of it matters or trains."""
+    cell = model.cell
+    matrices = (cell.W,) if model.config.timesteps == 1 else (cell.W, cell.U)
+    total = sum(m.shape[0] * m.shape[1] for m in matrices)
+    zeros = sum(int(np.count_nonzero(m.to_dense() == 0)) for m in matrices)
+    return zeros / total
 
 
 def _epochs(value: Any, name: str, default: int) -> int:
@@ -112,17 +145,18 @@ class _Stages:
             return
         callback = self.callback
         stage_callback = None if callback is None else (lambda metrics: callback(name, metrics))
-        trainer = Trainer(self.model, replace(config, epochs=epochs))
-        data = self.data
-        self.histories[name] = trainer.fit(data.X, data.y, X_val=data.X_val, y_val=data.y_val,
-                                           callback=stage_callback, masks=masks, projection=projection)
+        config = replace(config, epochs=epochs)
+        trainer = Trainer(self.model, config)
+        self.histories[name] = trainer.run(self.data, np.random.default_rng(config.seed), stage_callback,
+                                           masks=masks, projection=projection)
 
     def record(self, name: str, started: float) -> None:
         """Measure the model on the validation data and report the stage begun at ``started``."""
         seconds = time.perf_counter() - started
         ev = evaluate(self.model, self.data.X_val, self.data.y_val)
         self.stages.append(StageReport(name, float(ev["loss"]), float(ev["accuracy"]),  # type: ignore[arg-type]
-                                       ev["auc"], self.model.size_bytes(), self.model.sparsity, seconds))
+                                       ev["auc"], self.model.size_bytes(), counted_sparsity(self.model),
+                                       seconds))
 
 
 def compress(model: FastGRNN, X: Any, y: Any, *, target_sparsity: float, config: TrainingConfig | None = None,
@@ -149,9 +183,13 @@ def compress(model: FastGRNN, X: Any, y: Any, *, target_sparsity: float, config:
     per row, which can outweigh the 3 bytes saved per value when very few weights remain.
 
     The dense, IHT and retraining stages (and the split) use ``config``; with no epoch counts given,
-    ``config.epochs`` is shared out in thirds as in EdgeML (e.g. 34 + 33 + 33 of 100). A stage with 0
-    epochs is still reported. A low-rank W or U is multiplied out to a dense matrix first (IHT works on
-    individual weights), so the compressed model is sparse, never low-rank.
+    ``config.epochs`` is shared out in thirds as in EdgeML (e.g. 34 + 33 + 33 of 100; see
+    :func:`stage_epochs`). A stage with 0 epochs is still reported. A low-rank W or U is multiplied out to
+    a dense matrix first (IHT works on individual weights), so the compressed model is sparse, never
+    low-rank.
+
+    With one timestep U is unused (it multiplies h0 = 0): training leaves it as it is, IHT and pruning
+    still threshold it, and the reported sparsity counts W only (the report's ``notes`` say so).
 
     Args:
         model: the model, changed in place.
@@ -178,16 +216,19 @@ def compress(model: FastGRNN, X: Any, y: Any, *, target_sparsity: float, config:
     if not isinstance(cfg, TrainingConfig):
         raise ConfigError(f"config must be a TrainingConfig, got {type(config).__name__}")
     s = checks.real(target_sparsity, "target_sparsity", 0.0, 1.0, high_open=True)
-    third = max(1, cfg.epochs // 3)
-    dense_n = _epochs(dense_epochs, "dense_epochs", max(1, cfg.epochs - 2 * third))
-    iht_n = _epochs(iht_epochs, "iht_epochs", third)
-    retrain_n = _epochs(retrain_epochs, "retrain_epochs", third)
+    shares = stage_epochs(cfg.epochs)
+    dense_n = _epochs(dense_epochs, "dense_epochs", shares["dense"])
+    iht_n = _epochs(iht_epochs, "iht_epochs", shares["iht"])
+    retrain_n = _epochs(retrain_epochs, "retrain_epochs", shares["retrain"])
     checks.flag(quantize, "quantize")
     if callback is not None and not callable(callback):
         raise InvalidInputError("callback must be callable")
 
     data = prepare(model.config, cfg.validation_split, np.random.default_rng(cfg.seed), X, y, None,
                    X_val, y_val, None)
+    one_class = one_class_message(data.y)
+    if one_class is not None:
+        warnings.warn(one_class, TrainingDataWarning, stacklevel=2)
     weights = model.weights()
     if any(k in weights for k in ("W1", "U1")):
         model.set_weights(model.parameters())  # multiply low-rank factors out
@@ -223,4 +264,5 @@ def compress(model: FastGRNN, X: Any, y: Any, *, target_sparsity: float, config:
         started = time.perf_counter()
         model.quantize()
         run.record("quantize", started)
-    return CompressionReport(target_sparsity=s, stages=tuple(run.stages), histories=run.histories)
+    notes = (UNUSED_U_NOTE,) if model.config.timesteps == 1 else ()
+    return CompressionReport(target_sparsity=s, stages=tuple(run.stages), histories=run.histories, notes=notes)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from os import PathLike
 
@@ -97,9 +99,17 @@ def load_training_data(path: str | PathLike[str], *, label_column: str = "label"
 def _load_npz(path: str, timesteps: int) -> TrainingData:
     """Read an ``.npz`` archive: ``X`` and ``y``, optionally ``soft_targets`` and ``X_val`` with ``y_val``."""
     try:
+        with open(path, "rb") as f:
+            magic = f.read(2)
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot be read ({exc.strerror})") from None
+    if magic != b"PK":  # np.load would take anything else for a .npy array or a pickle
+        raise InvalidInputError(f"{path}: not a .npz archive (a .npz file is a zip archive of NumPy arrays)")
+    try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        # a damaged archive fails with any of these, depending on where it is damaged
         raise InvalidInputError(f"{path}: not a readable .npz archive ({exc})") from None
     for name in ("X", "y"):
         if name not in arrays:

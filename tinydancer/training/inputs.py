@@ -3,7 +3,8 @@ split into training and validation data.
 
 Every array is checked once here, before any training starts, and comes out as float64 (labels of a
 softmax model as integer classes); each problem raises :class:`~tinydancer.errors.InvalidInputError` with a
-message that names the argument.
+message that names the argument. Data that trains but cannot teach much (every label the same) is not an
+error: :func:`one_class_message` says so, and the trainer warns with :class:`TrainingDataWarning`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,30 @@ import numpy as np
 from tinydancer.errors import InvalidInputError
 from tinydancer.model import FastGRNN, FastGRNNConfig
 
-__all__ = ["PreparedData", "check_model", "as_inputs", "as_labels", "as_soft", "prepare"]
+__all__ = [
+    "MAX_FEATURE_MAGNITUDE",
+    "MIN_TRAINING_EXAMPLES",
+    "TrainingDataWarning",
+    "PreparedData",
+    "check_model",
+    "as_inputs",
+    "as_labels",
+    "as_soft",
+    "prepare",
+    "one_class_message",
+]
+
+MAX_FEATURE_MAGNITUDE = 1e15
+"""The largest feature magnitude training and evaluation accept. The model runs in float32 (largest value
+3.4e38): the square of 1e15 is 1e30, so products and sums of squares over many features stay finite. A gate
+saturates for inputs beyond about 20 anyway, so features this large need scaling, not a model."""
+
+MIN_TRAINING_EXAMPLES = 2
+"""The fewest examples training runs on (after the validation split): one example teaches nothing."""
+
+
+class TrainingDataWarning(UserWarning):
+    """The training data trains without error but cannot teach the model much (every label the same)."""
 
 
 def check_model(model: Any) -> FastGRNN:
@@ -50,7 +74,8 @@ def as_inputs(X: Any, name: str, config: FastGRNNConfig) -> np.ndarray:
         config: the model's configuration (timesteps and input_dim).
 
     Raises:
-        InvalidInputError: missing, not real numbers, the wrong shape, empty, or NaN/Inf.
+        InvalidInputError: missing, not real numbers, the wrong shape, empty, NaN/Inf, or a magnitude
+            beyond :data:`MAX_FEATURE_MAGNITUDE`.
     """
     if X is None:
         raise InvalidInputError(f"{name} is required")
@@ -65,6 +90,10 @@ def as_inputs(X: Any, name: str, config: FastGRNNConfig) -> np.ndarray:
         raise InvalidInputError(f"{name} is empty")
     if not np.isfinite(a).all():
         raise InvalidInputError(f"{name} contains NaN or Inf")
+    peak = float(np.abs(a).max())
+    if peak > MAX_FEATURE_MAGNITUDE:
+        raise InvalidInputError(f"{name} holds values up to {peak:.3g} in magnitude; beyond "
+                                f"{MAX_FEATURE_MAGNITUDE:g} features overflow float32 arithmetic: scale them")
     return a
 
 
@@ -162,7 +191,8 @@ def prepare(config: FastGRNNConfig, split: float, rng: np.random.Generator, X: A
         The checked arrays.
 
     Raises:
-        InvalidInputError: a bad array, or validation arrays given without ``X_val`` or ``y_val``.
+        InvalidInputError: a bad array, fewer than :data:`MIN_TRAINING_EXAMPLES` examples left to train on,
+            or validation arrays given without ``X_val`` or ``y_val``.
     """
     o = config.output_dim
     Xa = as_inputs(X, "X", config)
@@ -174,6 +204,7 @@ def prepare(config: FastGRNNConfig, split: float, rng: np.random.Generator, X: A
         if soft_val is not None:
             raise InvalidInputError("soft_val was given without X_val")
         n_val = int(Xa.shape[0] * split)
+        _enough(Xa.shape[0], n_val, split)
         if n_val == 0:
             return PreparedData(Xa, ya, sa, Xa, ya, sa)
         perm = rng.permutation(Xa.shape[0])
@@ -182,7 +213,28 @@ def prepare(config: FastGRNNConfig, split: float, rng: np.random.Generator, X: A
                             None if sa is None else sa[va])
     if y_val is None:
         raise InvalidInputError("X_val was given without y_val")
+    _enough(Xa.shape[0], 0, split)
     Xv = as_inputs(X_val, "X_val", config)
     yv = as_labels(y_val, "y_val", Xv.shape[0], o)
     sv = None if soft_val is None else as_soft(soft_val, "soft_val", Xv.shape[0], o)
     return PreparedData(Xa, ya, sa, Xv, yv, sv)
+
+
+def _enough(n: int, n_val: int, split: float) -> None:
+    """Raise InvalidInputError when fewer than MIN_TRAINING_EXAMPLES of ``n`` are left after ``n_val``
+    are held out for validation."""
+    if n - n_val >= MIN_TRAINING_EXAMPLES:
+        return
+    if n_val:
+        raise InvalidInputError(f"X has {n} examples and validation_split {split:g} holds out {n_val}, leaving "
+                                f"{n - n_val} to train on; training needs at least {MIN_TRAINING_EXAMPLES}")
+    raise InvalidInputError(f"X has {n} example{'s' if n != 1 else ''}; training needs at least "
+                            f"{MIN_TRAINING_EXAMPLES}")
+
+
+def one_class_message(y: np.ndarray) -> str | None:
+    """What to warn about when every training label in ``y`` (checked, non-empty) is the same, else None."""
+    if y.size and bool(np.all(y == y.flat[0])):
+        return (f"every training label is {y.flat[0]:g}: the model can only learn to predict that one "
+                f"label")
+    return None

@@ -21,7 +21,7 @@ from tinydancer.errors import ConfigError, InvalidInputError
 from tinydancer.model import FastGRNN
 from tinydancer.training.bptt import data_loss, forward, objective, soften
 from tinydancer.training.config import TrainingConfig, TrainingMetrics
-from tinydancer.training.inputs import check_model, prepare
+from tinydancer.training.inputs import PreparedData, TrainingDataWarning, check_model, one_class_message, prepare
 from tinydancer.training.metrics import logit_accuracy
 
 __all__ = ["Trainer", "Projection", "ParamLayout", "clip_by_global_norm"]
@@ -153,6 +153,14 @@ def _project(projection: Projection, epoch: int, params: dict[str, np.ndarray]) 
         view[...] = new
 
 
+def _check_hooks(callback: Any, projection: Any) -> None:
+    """Raise InvalidInputError unless ``callback`` and ``projection`` are each None or callable."""
+    if callback is not None and not callable(callback):
+        raise InvalidInputError("callback must be callable")
+    if projection is not None and not callable(projection):
+        raise InvalidInputError("projection must be callable")
+
+
 class Trainer:
     """Trains a :class:`FastGRNN` in place.
 
@@ -205,32 +213,63 @@ class Trainer:
                 sparsity 0.8, for example, is ``def project(epoch, p): p["W"] *= magnitude_mask(p["W"], 0.8)``;
                 :func:`compress` thresholds W and U this way with a sparsity that ramps up over the epochs.
 
+        With one timestep U is left as it is (it multiplies h0 = 0, so nothing trains it).
+
         Returns:
             The per-epoch metrics (also kept as :attr:`history`).
 
         Raises:
-            InvalidInputError: bad data (shape, NaN/Inf, labels out of range, empty, mismatched lengths,
-                X_val without y_val, bad masks), a callback or projection that is not callable, or a
-                projection that put an array of another shape under a parameter's key.
+            InvalidInputError: bad data (shape, NaN/Inf, features beyond
+                :data:`~tinydancer.training.inputs.MAX_FEATURE_MAGNITUDE`, labels out of range, empty or
+                fewer than 2 examples left to train on, mismatched lengths, X_val without y_val, bad masks),
+                a callback or projection that is not callable, or a projection that put an array of another
+                shape under a parameter's key.
             ConfigError: training diverged to non-finite values (lower ``learning_rate``).
+
+        Warns:
+            TrainingDataWarning: every training label is the same (and no teacher's soft targets are
+                distilled from).
+            UserWarning: ``soft_targets`` were given but distillation is off.
+        """
+        _check_hooks(callback, projection)
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        data = prepare(self.model.config, cfg.validation_split, rng, X, y, soft_targets, X_val, y_val, soft_val)
+        if soft_targets is not None and not cfg.enable_distillation:
+            warnings.warn("soft_targets are ignored because enable_distillation is False", stacklevel=2)
+        one_class = one_class_message(data.y)
+        if one_class is not None and not (cfg.enable_distillation and data.soft is not None):
+            warnings.warn(one_class, TrainingDataWarning, stacklevel=2)
+        return self.run(data, rng, callback, masks=masks, projection=projection)
+
+    def run(self, data: PreparedData, rng: np.random.Generator,
+            callback: Callable[[TrainingMetrics], bool | None] | None = None, *,
+            masks: Mapping[str, Any] | None = None, projection: Projection | None = None) -> list[TrainingMetrics]:
+        """:meth:`fit` on data already checked and split by :func:`~tinydancer.training.inputs.prepare`
+        (what :func:`~tinydancer.training.compress` does once for all its stages), shuffling with ``rng``.
+
+        With one timestep U is left as it is: it multiplies h0 = 0, so no gradient reaches it, and L2 alone
+        would only shrink it towards zero.
+
+        Raises:
+            InvalidInputError: bad masks, or a callback or projection that is not callable.
+            ConfigError: training diverged to non-finite values.
         """
         cfg, mcfg = self.config, self.model.config
-        if callback is not None and not callable(callback):
-            raise InvalidInputError("callback must be callable")
-        if projection is not None and not callable(projection):
-            raise InvalidInputError("projection must be callable")
-        rng = np.random.default_rng(cfg.seed)
-        data = prepare(mcfg, cfg.validation_split, rng, X, y, soft_targets, X_val, y_val, soft_val)
+        _check_hooks(callback, projection)
 
         weights = {k: np.asarray(v, dtype=np.float64) for k, v in self.model.weights().items()}
         layout = ParamLayout(weights)
         theta = layout.flatten(weights)
         params = layout.views(theta)
         keep = _keep_vector(layout, params, masks)
+        if mcfg.timesteps == 1:
+            keep = np.ones(layout.size) if keep is None else keep
+            for name in ("U", "U1", "U2"):
+                if name in layout.slices:
+                    keep[layout.slices[name]] = 0.0
 
         distill = cfg.enable_distillation
-        if soft_targets is not None and not distill:
-            warnings.warn("soft_targets are ignored because enable_distillation is False", stacklevel=2)
         temperature, alpha = cfg.distillation_temperature, cfg.distillation_alpha
         q_train = soften(data.soft, temperature, mcfg.output_dim) if distill and data.soft is not None else None
         q_val = soften(data.soft_val, temperature, mcfg.output_dim) if distill and data.soft_val is not None else None
