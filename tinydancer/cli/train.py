@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
+
+from tinydancer.cli.options import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 
 if TYPE_CHECKING:
     from tinydancer.training import TrainingMetrics
@@ -20,53 +31,68 @@ DESCRIPTION = ("Train a FastGRNN (optionally compressed: IHT pruning, retraining
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the command's options to its subparser."""
+    """Add the command's options to its subparser; option types refuse bad values with a usage error."""
     parser.add_argument("data", help=".npz (X, y[, soft_targets, X_val, y_val]) or .csv (features, label column)")
     parser.add_argument("-o", "--out", required=True, help="model file to write (.safetensors)")
-    parser.add_argument("--report", help="also write a JSON training report here")
-    parser.add_argument("--label-column", default="label", help="CSV label column (default: label)")
-    parser.add_argument("--hidden", type=int, default=8, help="hidden size (default 8)")
-    parser.add_argument("--timesteps", type=int, default=1, help="timesteps per example (default 1)")
-    parser.add_argument("--classes", type=int, default=1, help="1 for a probability, more for a softmax (default 1)")
-    parser.add_argument("--w-rank", type=int, help="low-rank W of this rank")
-    parser.add_argument("--u-rank", type=int, help="low-rank U of this rank")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=0.001, help="learning rate (default 0.001)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--validation-split", type=float, default=0.2)
-    parser.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0: off)")
-    parser.add_argument("--l2", type=float, default=1e-5, help="L2 regularisation (default 1e-5)")
-    parser.add_argument("--distill-alpha", type=float, default=0.0,
-                        help="weight of the teacher's soft targets (needs soft targets in the data; default 0: off)")
-    parser.add_argument("--temperature", type=float, default=3.0, help="distillation temperature (default 3)")
-    parser.add_argument("--sparsity", type=float, help="compress: prune to this sparsity with IHT, retrain, quantize")
+    parser.add_argument("--report", help="also write a JSON training report here (default: none)")
+    parser.add_argument("--label-column", default="label", help="CSV label column (default: %(default)s)")
+    parser.add_argument("--hidden", type=positive_int, default=8, help="hidden size (default %(default)s)")
+    parser.add_argument("--timesteps", type=positive_int, default=1,
+                        help="timesteps per example (default %(default)s)")
+    parser.add_argument("--classes", type=positive_int, default=1,
+                        help="1 for a probability, more for a softmax (default %(default)s)")
+    parser.add_argument("--w-rank", type=positive_int, help="low-rank W of this rank (default: full rank)")
+    parser.add_argument("--u-rank", type=positive_int, help="low-rank U of this rank (default: full rank)")
+    parser.add_argument("--epochs", type=positive_int, default=100,
+                        help="epochs in all; with --sparsity shared out in thirds among the stages "
+                             "(default %(default)s)")
+    parser.add_argument("--lr", type=positive_float, default=0.001, help="learning rate (default %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=32,
+                        help="examples per optimizer step (default %(default)s)")
+    parser.add_argument("--validation-split", type=fraction, default=0.2,
+                        help="fraction held out for validation when the data has no X_val, in [0, 1) "
+                             "(default %(default)s)")
+    parser.add_argument("--patience", type=non_negative_int, default=10,
+                        help="early-stopping patience in epochs, 0 for none (default %(default)s)")
+    parser.add_argument("--l2", type=non_negative_float, default=1e-5,
+                        help="L2 regularisation (default %(default)s)")
+    parser.add_argument("--distill-alpha", type=probability, default=0.0,
+                        help="weight of the teacher's soft targets, in [0, 1] (needs soft targets in the data; "
+                             "default %(default)s: off)")
+    parser.add_argument("--temperature", type=positive_float, default=3.0,
+                        help="distillation temperature (default %(default)s)")
+    parser.add_argument("--sparsity", type=fraction,
+                        help="compress: prune to this sparsity in [0, 1) with IHT, retrain, quantize "
+                             "(default: no compression)")
     parser.add_argument("--no-quantize", action="store_true", help="with --sparsity: stop before quantization")
     parser.add_argument("--quantize", action="store_true", help="without --sparsity: quantize to int8 after training")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default %(default)s)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
 
 class _Progress:
-    """One status line per epoch on stderr: rewritten in place on a terminal, every tenth epoch otherwise.
+    """One status line per epoch on stderr: rewritten in place on a terminal, every tenth epoch (and each
+    stage's last) otherwise.
 
     Args:
-        total: the number of epochs per stage, shown as the denominator.
+        totals: the number of epochs of each training stage, shown as the denominator.
         quiet: print nothing.
     """
 
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.quiet = total, quiet
+    def __init__(self, totals: Mapping[str, int], quiet: bool) -> None:
+        self.totals, self.quiet = totals, quiet
         self.tty = sys.stderr.isatty()
 
     def __call__(self, stage: str, metrics: TrainingMetrics) -> None:
         """Show the epoch ``metrics`` of training stage ``stage``."""
         if self.quiet:
             return
-        line = (f"{stage:>8} epoch {metrics.epoch + 1:>4}/{self.total}  loss {metrics.train_loss:.4f}  "
+        done, total = metrics.epoch + 1, self.totals[stage]
+        line = (f"{stage:>8} epoch {done:>4}/{total}  loss {metrics.train_loss:.4f}  "
                 f"val_loss {metrics.val_loss:.4f}  val_acc {metrics.val_accuracy:.4f}  lr {metrics.learning_rate:.2e}")
         if self.tty:
             print("\r" + line, end="", file=sys.stderr, flush=True)
-        elif (metrics.epoch + 1) % 10 == 0:
+        elif done % 10 == 0 or done == total:
             print(line, file=sys.stderr, flush=True)
 
     def done(self) -> None:
@@ -75,15 +101,35 @@ class _Progress:
             print(file=sys.stderr)
 
 
+def _finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float in it (an AUC of one class is NaN) made None, for strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     """Train, write the model (and the report), and print the result; the exit status is 0.
 
     Raises:
         TinyDancerError: unreadable or bad data, a bad setting, diverging training, or an unwritable file.
     """
+    from tinydancer.atomic_files import check_writable, write_atomic
+    from tinydancer.errors import ModelFileError, OutputFileError
     from tinydancer.model import FastGRNN, FastGRNNConfig
     from tinydancer.training import Trainer, TrainingConfig, compress, evaluate, load_training_data
+    from tinydancer.training.compression import stage_epochs
 
+    # Both files are checked before any training, so a bad path costs nothing.
+    model_target, _ = check_writable(args.out, ModelFileError)
+    if args.report is not None:
+        report_target, _ = check_writable(args.report, OutputFileError)
+        if report_target == model_target:
+            raise OutputFileError(f"{args.report}: --report names the model file {args.out}")
     data = load_training_data(args.data, label_column=args.label_column, timesteps=args.timesteps)
     input_dim = int(data.X.shape[-1])
     model = FastGRNN(FastGRNNConfig(input_dim=input_dim, hidden_dim=args.hidden, output_dim=args.classes,
@@ -94,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
         enable_distillation=data.soft_targets is not None and args.distill_alpha > 0,
         distillation_alpha=args.distill_alpha if args.distill_alpha > 0 else 0.5,
         distillation_temperature=args.temperature, seed=args.seed)
-    progress = _Progress(args.epochs, args.quiet)
+    totals = stage_epochs(args.epochs) if args.sparsity is not None else {"train": args.epochs}
+    progress = _Progress(totals, args.quiet)
     start = time.perf_counter()
     report: dict[str, Any] = {"data": os.path.abspath(args.data), "examples": int(data.X.shape[0]),
                               "model_config": model.config.to_dict(), "training_config": asdict(config)}
@@ -104,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         progress.done()
         print(result.table())
         report["stages"] = [asdict(s) for s in result.stages]
+        report["notes"] = list(result.notes)
         report["histories"] = {k: [asdict(m) for m in v] for k, v in result.histories.items()}
     else:
         history = Trainer(model, config).fit(data.X, data.y, data.soft_targets, data.X_val, data.y_val,
@@ -118,12 +166,11 @@ def run(args: argparse.Namespace) -> int:
                   weights={"W": model.cell.W.kind, "U": model.cell.U.kind})
     model.save(args.out)
     where = "validation" if data.X_val is not None else "training"
-    auc = f", AUC {final['auc']:.4f}" if final.get("auc") is not None else ""
+    auc = f", AUC {final['auc']:.4f}" if final.get("auc") is not None and math.isfinite(final["auc"]) else ""
     print(f"wrote {args.out}: {model.size_bytes()} bytes (W {model.cell.W.kind}, U {model.cell.U.kind}); "
           f"{where} loss {final['loss']:.4f}, accuracy {final['accuracy']:.4f}{auc}; "
           f"{report['seconds']:.1f} s")
-    if args.report:
-        with open(args.report, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
+    if args.report is not None:
+        write_atomic(args.report, (json.dumps(_finite_or_none(report), indent=2) + "\n").encode("utf-8"))
         print(f"wrote {args.report}")
     return 0
