@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from tinydancer.cli.options import positive_int
 
 if TYPE_CHECKING:
     from tinydancer.types import RoutingRequest
@@ -16,54 +18,92 @@ DESCRIPTION = None
 # The fields a candidate object may have, as Candidate takes them.
 _CANDIDATE_FIELDS = frozenset({"id", "embedding", "metadata", "created_at", "access_count", "success_rate"})
 
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+"""The largest request ``route`` reads by default (64 MiB); ``--max-request-bytes`` changes it."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's options to its subparser."""
     parser.add_argument("request", nargs="?", default="-", help="JSON file, or - (default) for standard input")
     parser.add_argument("--model", help="a candidate model file instead of the shipped one")
     parser.add_argument("--pretty", action="store_true", help="indent the JSON")
+    parser.add_argument("--max-request-bytes", type=positive_int, default=MAX_REQUEST_BYTES, metavar="N",
+                        help="refuse a request larger than this (default %(default)s, 64 MiB)")
 
 
-def read_request(source: str) -> RoutingRequest:
+def _read_bytes(source: str, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of ``source`` (a path, or ``-`` for standard input), so that a larger
+    request shows without reading it all."""
+    if source == "-":
+        stdin = sys.stdin
+        if hasattr(stdin, "buffer"):
+            return stdin.buffer.read(limit + 1)
+        # a text stream without bytes underneath (a StringIO); surrogateescape gives back undecodable bytes
+        return stdin.read(limit + 1).encode("utf-8", "surrogateescape")
+    with open(source, "rb") as f:
+        return f.read(limit + 1)
+
+
+def _candidate_name(i: int, candidate: Any) -> str:
+    """``candidates[i]``, with `` (id "...")`` when the candidate is an object whose id is a string."""
+    cid = candidate.get("id") if isinstance(candidate, dict) else None
+    return f"candidates[{i}] (id {json.dumps(cid)})" if isinstance(cid, str) else f"candidates[{i}]"
+
+
+def read_request(source: str, max_bytes: int = MAX_REQUEST_BYTES) -> RoutingRequest:
     """Read a routing request from JSON.
 
     Args:
-        source: a file path, or ``-`` for standard input.
+        source: a file path, or ``-`` for standard input; UTF-8 text.
+        max_bytes: the largest request accepted; at most one byte more is read.
 
     Returns:
         The request: ``{"query_embedding": [...], "candidates": [{"id", "embedding", ...}, ...],
         "metadata": {...}}`` with each candidate made a :class:`Candidate`.
 
     Raises:
-        InvalidInputError: the source cannot be read, is not JSON, or does not have that form.
+        InvalidInputError: the source cannot be read, is larger than ``max_bytes``, is not UTF-8 or not
+            JSON, is nested too deeply, or does not have that form. A bad candidate is named by its index
+            and id: ``candidates[3] (id "doc-7"): success_rate must ...``.
     """
     from tinydancer.errors import InvalidInputError
     from tinydancer.types import Candidate, RoutingRequest
 
+    where = "standard input" if source == "-" else source
     try:
-        if source == "-":
-            text = sys.stdin.read()
-        else:
-            with open(source, encoding="utf-8") as f:
-                text = f.read()
+        raw = _read_bytes(source, max_bytes)
     except OSError as exc:
-        raise InvalidInputError(f"{source}: cannot be read ({exc.strerror})") from None
+        raise InvalidInputError(f"{source}: cannot be read ({exc.strerror or exc})") from None
+    if len(raw) > max_bytes:
+        raise InvalidInputError(f"{where}: the request is larger than {max_bytes} bytes "
+                                f"(--max-request-bytes raises the limit)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{where}: the request is not UTF-8 text (byte {raw[exc.start]:#04x} at "
+                                f"offset {exc.start})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"the request is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidInputError("the request is nested too deeply to be read as JSON") from None
     if not isinstance(data, dict) or "query_embedding" not in data or "candidates" not in data:
         raise InvalidInputError("the request must be a JSON object with query_embedding and candidates")
     if not isinstance(data["candidates"], list):
         raise InvalidInputError("candidates must be a JSON list")
     candidates = []
     for i, c in enumerate(data["candidates"]):
+        name = _candidate_name(i, c)
         if not isinstance(c, dict) or "id" not in c or "embedding" not in c:
-            raise InvalidInputError(f"candidates[{i}] must be an object with at least id and embedding")
+            raise InvalidInputError(f"{name} must be an object with at least id and embedding")
         unknown = set(c) - _CANDIDATE_FIELDS
         if unknown:
-            raise InvalidInputError(f"candidates[{i}] has unknown fields {sorted(unknown)}")
-        candidates.append(Candidate(**c))
+            raise InvalidInputError(f"{name} has unknown fields {sorted(unknown)}")
+        try:
+            candidates.append(Candidate(**c))
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{name}: {exc}") from None
     return RoutingRequest(query_embedding=data["query_embedding"], candidates=candidates,
                           metadata=data.get("metadata"))
 
@@ -76,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from tinydancer.router import Router, RouterConfig
 
-    request = read_request(args.request)
+    request = read_request(args.request, args.max_request_bytes)
     with Router(RouterConfig(model_path=args.model)) as router:
         response = router.route(request)
     json.dump(response.to_dict(), sys.stdout, indent=2 if args.pretty else None)
