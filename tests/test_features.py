@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
@@ -95,7 +96,7 @@ def make_candidates(rng: np.random.Generator, n: int, dim: int = 384, metadata: 
                 id=f"c{i}",
                 embedding=rng.standard_normal(dim).astype(np.float32),
                 metadata=md,
-                created_at=NOW - float(rng.integers(-3600, 7 * 86400)),  # some in the future
+                created_at=NOW - float(rng.integers(-60, 7 * 86400)),  # some in the future, within the tolerance
                 access_count=int(rng.integers(0, 20000)),
                 success_rate=float(rng.random()),
             )
@@ -154,7 +155,7 @@ def test_recency(engineer):
     emb = np.ones(8, np.float32)
     cases = [
         (NOW, 1.0),  # just created
-        (NOW + 10_000.0, 1.0),  # created in the future: age clamps to 0
+        (NOW + 60.0, 1.0),  # created in the future, within the tolerance: age clamps to 0
         (NOW - 1000.0, math.exp(-1.0)),
         (NOW - 693.147, 0.5),
         (NOW - 1e6, math.exp(-1000.0)),  # underflows float32 to 0
@@ -192,7 +193,7 @@ def test_recency_decay_zero_and_custom():
 )
 def test_frequency_and_its_cap(engineer, count, expected):
     emb = np.ones(4, np.float32)
-    fv = engineer.extract_features(emb, Candidate("f", emb, access_count=count))
+    fv = engineer.extract_features(emb, Candidate("f", emb, created_at=NOW, access_count=count))
     assert fv.frequency_score == pytest.approx(expected, rel=1e-6)
     assert fv.frequency_score <= 1.0
 
@@ -200,7 +201,7 @@ def test_frequency_and_its_cap(engineer, count, expected):
 def test_similarity_cases(engineer):
     a = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
     zero = np.zeros(4, np.float32)
-    sim = lambda q, e: engineer.extract_features(q, Candidate("s", e)).semantic_similarity  # noqa: E731
+    sim = lambda q, e: engineer.extract_features(q, Candidate("s", e, created_at=NOW)).semantic_similarity  # noqa: E731
     assert sim(a, a) == pytest.approx(1.0, abs=1e-6)
     assert sim(a, -a) == pytest.approx(-1.0, abs=1e-6)
     assert sim(a, np.array([-2.0, 1.0, -4.0, 3.0], np.float32)) == pytest.approx(0.0, abs=1e-6)
@@ -221,7 +222,7 @@ def test_zero_vectors_in_a_batch(rng, engineer):
 def test_success_rate_passes_through(engineer):
     emb = np.ones(4, np.float32)
     for s in (0.0, 0.25, 1.0):
-        fv = engineer.extract_features(emb, Candidate("s", emb, success_rate=s))
+        fv = engineer.extract_features(emb, Candidate("s", emb, created_at=NOW, success_rate=s))
         assert fv.success_rate == s
         assert fv.features[3] == pytest.approx(0.15 * s, rel=1e-6)
 
@@ -242,7 +243,7 @@ def test_success_rate_passes_through(engineer):
 )
 def test_metadata_overlap_feature(engineer, query_md, cand_md, expected):
     emb = np.ones(4, np.float32)
-    c = Candidate("m", emb, metadata=cand_md)
+    c = Candidate("m", emb, metadata=cand_md, created_at=NOW)
     fv = engineer.extract_features(emb, c, query_md)
     assert fv.metadata_overlap == pytest.approx(expected, rel=1e-6)
     batch = engineer.extract_batch_features(emb, [c], query_md)
@@ -525,12 +526,12 @@ def test_engineer_arguments():
 
 
 def test_feature_vector_is_frozen_with_slots(engineer):
-    fv = engineer.extract_features(np.ones(4), Candidate("a", np.ones(4)))
+    fv = engineer.extract_features(np.ones(4), Candidate("a", np.ones(4), created_at=NOW))
     with pytest.raises(AttributeError):
         fv.recency_score = 0.0  # type: ignore[misc]
     assert not hasattr(fv, "__dict__")
     assert isinstance(fv.features, tuple) and len(fv.features) == 5
-    assert hash(fv) == hash(engineer.extract_features(np.ones(4), Candidate("a", np.ones(4))))
+    assert hash(fv) == hash(engineer.extract_features(np.ones(4), Candidate("a", np.ones(4), created_at=NOW)))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -586,3 +587,41 @@ def test_engineer_and_batch_shared_between_threads(rng, engineer):
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_recency_half_life(clock):
+    week = 7 * 86400.0
+    config = FeatureConfig(recency_half_life=week)
+    assert config.recency_decay == pytest.approx(math.log(2) / week, rel=1e-15)
+    assert dataclasses.replace(config, similarity_weight=0.5).recency_decay == config.recency_decay
+    eng = FeatureEngineer(config, clock=clock)
+    emb = np.ones(4)
+    for age, expected in [(0.0, 1.0), (week, 0.5), (2 * week, 0.25), (3600.0, 0.5 ** (3600 / week))]:
+        fv = eng.extract_features(emb, Candidate("c", emb, created_at=NOW - age))
+        assert fv.recency_score == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(recency_half_life=0.0), "recency_half_life must be > 0"),
+        (dict(recency_half_life=-5.0), "recency_half_life must be > 0"),
+        (dict(recency_half_life=float("inf")), "recency_half_life must be finite"),
+        (dict(recency_half_life="1h"), "recency_half_life must be a real number"),
+        (dict(recency_decay=0.01, recency_half_life=60.0), "recency_decay 0.01 and recency_half_life 60.0 disagree"),
+        (dict(future_tolerance=-1.0), "future_tolerance must be >= 0"),
+    ],
+)
+def test_bad_recency_settings(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        FeatureConfig(**kwargs)
+
+
+def test_the_future_tolerance_of_the_engineer(clock):
+    emb = np.ones(4)
+    eng = FeatureEngineer(FeatureConfig(future_tolerance=10.0), clock=clock)
+    assert eng.extract_features(emb, Candidate("c", emb, created_at=NOW + 10.0)).recency_score == 1.0
+    with pytest.raises(InvalidInputError, match=r"candidate\.created_at is .*at most 10 s ahead of now \(candidate id 'c'\)"):
+        eng.extract_features(emb, Candidate("c", emb, created_at=NOW + 11.0))
+    with pytest.raises(InvalidInputError, match=r"candidates\[1\]\.created_at .*candidate id 'late'"):
+        eng.extract_batch_features(emb, [Candidate("a", emb, created_at=NOW), Candidate("late", emb, created_at=NOW + 1e4)])

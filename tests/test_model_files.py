@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import stat
 import struct
 from pathlib import Path
 
@@ -123,8 +125,50 @@ def test_save_permissions(tmp_path):
 
 
 def test_save_into_missing_folder(tmp_path):
-    with pytest.raises(ModelFileError, match="cannot write into"):
+    with pytest.raises(ModelFileError, match="the folder .*nope does not exist"):
         sample_model("dense").save(tmp_path / "nope" / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_through_a_symlink_writes_its_target(tmp_path):
+    target = tmp_path / "real.safetensors"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(target)
+    model = sample_model("dense")
+    model.save(link)
+    assert link.is_symlink() and link.resolve() == target
+    assert FastGRNN.load(target).config == model.config
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.safetensors", "real.safetensors"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "socket"])
+def test_save_refuses_what_is_not_a_regular_file(tmp_path, kind):
+    path = tmp_path / kind
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+    before = os.lstat(path)
+    with pytest.raises(ModelFileError, match=f"{kind}: is a .*, not a regular file; it was left untouched"):
+        sample_model("dense").save(path)
+    after = os.lstat(path)
+    assert stat.S_IFMT(after.st_mode) == stat.S_IFMT(before.st_mode) and after.st_ino == before.st_ino
+    assert sorted(p.name for p in tmp_path.iterdir()) == [kind]  # no temporary file left behind
+    if kind == "socket":
+        server.close()
+
+
+def test_save_refuses_a_symlink_to_a_fifo(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    (tmp_path / "link").symlink_to(fifo)
+    with pytest.raises(ModelFileError, match="is a FIFO"):
+        sample_model("dense").save(tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
 def test_missing_file(tmp_path):

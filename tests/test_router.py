@@ -595,3 +595,63 @@ def test_threads_routing_lists_each_get_their_own_buffer(rng):
     finally:
         sys.setswitchinterval(interval)
     assert not errors, errors[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Timestamps from the future, and candidates named by index and id
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("columnar", [False, True])
+def test_created_at_in_milliseconds_is_refused(rng, columnar):
+    r = router()  # clock: NOW
+    emb = unit(rng.standard_normal((3, 8)))
+    created = [NOW - 10.0, NOW * 1000.0, NOW]
+    if columnar:
+        candidates = CandidateBatch(["a", "doc-7", "c"], emb, created)
+        where = r"created_at\[1\]"
+    else:
+        candidates = [Candidate(i, e, created_at=t) for i, e, t in zip(["a", "doc-7", "c"], emb, created)]
+        where = r"candidates\[1\]\.created_at"
+    with pytest.raises(InvalidInputError, match=where + r" is 1800000000000\.0, .* s after now \(1800000000\.0\); created_at "
+                       r"must be unix time in seconds, at most 60 s ahead of now \(it looks like milliseconds: "
+                       r"divide by 1000\) \(candidate id 'doc-7'\)"):
+        r.route(RoutingRequest(emb[0], candidates))
+    assert r.metrics()["invalid_requests"] == 1 and r.circuit_breaker_status() is True
+
+
+@pytest.mark.parametrize("ahead, ok", [(0.0, True), (60.0, True), (61.0, False), (86400.0, False)])
+def test_the_future_tolerance(rng, ahead, ok):
+    emb = unit(rng.standard_normal((2, 8)))
+    request = RoutingRequest(emb[0], [Candidate("a", emb[0], created_at=NOW - 5.0),
+                                      Candidate("b", emb[1], created_at=NOW + ahead)])
+    if ok:
+        response = router().route(request)
+        assert response.candidates_processed == 2
+    else:
+        with pytest.raises(InvalidInputError, match=r"candidates\[1\]\.created_at .*candidate id 'b'"):
+            router().route(request)
+    # a wider tolerance lets a clock that far ahead through
+    r = router(feature_config=FeatureConfig(future_tolerance=ahead + 1.0))
+    assert r.route(request).candidates_processed == 2
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("success_rate", 2.0, r"candidates\[2\]\.success_rate must lie in \[0, 1\], got 2\.0 \(candidate id 'x-2'\)"),
+        ("access_count", -1, r"candidates\[2\]\.access_count must be an int >= 0, got -1 \(candidate id 'x-2'\)"),
+        ("created_at", float("nan"), r"candidates\[2\]\.created_at must be finite, got nan \(candidate id 'x-2'\)"),
+        ("embedding", [1.0, float("inf")] + [0.0] * 6,
+         r"candidates\[2\]\.embedding holds a non-finite value \(inf\) at \[1\] \(candidate id 'x-2'\)"),
+        ("embedding", [1.0, 2.0], r"candidates\[2\]\.embedding has length 2, but candidates\[0\]\.embedding has "
+                                  r"length 8 \(candidate id 'x-2'\)"),
+        ("metadata", "k=v", r"candidates\[2\]\.metadata must be a dict, got str \(candidate id 'x-2'\)"),
+    ],
+)
+def test_a_bad_field_names_the_candidate_by_index_and_id(rng, field, value, message):
+    emb = unit(rng.standard_normal((3, 8)))
+    candidates = [Candidate(f"x-{i}", emb[i], created_at=NOW) for i in range(3)]
+    setattr(candidates[2], field, value)
+    with pytest.raises(InvalidInputError, match=message):
+        router().route(RoutingRequest(emb[0], candidates, metadata={"k": "v"}))

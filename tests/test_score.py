@@ -23,7 +23,7 @@ def candidates(rng: np.random.Generator, n: int, dim: int = 384) -> dict:
     return dict(
         query=rng.standard_normal(dim).astype(np.float32),
         embeddings=rng.standard_normal((n, dim)).astype(np.float32),
-        created_at=NOW - rng.uniform(-100, 5000, n),  # some in the future: age clamps to 0
+        created_at=NOW - rng.uniform(-60, 5000, n),  # some in the future, within the tolerance: age 0
         access_count=rng.integers(0, 30000, n),
         success_rate=rng.uniform(0, 1, n).astype(np.float32),
         now=NOW,

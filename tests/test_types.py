@@ -574,3 +574,13 @@ def test_response_from_a_batch_routing_round_trip(rng):
     assert r.candidate_ids[:2] == ["c10", "c20"]
     assert np.all(np.diff(r.confidences) <= 0)
     assert sorted(r.candidate_ids) == sorted(batch.ids)
+
+
+def test_batch_defaults_are_the_candidate_defaults(monkeypatch):
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.5)
+    batch = CandidateBatch(["a", "b"], np.ones((2, 3)))
+    one = Candidate("a", np.ones(3))
+    assert batch.created_at.tolist() == [one.created_at] * 2 == [1_700_000_000.5] * 2
+    assert batch.access_count.tolist() == [one.access_count] * 2 == [0, 0]
+    assert batch.success_rate.tolist() == [one.success_rate] * 2 == [0.0, 0.0]
+    assert batch.candidate(1) == Candidate("b", np.ones(3))

@@ -4,6 +4,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+FUTURE_TOLERANCE: float
 MAX_DIM: int
 NUM_FEATURES: int
 
@@ -94,7 +95,14 @@ class FastGRNNCell:
     def forward_batch(self, X: ArrayLike, out: NDArray[np.float32] | None = None) -> NDArray[np.float32]: ...
 
 class FeatureWeights:
-    def __init__(self, weights: Sequence[float] = (0.4, 0.2, 0.15, 0.15, 0.1), recency_decay: float = 0.001) -> None: ...
+    def __init__(
+        self,
+        weights: Sequence[float] = (0.4, 0.2, 0.15, 0.15, 0.1),
+        recency_decay: float = 0.001,
+        future_tolerance: float = 60.0,
+    ) -> None: ...
+    @property
+    def future_tolerance(self) -> float: ...
     @property
     def weights(self) -> tuple[float, float, float, float, float]: ...
     @property
@@ -146,6 +154,7 @@ class CandidateColumns:
         norms: ArrayLike | None = None,
         *,
         copy: bool = False,
+        ids: Sequence[str] | None = None,
     ) -> None: ...
     @staticmethod
     def buffer() -> CandidateColumns: ...

@@ -168,12 +168,13 @@ cdef class RoutePass:
             a :class:`RouteResult`.
 
         Raises:
-            InvalidInputError: a bad query, overlap or time, or a non-finite query or embedding, naming it.
+            InvalidInputError: a bad query, overlap or time, a non-finite query or embedding, or a candidate
+                created more than the weights' ``future_tolerance`` seconds after ``now``, naming it.
             ModelError: the model produced a non-finite score from finite input.
         """
         cdef _Request r = _Request.__new__(_Request)
         r.load_query(query, "query_embedding")
-        r.load(candidates, now, metadata_overlap)
+        r.load(candidates, now, metadata_overlap, self.weights)
         cdef CandidateColumns c = candidates
         cdef Py_ssize_t i, n = c.n, count = 0
         cdef RouteResult result = RouteResult._new(n)

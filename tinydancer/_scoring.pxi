@@ -2,17 +2,24 @@
 # Fused candidate scoring
 # ---------------------------------------------------------------------------------------------------------
 
+FUTURE_TOLERANCE = 60.0
+"""Seconds a candidate's ``created_at`` may lie beyond ``now`` by default (clock skew between machines)."""
+
 cdef class FeatureWeights:
     """The five feature weights and the recency decay, validated once (the routers keep one).
 
     Args:
         weights: (similarity, recency, frequency, success, metadata) weights, finite.
         recency_decay: per second, finite and >= 0.
+        future_tolerance: seconds a candidate's ``created_at`` may lie beyond ``now`` (clock skew); a later
+            one is refused, finite and >= 0.
     """
 
     cdef ck.td_feature_config cfg
+    cdef readonly double future_tolerance
 
-    def __init__(self, weights=(0.4, 0.2, 0.15, 0.15, 0.1), double recency_decay=0.001):
+    def __init__(self, weights=(0.4, 0.2, 0.15, 0.15, 0.1), double recency_decay=0.001,
+                 double future_tolerance=FUTURE_TOLERANCE):
         try:
             w = [float(v) for v in weights]
         except (TypeError, ValueError):
@@ -21,6 +28,9 @@ cdef class FeatureWeights:
             raise InvalidInputError(f"weights must be five finite numbers within the float32 range, got {weights!r}")
         if not (isfinite(recency_decay) and recency_decay >= 0.0):
             raise InvalidInputError(f"recency_decay must be finite and >= 0, got {recency_decay}")
+        if not (isfinite(future_tolerance) and future_tolerance >= 0.0):
+            raise InvalidInputError(f"future_tolerance must be finite and >= 0, got {future_tolerance}")
+        self.future_tolerance = future_tolerance
         self.cfg.similarity_weight = w[0]
         self.cfg.recency_weight = w[1]
         self.cfg.frequency_weight = w[2]
@@ -38,7 +48,8 @@ cdef class FeatureWeights:
         return self.cfg.recency_decay
 
     def __repr__(self):
-        return f"FeatureWeights(weights={self.weights}, recency_decay={self.cfg.recency_decay})"
+        return (f"FeatureWeights(weights={self.weights}, recency_decay={self.cfg.recency_decay}, "
+                f"future_tolerance={self.future_tolerance})")
 
 
 cdef FeatureWeights _DEFAULT_WEIGHTS = FeatureWeights()
@@ -65,6 +76,7 @@ cdef class CandidateColumns:
         success_rate: (N,) values in [0, 1] (float32).
         norms: optional (N,) row norms of the embeddings, finite and >= 0. Without them the kernels compute
             each norm on the way (with ``copy`` they are computed here).
+        ids: optional N ids, named in error messages about a candidate (not checked, not copied).
         copy: keep private, read-only copies (the embeddings 64-byte aligned, their norms computed and
             every row checked finite); without it, arrays already in kernel form are used as given, so do
             not change them while the columns are in use.
@@ -87,9 +99,28 @@ cdef class CandidateColumns:
     cdef const float *norms_p       # NULL: the kernels compute the norms
     cdef Py_ssize_t emb_capacity    # floats of the reusable embedding buffer (gathered columns only)
     cdef bint finite                # every embedding row is known to be finite
+    cdef double latest              # the largest created_at (-inf when empty) and its row
+    cdef Py_ssize_t latest_row
+    cdef object ids                 # for messages: the ids (or None), the sequence's name, whether gathered
+    cdef str name
+    cdef bint gathered, single
 
-    def __init__(self, embeddings, created_at, access_count, success_rate, norms=None, *, bint copy=False):
+    def __init__(self, embeddings, created_at, access_count, success_rate, norms=None, *, bint copy=False,
+                 ids=None):
         self._load(embeddings, created_at, access_count, success_rate, norms, "norms", copy)
+        self.ids = ids
+
+    cdef int check_not_future(self, double now, double tolerance) except -1:
+        """Refuse a created_at beyond now + tolerance: a time in milliseconds, or a clock far ahead."""
+        if self.latest <= now + tolerance:
+            return 0
+        cdef double t = self.latest
+        hint = " (it looks like milliseconds: divide by 1000)" if t > 1e11 and t / 1000.0 <= now + tolerance else ""
+        cdef Py_ssize_t row = self.latest_row
+        where = f"{_label(self.name, row, self.single)}.created_at" if self.gathered else f"created_at[{row}]"
+        raise InvalidInputError(
+            f"{where} is {t!r}, {t - now:.6g} s after now ({now!r}); created_at must be unix time in seconds, "
+            f"at most {tolerance:g} s ahead of now{hint}{_id_note(self.ids, row)}")
 
     cdef int _load(self, object embeddings, object created_at, object access_count, object success_rate,
                    object norms, str norms_name, bint copy) except -1:
@@ -100,6 +131,7 @@ cdef class CandidateColumns:
             raise InvalidInputError("embeddings has no columns; D must be at least 1")
         created = _per_candidate(created_at, "created_at", n, cnp.NPY_FLOAT64)
         _require_finite(created, "created_at")
+        self._find_latest(<const double *>cnp.PyArray_DATA(created), n)
         counts = _per_candidate(access_count, "access_count", n, cnp.NPY_INT64)
         _require_counts(counts, "access_count")
         success = _per_candidate(success_rate, "success_rate", n, cnp.NPY_FLOAT32)
@@ -131,6 +163,13 @@ cdef class CandidateColumns:
         self._point()
         return 0
 
+    cdef void _find_latest(self, const double *t, Py_ssize_t n) noexcept:
+        cdef Py_ssize_t i
+        self.latest, self.latest_row = -INFINITY, 0
+        for i in range(n):
+            if t[i] > self.latest:
+                self.latest, self.latest_row = t[i], i
+
     cdef void _point(self) noexcept:
         self.created_p = <const double *>cnp.PyArray_DATA(self.created)
         self.counts_p = <const int64_t *>cnp.PyArray_DATA(self.counts)
@@ -161,17 +200,19 @@ cdef class CandidateColumns:
         cdef const float *p = self.emb_p + row * self.dim
         cdef Py_ssize_t j = _first_nonfinite_f32(p, self.dim)
         where = f"{_label(name, row, single)}.embedding" if gathered else name
+        note = _id_note(self.ids, row)
         if j >= 0:
             at = f"[{j}]" if gathered else f"[{row}, {j}]"
-            raise InvalidInputError(f"{where} holds a non-finite value ({p[j]}) at {at}")
+            raise InvalidInputError(f"{where} holds a non-finite value ({p[j]}) at {at}{note}")
         if not gathered:
             where = f"{name}[{row}]"
-        raise InvalidInputError(f"{where} has a norm beyond the float32 range")
+        raise InvalidInputError(f"{where} has a norm beyond the float32 range{note}")
 
     @staticmethod
     def buffer():
         """Empty columns to pass to :func:`gather_candidates` again and again (its buffers grow as needed)."""
         cdef CandidateColumns c = CandidateColumns.__new__(CandidateColumns)
+        c.latest = -INFINITY
         return c
 
     @property
@@ -222,6 +263,22 @@ cdef inline str _label(str name, Py_ssize_t i, bint single):
     return name if single else f"{name}[{i}]"
 
 
+cdef str _id_note(object ids, Py_ssize_t i):
+    """`` (candidate id 'x')`` for messages, or nothing when the id is unknown."""
+    if ids is None or i >= len(ids):
+        return ""
+    cid = ids[i]
+    return f" (candidate id {cid!r})" if isinstance(cid, str) else ""
+
+
+cdef object _field(object check, object value, str label, str field, object cid, tuple args):
+    """``check(value, label.field, *args)``, with the candidate's id added to the message of a refusal."""
+    try:
+        return check(value, f"{label}.{field}", *args, error=InvalidInputError)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{exc}{_id_note((cid,), 0)}") from None
+
+
 cdef int _grow(CandidateColumns c, Py_ssize_t n, Py_ssize_t dim) except -1:
     """Room in ``c`` for n candidates of dimension dim (buffers are replaced only when too small)."""
     cdef char *data
@@ -270,6 +327,7 @@ def gather_candidates(candidates, CandidateColumns into not None, str name="cand
     cdef cnp.ndarray v
     cdef str label
     ids_list = [None] * n
+    into.ids, into.name, into.gathered, into.single = None, name, True, single
     metas = [None] * n if metadata else None
     if n:
         c = candidates[0]
@@ -291,8 +349,9 @@ def gather_candidates(candidates, CandidateColumns into not None, str name="cand
     cdef double *cr = <double *>cnp.PyArray_DATA(into.created)
     cdef int64_t *co = <int64_t *>cnp.PyArray_DATA(into.counts)
     cdef float *su = _out_f32(into.success)
-    cdef double tv, rv
+    cdef double tv, rv, latest = -INFINITY
     cdef long long cv
+    cdef Py_ssize_t latest_row = 0
     for i in range(n):
         c = candidates[i]
         try:
@@ -309,36 +368,43 @@ def gather_candidates(candidates, CandidateColumns into not None, str name="cand
             raise InvalidInputError(f"{_label(name, i, single)}.id must be a str, got {type(cid).__name__}")
         ids_list[i] = cid
         if not _ready(emb, cnp.NPY_FLOAT32, 1):
-            emb = _arr(emb, _label(name, i, single) + ".embedding", cnp.NPY_FLOAT32, 1)
+            try:
+                emb = _arr(emb, _label(name, i, single) + ".embedding", cnp.NPY_FLOAT32, 1)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{exc}{_id_note((cid,), 0)}") from None
         if _dim(<cnp.ndarray>emb, 0) != dim:
             raise InvalidInputError(f"{_label(name, i, single)}.embedding has length {_dim(<cnp.ndarray>emb, 0)}, "
-                                    f"but {_label(name, 0, single)}.embedding has length {dim}")
+                                    f"but {_label(name, 0, single)}.embedding has length {dim}"
+                                    f"{_id_note((cid,), 0)}")
         memcpy(e + i * dim, cnp.PyArray_DATA(<cnp.ndarray>emb), dim * sizeof(float))
         if type(t) is float and isfinite(<double>t):
             tv = t
         else:
-            tv = checks.real(t, _label(name, i, single) + ".created_at", error=InvalidInputError)
+            tv = _field(checks.real, t, _label(name, i, single), "created_at", cid, ())
         if type(count) is int and count >= 0 and count <= 0x7FFFFFFFFFFFFFFF:
             cv = count
         else:
-            cv = checks.integer(count, _label(name, i, single) + ".access_count", 0,
-                                         error=InvalidInputError)
+            cv = _field(checks.integer, count, _label(name, i, single), "access_count", cid, (0,))
         if type(rate) is float and rate >= 0.0 and rate <= 1.0:
             rv = rate
         else:
-            rv = checks.unit_interval(rate, _label(name, i, single) + ".success_rate",
-                                               error=InvalidInputError)
+            rv = _field(checks.real, rate, _label(name, i, single), "success_rate", cid, (0.0, 1.0))
         if metadata:
             if type(md) is not dict and not isinstance(md, dict):
-                raise InvalidInputError(
-                    f"{_label(name, i, single)}.metadata must be a dict, got {type(md).__name__}")
+                raise InvalidInputError(f"{_label(name, i, single)}.metadata must be a dict, got "
+                                        f"{type(md).__name__}{_id_note((cid,), 0)}")
             metas[i] = md
+        if tv > latest:
+            latest, latest_row = tv, i
         cr[i] = tv
         co[i] = cv
         su[i] = <float>rv
+    into.latest, into.latest_row = latest, latest_row
+    ids = tuple(ids_list)
+    into.ids = ids
     if n:
         into._compute_norms(name, True, single)
-    return tuple(ids_list), (tuple(metas) if metadata else None)
+    return ids, (tuple(metas) if metadata else None)
 
 
 cdef class _Request:
@@ -356,8 +422,10 @@ cdef class _Request:
         _require_nonempty(_dim(self.q, 0), query_name)
         return 0
 
-    cdef int load(self, CandidateColumns columns, double now, object metadata_overlap) except -1:
-        """The candidates for the loaded query, their metadata overlap and the time."""
+    cdef int load(self, CandidateColumns columns, double now, object metadata_overlap,
+                  FeatureWeights weights) except -1:
+        """The candidates for the loaded query, their metadata overlap and the time (no candidate may be
+        created beyond now plus the weights' future tolerance)."""
         cdef Py_ssize_t dim = _dim(self.q, 0)
         cdef str query_name = self.query_name
         self.c = columns
@@ -373,6 +441,7 @@ cdef class _Request:
             self.overlap_p = _f32p(self.overlap)
         if not isfinite(now):
             raise InvalidInputError(f"now must be finite, got {now}")
+        columns.check_not_future(now, weights.future_tolerance)
         self.now = now
         return 0
 
@@ -385,7 +454,8 @@ cdef class _Request:
 
 
 cdef _Request _request(object query, str query_name, object embeddings, object created_at, object access_count,
-                       object success_rate, double now, object metadata_overlap, object embedding_norms):
+                       object success_rate, double now, object metadata_overlap, object embedding_norms,
+                       FeatureWeights weights):
     """The query and loose candidate arrays of the function kernels, checked."""
     cdef _Request r = _Request.__new__(_Request)
     r.load_query(query, query_name)
@@ -395,7 +465,7 @@ cdef _Request _request(object query, str query_name, object embeddings, object c
     else:
         columns = CandidateColumns.__new__(CandidateColumns)
         columns._load(embeddings, created_at, access_count, success_rate, embedding_norms, "embedding_norms", False)
-    r.load(columns, now, metadata_overlap)
+    r.load(columns, now, metadata_overlap, weights)
     return r
 
 
@@ -429,9 +499,9 @@ def candidate_features(query, embeddings, created_at=None, access_count=None, su
     Raises:
         InvalidInputError: any bad shape, dtype or value, naming the argument.
     """
-    cdef _Request r = _request(query, query_name, embeddings, created_at, access_count, success_rate, now,
-                               metadata_overlap, embedding_norms)
     cdef FeatureWeights fw = _as_weights(weights, recency_decay)
+    cdef _Request r = _request(query, query_name, embeddings, created_at, access_count, success_rate, now,
+                               metadata_overlap, embedding_norms, fw)
     cdef CandidateColumns c = r.c
     cdef cnp.ndarray feats
     if out is None:
@@ -476,12 +546,13 @@ def score_candidates(FastGRNNCell model not None, query, embeddings, created_at=
         float32 (N,) scores in [0, 1]. N may be 0.
 
     Raises:
-        InvalidInputError: any bad shape, dtype or value, naming the argument.
+        InvalidInputError: any bad shape, dtype or value, naming the argument, or a ``created_at`` more
+            than the weights' ``future_tolerance`` seconds after ``now``.
     """
     _check_scorer(model)
-    cdef _Request r = _request(query, "query", embeddings, created_at, access_count, success_rate, now,
-                               metadata_overlap, embedding_norms)
     cdef FeatureWeights fw = _as_weights(weights, recency_decay)
+    cdef _Request r = _request(query, "query", embeddings, created_at, access_count, success_rate, now,
+                               metadata_overlap, embedding_norms, fw)
     cdef CandidateColumns c = r.c
     cdef float *features_p = _features_out(features_out, "features_out", c.n)
     cdef cnp.ndarray scores = _out_array(out, "out", c.n)

@@ -36,7 +36,9 @@ class Candidate:
             vector is kept as it is, anything else is converted once).
         metadata: a dict compared key by key with the request's metadata (see
             :func:`~tinydancer.metadata.metadata_overlap`).
-        created_at: unix time in SECONDS (default: now, read with :func:`time.time`).
+        created_at: unix time in SECONDS (default: now, read with :func:`time.time`). When routed it may lie
+            at most ``FeatureConfig.future_tolerance`` (60 s) after the router's clock; a later one, such as
+            a time in milliseconds, raises :class:`~tinydancer.errors.InvalidInputError`.
         access_count: how often the item was used, an int >= 0.
         success_rate: the share of good outcomes, in [0, 1].
 
@@ -99,9 +101,10 @@ class CandidateBatch:
             positions, and the router reports each position's id.
         embeddings: (N, D) real matrix, finite. Copied to a C-contiguous float32 array whose data starts
             on a 64-byte boundary (faster AVX-512 loads). N may be 0; D must be >= 1 when N > 0.
-        created_at: (N,) unix SECONDS, finite; stored as float64.
-        access_count: (N,) integers >= 0 (not floats, not bools); stored as int64.
-        success_rate: (N,) values in [0, 1]; stored as float32.
+        created_at: (N,) unix SECONDS, finite; stored as float64. Default: now, read once with
+            :func:`time.time` (as :class:`Candidate` does).
+        access_count: (N,) integers >= 0 (not floats, not bools); stored as int64. Default: zeros.
+        success_rate: (N,) values in [0, 1]; stored as float32. Default: zeros.
         metadata: None, or N dicts. When no dict has an entry it is stored as None (no metadata).
 
     Every array attribute is read-only; ``norms`` holds the L2 norm of each embedding row so the kernels
@@ -123,9 +126,9 @@ class CandidateBatch:
         self,
         ids: Sequence[str],
         embeddings: ArrayLike,
-        created_at: ArrayLike,
-        access_count: ArrayLike,
-        success_rate: ArrayLike,
+        created_at: ArrayLike | None = None,
+        access_count: ArrayLike | None = None,
+        success_rate: ArrayLike | None = None,
         metadata: Sequence[dict[str, Any]] | None = None,
     ) -> None:
         if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray)):
@@ -134,10 +137,18 @@ class CandidateBatch:
         for i, item in enumerate(ids_t):
             if not isinstance(item, str):
                 raise InvalidInputError(f"ids[{i}] must be a str, got {type(item).__name__}")
-        columns = kernels.CandidateColumns(embeddings, created_at, access_count, success_rate, copy=True)
-        if len(columns) != len(ids_t):
+        n = len(ids_t)
+        if created_at is None:
+            created_at = np.full(n, time.time())
+        if access_count is None:
+            access_count = np.zeros(n, np.int64)
+        if success_rate is None:
+            success_rate = np.zeros(n, np.float32)
+        ids_t = tuple(str(i) for i in ids_t)  # np.str_ -> str
+        columns = kernels.CandidateColumns(embeddings, created_at, access_count, success_rate, copy=True, ids=ids_t)
+        if len(columns) != n:
             raise InvalidInputError(f"embeddings must have one row per id ({len(ids_t)}), got {len(columns)}")
-        self._ids = tuple(str(i) for i in ids_t)  # np.str_ -> str
+        self._ids = ids_t
         self._columns = columns
         self._metadata = _metadata_column(metadata, len(ids_t))
         self._metadata_index = None

@@ -4,17 +4,20 @@ For a query and a candidate, with ``now`` read from an injectable clock once per
 
     semantic_similarity = cosine(query, candidate.embedding)             in [-1, 1]; a zero vector gives 0
     recency_score       = exp(-recency_decay * max(now - created_at, 0))  created_at in unix SECONDS
+                        = 0.5 ** (age / recency_half_life)
     frequency_score     = min(ln(1 + access_count) / ln(1 + 10000), 1)
     success_rate        = candidate.success_rate                         in [0, 1]
     metadata_overlap    = |{k in query_md : candidate_md[k] == query_md[k]}| / |query_md|   (0 if either is empty)
     features            = [w_sim*sim, w_rec*rec, w_freq*freq, w_succ*succ, w_meta*meta]
 
 Unlike the crate, NaN or Inf anywhere, a mismatched embedding length, a negative access count or a
-success rate outside [0, 1] raise :class:`~tinydancer.errors.InvalidInputError` naming the field.
+success rate outside [0, 1] raise :class:`~tinydancer.errors.InvalidInputError` naming the field, and so
+does a ``created_at`` more than ``future_tolerance`` seconds after ``now`` (a time in milliseconds, say).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ FEATURE_NAMES = ("semantic_similarity", "recency_score", "frequency_score", "suc
 
 _candidate_features = kernels.candidate_features
 _FLOAT32_MAX = float(np.finfo(np.float32).max)  # the kernels weigh in float32
+_CRATE_DECAY = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +48,19 @@ class FeatureConfig:
     Args:
         similarity_weight, recency_weight, frequency_weight, success_weight, metadata_weight: finite,
             >= 0. They need not sum to 1.
-        recency_decay: per second, finite, >= 0 (0.001 halves the recency score in about 11.5 minutes).
+        recency_decay: per second, finite, >= 0. The crate's 0.001 halves the recency score every 11.6
+            minutes: a candidate a day old has a recency score of 2e-38, so recency only tells apart
+            candidates of the last hour or so.
+        recency_half_life: the same decay said as the age, in seconds, at which the recency score is 0.5
+            (``recency_decay = ln 2 / recency_half_life``); when given it sets ``recency_decay``, e.g.
+            ``FeatureConfig(recency_half_life=7 * 86400)`` for a week.
+        future_tolerance: seconds a candidate's ``created_at`` may lie after ``now`` (clocks of different
+            machines disagree a little); a later one raises
+            :class:`~tinydancer.errors.InvalidInputError`.
 
     Raises:
-        ConfigError: a value is not a finite number >= 0; the message names it.
+        ConfigError: a value is not a finite number >= 0 (a half-life > 0), or ``recency_decay`` and
+            ``recency_half_life`` disagree; the message names it.
     """
 
     similarity_weight: float = 0.4
@@ -55,7 +68,9 @@ class FeatureConfig:
     frequency_weight: float = 0.15
     success_weight: float = 0.15
     metadata_weight: float = 0.1
-    recency_decay: float = 0.001
+    recency_decay: float = _CRATE_DECAY
+    recency_half_life: float | None = None
+    future_tolerance: float = kernels.FUTURE_TOLERANCE
 
     def __post_init__(self) -> None:
         for name in (
@@ -67,6 +82,15 @@ class FeatureConfig:
             "recency_decay",
         ):
             object.__setattr__(self, name, checks.real(getattr(self, name), name, 0.0, _FLOAT32_MAX))
+        object.__setattr__(self, "future_tolerance", checks.real(self.future_tolerance, "future_tolerance", 0.0))
+        if self.recency_half_life is not None:
+            half_life = checks.real(self.recency_half_life, "recency_half_life", 0.0, low_open=True)
+            decay = math.log(2.0) / half_life
+            if self.recency_decay not in (_CRATE_DECAY, decay):
+                raise ConfigError(f"recency_decay {self.recency_decay} and recency_half_life {half_life} disagree; "
+                                  "give one of them")
+            object.__setattr__(self, "recency_half_life", half_life)
+            object.__setattr__(self, "recency_decay", decay)
 
     @property
     def weights(self) -> tuple[float, float, float, float, float]:
@@ -82,7 +106,7 @@ class FeatureConfig:
     def kernel_weights(self) -> kernels.FeatureWeights:
         """The weights and decay bound for the kernels: build it once and pass it as ``weights=`` to
         :func:`~tinydancer.kernels.candidate_features` or :func:`~tinydancer.kernels.score_candidates`."""
-        return kernels.FeatureWeights(self.weights, self.recency_decay)
+        return kernels.FeatureWeights(self.weights, self.recency_decay, self.future_tolerance)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +173,8 @@ class FeatureEngineer:
         self._clock = clock
         self._weights = config.kernel_weights()
         # raw values: the same kernel with unit weights (and the same decay)
-        self._unit_weights = kernels.FeatureWeights((1.0,) * NUM_FEATURES, config.recency_decay)
+        self._unit_weights = kernels.FeatureWeights((1.0,) * NUM_FEATURES, config.recency_decay,
+                                                    config.future_tolerance)
         # the kernel multiplies in float32 (float weight * float value); so does extract_features
         self._w32 = np.array(config.weights, dtype=np.float32)
 

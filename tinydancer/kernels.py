@@ -24,6 +24,7 @@ except ImportError as exc:  # pragma: no cover - an unbuilt source tree, or a br
 from tinydancer._kernels import (
     CandidateColumns,
     FastGRNNCell,
+    FUTURE_TOLERANCE,
     FeatureWeights,
     MAX_DIM,
     NUM_FEATURES,
@@ -55,6 +56,7 @@ from tinydancer.errors import ConfigError
 __all__ = [
     "CandidateColumns",
     "FastGRNNCell",
+    "FUTURE_TOLERANCE",
     "FeatureWeights",
     "KernelMatrix",
     "MAX_DIM",
