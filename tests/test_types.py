@@ -468,12 +468,12 @@ def test_rank_order_is_stable_descending():
 
 def test_response_ranks_decisions():
     r = make_response()
-    assert r.candidate_ids == ["b", "d", "c", "a", "e"]  # equal confidences keep input order
+    assert r.candidate_ids == ("b", "d", "c", "a", "e")  # equal confidences keep input order
     assert r.confidences.tolist() == pytest.approx([0.9, 0.9, 0.5, 0.2, 0.2])
     assert r.uncertainties.tolist() == pytest.approx([0.1, 0.1, 0.5, 0.8, 0.8])
     assert r.lightweight.tolist() == [True, True, False, False, False]
     assert r.order.tolist() == [1, 3, 2, 0, 4]
-    assert [d.candidate_id for d in r.decisions] == r.candidate_ids
+    assert tuple(d.candidate_id for d in r.decisions) == r.candidate_ids
     first = r.decisions[0]
     assert isinstance(first, RoutingDecision)
     assert (first.candidate_id, first.use_lightweight) == ("b", True)
@@ -519,17 +519,19 @@ def test_response_indexing():
 def test_response_with_numpy_ids_and_int32_order():
     conf = np.array([0.1, 0.7, 0.4], np.float32)
     r = RoutingResponse(np.array(["x", "y", "z"]), conf, conf, conf > 0.5, rank_order(conf).astype(np.int32), 1.0, 0.0)
-    assert r.candidate_ids == ["y", "z", "x"] and all(type(i) is str for i in r.candidate_ids)
+    assert r.candidate_ids == ("y", "z", "x") and all(type(i) is str for i in r.candidate_ids)
     assert r[2].candidate_id == "x" and type(r[2].candidate_id) is str
     assert [d.candidate_id for d in r] == ["y", "z", "x"]
 
 
 def test_response_arrays_cannot_change_the_response():
     r = make_response()
-    r.confidences[:] = 0.0
-    r.lightweight[:] = True
-    with pytest.raises(ValueError):
-        r.order[0] = 4
+    for array in (r.confidences, r.uncertainties, r.lightweight, r.order):
+        assert not array.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = 0
+    assert r.confidences is not r.confidences  # each read is a new array
+    assert isinstance(r.candidate_ids, tuple)
     assert r.lightweight_count == 2 and r.confidences.max() == pytest.approx(0.9)
     with pytest.raises(AttributeError):
         r.inference_time_us = 0.0  # type: ignore[misc]
@@ -548,7 +550,7 @@ def test_response_to_dict_is_json_ready():
 def test_fallback_response():
     r = RoutingResponse.fallback(["a", "b", "c"], "circuit breaker open", 4.0)
     assert r.fell_back and r.fallback_reason == "circuit breaker open"
-    assert r.candidate_ids == ["a", "b", "c"]  # input order
+    assert r.candidate_ids == ("a", "b", "c")  # input order
     assert [(d.confidence, d.use_lightweight, d.uncertainty) for d in r] == [(0.0, False, 1.0)] * 3
     assert r.lightweight_count == 0 and r.inference_time_us == 4.0 and r.feature_time_us == 0.0
     assert json.loads(json.dumps(r.to_dict()))["fell_back"] is True
@@ -559,7 +561,7 @@ def test_fallback_response():
 def test_empty_response():
     z = np.zeros(0, np.float32)
     r = RoutingResponse([], z, z, z.astype(bool), rank_order(z), 0.5, 0.0)
-    assert len(r) == 0 and list(r) == [] and r.candidate_ids == [] and r.lightweight_count == 0
+    assert len(r) == 0 and list(r) == [] and r.candidate_ids == () and r.lightweight_count == 0
     with pytest.raises(IndexError):
         r[0]
 
@@ -571,7 +573,7 @@ def test_response_from_a_batch_routing_round_trip(rng):
     conf[10] = conf[20] = 1.0  # a tie at the top (rng.random() < 1)
     unc = rng.random(100).astype(np.float32)
     r = RoutingResponse(batch.ids, conf, unc, (conf >= 0.85) & (unc <= 0.15), rank_order(conf), 2.0, 1.0)
-    assert r.candidate_ids[:2] == ["c10", "c20"]
+    assert r.candidate_ids[:2] == ("c10", "c20")
     assert np.all(np.diff(r.confidences) <= 0)
     assert sorted(r.candidate_ids) == sorted(batch.ids)
 

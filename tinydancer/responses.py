@@ -66,6 +66,11 @@ def _decision(candidate_id: str, confidence: float, use_lightweight: bool, uncer
     return d
 
 
+def _read_only(a: NDArray[Any]) -> NDArray[Any]:
+    a.flags.writeable = False
+    return a
+
+
 def rank_order(confidence: NDArray[np.float32]) -> NDArray[np.intp]:
     """The rank order of ``confidence``: indices sorted by confidence, highest first, equal values in
     input order (a stable sort). The ``order`` argument of :class:`RoutingResponse`."""
@@ -221,28 +226,28 @@ class RoutingResponse:
 
     @property
     def confidences(self) -> NDArray[np.float32]:
-        """Confidence of each decision, in rank order (a copy)."""
+        """Confidence of each decision, in rank order: a new read-only array."""
         r = self._result
-        return r.confidence[r.order]
+        return _read_only(r.confidence[r.order])
 
     @property
     def uncertainties(self) -> NDArray[np.float32]:
-        """Uncertainty of each decision, in rank order (a copy)."""
+        """Uncertainty of each decision, in rank order: a new read-only array."""
         r = self._result
-        return r.uncertainty[r.order]
+        return _read_only(r.uncertainty[r.order])
 
     @property
     def lightweight(self) -> NDArray[np.bool_]:
-        """``use_lightweight`` of each decision, in rank order (a copy)."""
+        """``use_lightweight`` of each decision, in rank order: a new read-only array."""
         r = self._result
-        return r.lightweight[r.order]
+        return _read_only(r.lightweight[r.order])
 
     @property
-    def candidate_ids(self) -> list[str]:
-        """Candidate ids in rank order."""
+    def candidate_ids(self) -> tuple[str, ...]:
+        """Candidate ids in rank order, as a tuple."""
         if self._decisions is not None:
-            return [d.candidate_id for d in self._decisions]
-        return self._ranked_ids()
+            return tuple([d.candidate_id for d in self._decisions])
+        return tuple(self._ranked_ids())
 
     @property
     def result(self) -> RouteResult:
