@@ -105,7 +105,8 @@ class RouterConfig:
     Args:
         model_path: a candidate model file (input 5, one timestep, output 1); None: the shipped default.
         confidence_threshold: a candidate goes to the lightweight model only at this confidence or above...
-        max_uncertainty: ...and this uncertainty or below (uncertainty = 1 - 2 |confidence - 0.5|).
+        max_uncertainty: ...and this uncertainty or below (uncertainty = 1 - 2 |confidence - 0.5|). Together
+            they ask for confidence >= :attr:`effective_threshold` (0.925 with these defaults).
         enable_circuit_breaker: guard the model with a :class:`~tinydancer.breaker.CircuitBreaker`.
         circuit_breaker_threshold: consecutive model failures that open it.
         circuit_breaker_timeout: seconds before an open breaker lets probes through.
@@ -135,6 +136,14 @@ class RouterConfig:
             raise ConfigError(f"feature_config must be a FeatureConfig, got {type(self.feature_config).__name__}")
         if self.database_path is not None:
             raise ConfigError("database_path: routing logs in SQLite are not available in this version; leave it None")
+
+    @property
+    def effective_threshold(self) -> float:
+        """The confidence from which on a candidate goes to the lightweight model: both conditions hold from
+        ``max(confidence_threshold, 1 - max_uncertainty / 2)`` (0.925 with the defaults: uncertainty <= 0.15
+        means confidence >= 0.925 or <= 0.075). A ``confidence_threshold`` below ``max_uncertainty / 2``
+        also lets the least confident candidates through."""
+        return max(self.confidence_threshold, 1.0 - self.max_uncertainty / 2.0)
 
 
 class Router:

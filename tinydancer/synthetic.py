@@ -3,7 +3,8 @@ of the routing benchmarks (:mod:`tinydancer.benchmarks` and the asv suites).
 
 Candidates are made, deterministically, the way a memory store holds them: 384-d unit embeddings, some
 close paraphrases of the query (the query plus a little noise), some on the same topic, most unrelated;
-ages from minutes to months; access counts and success rates drawn per candidate.
+ages from a minute to four weeks (paraphrases up to a day), spread evenly on a log scale; access counts and
+success rates drawn per candidate.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tinydancer.types import Candidate, CandidateBatch, RoutingRequest
 __all__ = ["DemoRequest", "candidate_batch", "candidate_list", "demo_requests", "random_candidates", "random_query"]
 
 DIM = 384
+_MINUTE, _DAY = 60.0, 86400.0
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,16 @@ def random_candidates(rng: np.random.Generator, query: np.ndarray, n: int, *, no
     noise = rng.standard_normal((n, query.shape[0]))
     mix = np.where(kind < close, 0.05, np.where(kind < close + related, 1.0, 8.0))[:, None]
     embeddings = _unit(query[None, :] + mix * noise / np.sqrt(query.shape[0]))
-    ages = rng.choice([60.0, 3600.0, 86400.0, 30 * 86400.0], n) * rng.uniform(0.1, 1.0, n)
     fresh = kind < close  # paraphrases of what was just asked are recent and useful
+    oldest = np.where(fresh, _DAY, 28 * _DAY)
+    ages = _MINUTE * np.exp(rng.uniform(0.0, 1.0, n) * np.log(oldest / _MINUTE))
     topics = ["billing", "shipping", "returns", "accounts"]
     return {
         "ids": [f"mem-{i:04d}" for i in range(n)],
         "metadata": [{"user": "u42", "topic": "billing"} if f else {"user": f"u{i % 7}", "topic": topics[i % 4]}
                      for i, f in enumerate(fresh)],
         "embeddings": embeddings,
-        "created_at": now - np.where(fresh, ages / 1000.0, ages),
+        "created_at": now - ages,
         "access_count": np.where(fresh, rng.integers(200, 20000, n), rng.integers(0, 50, n)),
         "success_rate": np.where(fresh, rng.uniform(0.85, 1.0, n), rng.uniform(0.0, 0.8, n)).astype(np.float32),
     }
