@@ -20,6 +20,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 from tinydancer import __version__
 from tinydancer.cli import bench, demo, info, route, train
@@ -119,7 +120,7 @@ def _error(message: str) -> None:
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: object = None, line: str | None = None) -> None:
+                  file: TextIO | None = None, line: str | None = None) -> None:
     """``warnings.showwarning`` for the command line: ``tinydancer: warning: <message>`` on stderr."""
     print(f"tinydancer: warning: {_one_line(str(message))}", file=sys.stderr)
 
