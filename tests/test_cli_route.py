@@ -137,15 +137,17 @@ def test_route_max_request_bytes_is_checked(capsys, value):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"success_rate": 2}, 'candidates[3] (id "doc3"): success_rate must lie in [0, 1], got 2'),
-        ({"access_count": -1}, 'candidates[3] (id "doc3"): access_count must be'),
-        ({"created_at": "yesterday"}, 'candidates[3] (id "doc3"): created_at must be a real number'),
-        ({"metadata": []}, 'candidates[3] (id "doc3"): metadata must be a dict'),
-        ({"embedding": []}, 'candidates[3] (id "doc3"): '),
-        ({"id": 7}, "candidates[3]: id must be a str, got int"),
-        ({"id": 'say "hi"', "success_rate": -1}, 'candidates[3] (id "say \\"hi\\""): success_rate'),
-        ({"colour": "red"}, 'candidates[3] (id "doc3") has unknown fields [\'colour\']'),
-        ({"embedding": None}, 'candidates[3] (id "doc3"): '),
+        ({"success_rate": 2}, "candidates[3].success_rate must lie in [0, 1], got 2 (candidate id 'doc3')"),
+        ({"access_count": -1}, "candidates[3].access_count must be an int >= 0, got -1 (candidate id 'doc3')"),
+        ({"created_at": "yesterday"}, "candidates[3].created_at must be a real number, got str (candidate id 'doc3')"),
+        ({"created_at": 1.7e12}, "candidates[3].created_at is 1700000000000.0, "),
+        ({"metadata": []}, "candidates[3].metadata must be a dict, got list (candidate id 'doc3')"),
+        ({"embedding": []}, "candidates[3].embedding is empty (candidate id 'doc3')"),
+        ({"id": 7}, "candidates[3].id must be a str, got int"),
+        ({"id": 'say "hi"', "success_rate": -1}, "candidates[3].success_rate must lie in [0, 1], got -1 "
+                                                  "(candidate id 'say \"hi\"')"),
+        ({"colour": "red"}, "candidates[3] has unknown fields ['colour'] (candidate id 'doc3')"),
+        ({"embedding": None}, "candidates[3].embedding is None; expected a 1-D array (candidate id 'doc3')"),
     ],
 )
 def test_route_errors_name_the_candidate(monkeypatch, capsys, change, message):
@@ -161,7 +163,7 @@ def test_route_missing_fields_name_the_candidate(monkeypatch, capsys):
     del request["candidates"][1]["embedding"]
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(request)))
     assert cli.main(["route"]) == 1
-    one_error_line(capsys, 'candidates[1] (id "doc1") must be an object with at least id and embedding')
+    one_error_line(capsys, "candidates[1] must be an object with at least id and embedding (candidate id 'doc1')")
     request["candidates"][1] = ["not", "an", "object"]
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(request)))
     assert cli.main(["route"]) == 1

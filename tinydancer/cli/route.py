@@ -44,10 +44,10 @@ def _read_bytes(source: str, limit: int) -> bytes:
         return f.read(limit + 1)
 
 
-def _candidate_name(i: int, candidate: Any) -> str:
-    """``candidates[i]``, with `` (id "...")`` when the candidate is an object whose id is a string."""
+def _id_note(candidate: Any) -> str:
+    """`` (candidate id 'x')`` when the candidate is an object whose id is a string, as the router says it."""
     cid = candidate.get("id") if isinstance(candidate, dict) else None
-    return f"candidates[{i}] (id {json.dumps(cid)})" if isinstance(cid, str) else f"candidates[{i}]"
+    return f" (candidate id {cid!r})" if isinstance(cid, str) else ""
 
 
 def read_request(source: str, max_bytes: int = MAX_REQUEST_BYTES) -> RoutingRequest:
@@ -64,7 +64,7 @@ def read_request(source: str, max_bytes: int = MAX_REQUEST_BYTES) -> RoutingRequ
     Raises:
         InvalidInputError: the source cannot be read, is larger than ``max_bytes``, is not UTF-8 or not
             JSON, is nested too deeply, or does not have that form. A bad candidate is named by its index
-            and id: ``candidates[3] (id "doc-7"): success_rate must ...``.
+            and id, as the router names them: ``candidates[3].success_rate must ... (candidate id 'doc-7')``.
     """
     from tinydancer.errors import InvalidInputError
     from tinydancer.types import Candidate, RoutingRequest
@@ -94,16 +94,16 @@ def read_request(source: str, max_bytes: int = MAX_REQUEST_BYTES) -> RoutingRequ
         raise InvalidInputError("candidates must be a JSON list")
     candidates = []
     for i, c in enumerate(data["candidates"]):
-        name = _candidate_name(i, c)
+        note = _id_note(c)
         if not isinstance(c, dict) or "id" not in c or "embedding" not in c:
-            raise InvalidInputError(f"{name} must be an object with at least id and embedding")
+            raise InvalidInputError(f"candidates[{i}] must be an object with at least id and embedding{note}")
         unknown = set(c) - _CANDIDATE_FIELDS
         if unknown:
-            raise InvalidInputError(f"{name} has unknown fields {sorted(unknown)}")
+            raise InvalidInputError(f"candidates[{i}] has unknown fields {sorted(unknown)}{note}")
         try:
             candidates.append(Candidate(**c))
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"{name}: {exc}") from None
+        except InvalidInputError as exc:  # Candidate's messages start with the field's name
+            raise InvalidInputError(f"candidates[{i}].{exc}{note}") from None
     return RoutingRequest(query_embedding=data["query_embedding"], candidates=candidates,
                           metadata=data.get("metadata"))
 
