@@ -11,6 +11,7 @@ from tinydancer import cli
 from tinydancer.features import FeatureConfig
 from tinydancer.router import Router, RouterConfig
 from tinydancer.synthetic import demo_requests, random_candidates, random_query
+from tinydancer.types import Candidate, RoutingRequest
 
 NOW = 1_790_000_000.0
 
@@ -69,3 +70,14 @@ def test_bad_demo_options(capsys, args, message):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("age, confidence, lightweight", [(0.0, 0.946, True), (300.0, 0.922, False),
+                                                          (3600.0, 0.803, False)])
+def test_a_perfect_candidate_ages_out_of_the_lightweight_model(age, confidence, lightweight):
+    """The figures of the README's "What the defaults mean"."""
+    query = np.ones(8)
+    perfect = Candidate("p", query, {"k": 1}, created_at=NOW - age, access_count=10_000, success_rate=1.0)
+    decision = Router(clock=lambda: NOW).route(RoutingRequest(query, [perfect], metadata={"k": 1}))[0]
+    assert decision.confidence == pytest.approx(confidence, abs=5e-4)
+    assert decision.use_lightweight is lightweight
