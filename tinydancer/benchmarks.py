@@ -2,8 +2,10 @@
 from Python, their runner, and the table they are printed as.
 
 Each figure is the median over repeats of the mean time of a batch of calls, so a busy machine shows up
-as spread between repeats rather than as a wrong median. The asv suites (``asv_bench/``) place their
-inputs with :func:`aligned_copy` too.
+as spread between repeats rather than as a wrong median. :func:`measure` times one benchmark on every ISA
+and yields its row at once, so a table can be printed as it is measured. The asv suites (``asv_bench/``)
+build their routing requests with :func:`routing_inputs` and place their arrays with :func:`aligned_copy`,
+so both tools time the same calls.
 """
 
 from __future__ import annotations
@@ -11,13 +13,21 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tinydancer import kernels
+from tinydancer import checks, kernels
+from tinydancer.errors import InvalidInputError
 from tinydancer.model import FastGRNN, FastGRNNConfig
+
+if TYPE_CHECKING:
+    from tinydancer.types import CandidateBatch, RoutingRequest
+
+# (name, the call to time, the peer's figure): one benchmark, one row of the table.
+Benchmark = tuple[str, Callable[[], object], str]
 
 
 @dataclass(frozen=True)
@@ -32,17 +42,27 @@ class Timing:
     reference: str = ""
 
 
+def _check_timing(repeats: int, target_s: float) -> tuple[int, float]:
+    """``repeats`` and ``target_s`` checked: an int >= 1 and a finite float > 0, else InvalidInputError."""
+    return (checks.integer(repeats, "repeats", 1, error=InvalidInputError),
+            checks.real(target_s, "target_s", 0.0, low_open=True, error=InvalidInputError))
+
+
 def time_call(fn: Callable[[], object], *, repeats: int = 7, target_s: float = 0.02) -> tuple[float, float, float]:
     """Time ``fn`` in batches of calls.
 
     Args:
         fn: the call to time (called once first to warm up).
-        repeats: the number of timed batches.
-        target_s: the approximate length of one batch, in seconds.
+        repeats: the number of timed batches, >= 1.
+        target_s: the approximate length of one batch, in seconds, > 0.
 
     Returns:
         (median, min, max) over the batches of the nanoseconds per call.
+
+    Raises:
+        InvalidInputError: ``repeats`` or ``target_s`` is out of range.
     """
+    repeats, target_s = _check_timing(repeats, target_s)
     fn()  # warm up
     number = 1
     while True:  # grow the batch until one takes long enough to time well
@@ -96,7 +116,7 @@ def _fastgrnn_5_8(rng: np.random.Generator) -> kernels.FastGRNNCell:
     )
 
 
-def kernel_benchmarks(seed: int = 0) -> list[tuple[str, Callable[[], object], str]]:
+def kernel_benchmarks(seed: int = 0) -> list[Benchmark]:
     """(name, call, the peer's figure) for each kernel benchmark, on fixed random inputs."""
     rng = np.random.default_rng(seed)
     a = aligned_copy(rng.standard_normal(384).astype(np.float32))
@@ -130,7 +150,7 @@ def _model(form: str, inputs: int, hidden: int) -> FastGRNN:
     return model
 
 
-def model_benchmarks(seed: int = 0) -> list[tuple[str, Callable[[], object], str]]:
+def model_benchmarks(seed: int = 0) -> list[Benchmark]:
     """(name, call, the peer's figure) for the FastGRNN model in each storage form and at two sizes."""
     rng = np.random.default_rng(seed)
     out = []
@@ -151,28 +171,59 @@ CRATE_ROUTE = {10: "crate 8.8 us; npm binding 107 us", 50: "crate 48 us; npm bin
                100: "crate 93 us; npm binding 342 us"}
 
 
-def routing_benchmarks(seed: int = 0) -> list[tuple[str, Callable[[], object], str]]:
-    """The crate's benchmark table: feature extraction, model inference and complete routing, 384-d."""
-    from tinydancer.features import FeatureEngineer
-    from tinydancer.router import Router
+@dataclass(frozen=True)
+class RoutingInputs:
+    """The inputs of the routing benchmarks for one number of candidates (no metadata anywhere).
+
+    Attributes:
+        query: the unit 384-d float32 query, 64-byte aligned.
+        batch: the candidates as a :class:`~tinydancer.types.CandidateBatch`.
+        columnar: a request of ``query`` and ``batch``.
+        listed: a request of ``query`` and the same candidates as a list of ``Candidate`` objects.
+    """
+
+    query: np.ndarray
+    batch: CandidateBatch
+    columnar: RoutingRequest
+    listed: RoutingRequest
+
+
+def routing_inputs(n: int, *, seed: int = 0, now: float | None = None) -> RoutingInputs:
+    """The routing benchmarks' request of ``n`` candidates, for ``tinydancer bench`` and the asv suite alike.
+
+    Args:
+        n: the number of candidates.
+        seed: with ``n``, seeds every embedding and field.
+        now: the time the candidates' ages count back from (default: now).
+
+    Returns:
+        The query and the candidates, as a batch and as objects.
+    """
     from tinydancer.synthetic import candidate_batch, candidate_list, random_candidates, random_query
     from tinydancer.types import RoutingRequest
 
-    rng = np.random.default_rng(seed)
-    now = time.time()
+    rng = np.random.default_rng([seed, n])
+    query = aligned_copy(random_query(rng))
+    cols = random_candidates(rng, query, n, now=time.time() if now is None else now)
+    batch = candidate_batch(cols, metadata=False)
+    return RoutingInputs(query, batch, RoutingRequest(query, batch),
+                         RoutingRequest(query, candidate_list(cols, metadata=False)))
+
+
+def routing_benchmarks(seed: int = 0) -> list[Benchmark]:
+    """The crate's benchmark table: feature extraction, model inference and complete routing, 384-d."""
+    from tinydancer.features import FeatureEngineer
+    from tinydancer.router import Router
+
     router = Router()
     engineer = FeatureEngineer()
-    out: list[tuple[str, Callable[[], object], str]] = []
-    requests = {}
-    for n in (10, 50, 100):
-        query = random_query(rng)
-        cols = random_candidates(rng, query, n, now=now)
-        batch = candidate_batch(cols, metadata=False)
-        objects = candidate_list(cols, metadata=False)
-        requests[n] = (RoutingRequest(query, batch), RoutingRequest(query, objects))
-        out.append((f"feature extraction, {n} candidates", (lambda q=query, b=batch: engineer.extract_batch_features(q, b)),
-                    "crate 18.5 us" if n == 100 else ""))
-    features = engineer.extract_batch_features(requests[100][0].query_embedding, requests[100][0].candidates)
+    inputs = {n: routing_inputs(n, seed=seed) for n in (10, 50, 100)}
+    out: list[Benchmark] = [
+        (f"feature extraction, {n} candidates",
+         (lambda q=i.query, b=i.batch: engineer.extract_batch_features(q, b)), "crate 18.5 us" if n == 100 else "")
+        for n, i in inputs.items()
+    ]
+    features = engineer.extract_batch_features(inputs[100].query, inputs[100].batch)
     model = router.model
     x, X10, X100 = features[0].copy(), features[:10].copy(), features.copy()
     out += [
@@ -180,11 +231,81 @@ def routing_benchmarks(seed: int = 0) -> list[tuple[str, Callable[[], object], s
         ("model inference, batch of 10", lambda: model.forward_batch(X10), ""),
         ("model inference, batch of 100", lambda: model.forward_batch(X100), "crate 7.35 us per item"),
     ]
-    for n, (columnar, listed) in requests.items():
-        out.append((f"route(), {n} candidates (CandidateBatch)", (lambda r=columnar: router.route(r)), CRATE_ROUTE[n]))
-    for n, (columnar, listed) in requests.items():
-        out.append((f"route(), {n} Candidate objects", (lambda r=listed: router.route(r)), ""))
+    out += [(f"route(), {n} candidates (CandidateBatch)", (lambda r=i.columnar: router.route(r)), CRATE_ROUTE[n])
+            for n, i in inputs.items()]
+    out += [(f"route(), {n} Candidate objects", (lambda r=i.listed: router.route(r)), "")
+            for n, i in inputs.items()]
     return out
+
+
+GROUPS: dict[str, Callable[[], list[Benchmark]]] = {
+    "routing": routing_benchmarks, "kernels": kernel_benchmarks, "model": model_benchmarks,
+}
+
+
+def make_benchmarks(groups: Iterable[str] = ("kernels",)) -> list[Benchmark]:
+    """The benchmarks of ``groups``, in order, with their inputs built.
+
+    Args:
+        groups: any of ``"routing"``, ``"kernels"`` and ``"model"``.
+
+    Raises:
+        InvalidInputError: an unknown group.
+    """
+    groups = tuple(groups)
+    for group in groups:
+        if group not in GROUPS:
+            raise InvalidInputError(f"unknown benchmark group {group!r}; known: {', '.join(GROUPS)}")
+    return [benchmark for group in groups for benchmark in GROUPS[group]()]
+
+
+def _check_isas(isas: Sequence[str] | None) -> list[str]:
+    """``isas`` (default: every available ISA), each one available here, else ConfigError from set_isa."""
+    isas = list(isas) if isas else kernels.available_isas()
+    before = kernels.active_isa()
+    try:
+        for isa in isas:
+            kernels.set_isa(isa)
+    finally:
+        kernels.set_isa(before)
+    return isas
+
+
+def measure(benchmarks: Iterable[Benchmark], isas: Sequence[str] | None = None, *, repeats: int = 7,
+            target_s: float = 0.02) -> Iterator[list[Timing]]:
+    """Time each benchmark on every ISA in turn and yield its row as soon as it is measured.
+
+    The arguments are checked before anything runs; the active ISA is restored before each row is yielded
+    (and if timing fails).
+
+    Args:
+        benchmarks: what :func:`make_benchmarks` returned.
+        isas: the ISAs to run on (default: all available).
+        repeats, target_s: as for :func:`time_call`.
+
+    Returns:
+        An iterator of rows: per benchmark, one :class:`Timing` per ISA, in the order of ``isas``.
+
+    Raises:
+        InvalidInputError: ``repeats`` or ``target_s`` is out of range.
+        ConfigError: an ISA that is unknown or not available here.
+    """
+    repeats, target_s = _check_timing(repeats, target_s)
+    return _rows(list(benchmarks), _check_isas(isas), repeats, target_s)
+
+
+def _rows(benchmarks: list[Benchmark], isas: list[str], repeats: int, target_s: float) -> Iterator[list[Timing]]:
+    for name, fn, reference in benchmarks:
+        before = kernels.active_isa()
+        row = []
+        try:
+            for isa in isas:
+                kernels.set_isa(isa)
+                median, low, high = time_call(fn, repeats=repeats, target_s=target_s)
+                row.append(Timing(name, isa, median, low, high, reference))
+        finally:
+            kernels.set_isa(before)
+        yield row
 
 
 def run(isas: list[str] | None = None, *, repeats: int = 7, target_s: float = 0.02,
@@ -197,27 +318,27 @@ def run(isas: list[str] | None = None, *, repeats: int = 7, target_s: float = 0.
         groups: any of ``"kernels"``, ``"model"`` and ``"routing"``.
 
     Returns:
-        One :class:`Timing` per benchmark and ISA, ISA by ISA, in the groups' order.
+        One :class:`Timing` per benchmark and ISA, benchmark by benchmark, in the groups' order.
+
+    Raises:
+        InvalidInputError: ``repeats``, ``target_s`` or a group is out of range.
+        ConfigError: an ISA that is unknown or not available here.
     """
-    isas = isas or kernels.available_isas()
-    before = kernels.active_isa()
-    makers = {"kernels": kernel_benchmarks, "model": model_benchmarks, "routing": routing_benchmarks}
-    results = []
-    try:
-        for isa in isas:
-            kernels.set_isa(isa)
-            for group in groups:
-                for name, fn, reference in makers[group]():
-                    median, low, high = time_call(fn, repeats=repeats, target_s=target_s)
-                    results.append(Timing(name, isa, median, low, high, reference))
-    finally:
-        kernels.set_isa(before)
-    return results
+    repeats, target_s = _check_timing(repeats, target_s)
+    isas = _check_isas(isas)
+    return [t for row in _rows(make_benchmarks(groups), isas, repeats, target_s) for t in row]
 
 
 def training_epoch_seconds(n: int = 10_000, repeats: int = 3) -> float:
-    """Median seconds of one training epoch over ``n`` examples of input 5, hidden 8 (batch 32)."""
+    """Median seconds of one training epoch over ``n`` examples of input 5, hidden 8 (batch 32).
+
+    Raises:
+        InvalidInputError: ``n`` or ``repeats`` is below 1.
+    """
     from tinydancer.training import Trainer, TrainingConfig
+
+    n = checks.integer(n, "n", 1, error=InvalidInputError)
+    repeats = checks.integer(repeats, "repeats", 1, error=InvalidInputError)
 
     rng = np.random.default_rng(0)
     X = rng.uniform(0, 1, (n, 5)).astype(np.float32)
@@ -252,6 +373,34 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+@dataclass(frozen=True)
+class TableLayout:
+    """The columns of the benchmark table: the names' width, then one column per ISA, then the peer's figure.
+
+    Knowing the names in advance, a table can be printed a row at a time (:meth:`header`, then :meth:`row`
+    for each row :func:`measure` yields) and looks the same as :func:`table`.
+    """
+
+    width: int
+    isas: tuple[str, ...]
+
+    @classmethod
+    def for_names(cls, names: Iterable[str], isas: Sequence[str]) -> TableLayout:
+        """The layout for benchmarks of these names on these ISAs."""
+        return cls(max((len(name) for name in names), default=len("benchmark")), tuple(isas))
+
+    def header(self) -> str:
+        """The table's first line."""
+        return f"{'benchmark':<{self.width}}  " + "  ".join(f"{isa:>10}" for isa in self.isas) + "  peer"
+
+    def row(self, timings: Sequence[Timing]) -> str:
+        """One benchmark's line, from its timings on this layout's ISAs (in any order)."""
+        by_isa = {t.isa: t for t in timings}
+        first = by_isa[self.isas[0]]
+        cells = "  ".join(f"{format_ns(by_isa[isa].median_ns):>10}" for isa in self.isas)
+        return f"{first.name:<{self.width}}  {cells}  {first.reference}".rstrip()
+
+
 def table(timings: list[Timing], isas: list[str]) -> str:
     """The timings as a printable table: one row per benchmark, one column per ISA, then the peer's figure.
 
@@ -263,10 +412,8 @@ def table(timings: list[Timing], isas: list[str]) -> str:
         The table's lines joined by newlines (no trailing newline).
     """
     names = list(dict.fromkeys(t.name for t in timings))
-    by_key = {(t.name, t.isa): t for t in timings}
-    width = max(len(n) for n in names)
-    lines = [f"{'benchmark':<{width}}  " + "  ".join(f"{isa:>10}" for isa in isas) + "  peer"]
-    for name in names:
-        cells = "  ".join(f"{format_ns(by_key[(name, isa)].median_ns):>10}" for isa in isas)
-        lines.append(f"{name:<{width}}  {cells}  {by_key[(name, isas[0])].reference}")
-    return "\n".join(lines)
+    layout = TableLayout.for_names(names, isas)
+    rows: dict[str, list[Timing]] = {name: [] for name in names}
+    for t in timings:
+        rows[t.name].append(t)
+    return "\n".join([layout.header(), *(layout.row(rows[name]) for name in names)])

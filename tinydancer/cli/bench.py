@@ -1,26 +1,58 @@
 """``tinydancer bench``: the benchmark table (routing, kernels, model) on every available ISA, and the time
-of one training epoch."""
+of one training epoch. Each row is printed as soon as it is measured on every ISA."""
 
 from __future__ import annotations
 
 import argparse
+import math
 
 HELP = "time the kernels on every available ISA"
 DESCRIPTION = None
 
+# Every ISA tinydancer knows (``kernels.set_isa`` accepts these names); one that this machine cannot run is
+# refused with its own error when the command runs. Listed here so that ``--help`` imports no kernels.
+ISA_NAMES = ("scalar", "avx2", "avx512", "neon")
+GROUPS = ("routing", "kernels", "model")
+
+
+# Option types, local to this command for now; they match tinydancer.cli.options' and can move there.
+def positive_int(text: str) -> int:
+    """An integer >= 1, else a usage error."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not an integer >= 1")
+    return number
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0, else a usage error."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(number) or number <= 0.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number > 0")
+    return number
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's options to its subparser."""
-    parser.add_argument("--isa", action="append", help="only this ISA (repeatable)")
-    parser.add_argument("--repeats", type=int, default=9, help="timed repeats per figure (median reported)")
-    parser.add_argument("--seconds", type=float, default=0.05, help="approximate length of one repeat")
+    parser.add_argument("--isa", action="append", choices=ISA_NAMES,
+                        help="only this ISA (repeatable; default: every ISA available here)")
+    parser.add_argument("--repeats", type=positive_int, default=9,
+                        help="timed repeats per figure, >= 1 (median reported; default 9)")
+    parser.add_argument("--seconds", type=positive_float, default=0.05,
+                        help="approximate length of one repeat, > 0 (default 0.05)")
     parser.add_argument("--no-training", action="store_true", help="skip the training-epoch timing")
-    parser.add_argument("--group", action="append", choices=("routing", "kernels", "model"),
+    parser.add_argument("--group", action="append", choices=GROUPS,
                         help="only this group (repeatable; default: all three)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the table; the exit status is 0.
+    """Print the header, then each row of the table as soon as it is measured; the exit status is 0.
 
     Raises:
         TinyDancerError: an ``--isa`` that is not available on this machine.
@@ -28,13 +60,19 @@ def run(args: argparse.Namespace) -> int:
     from tinydancer import __version__, benchmarks, kernels
     from tinydancer.errors import TinyDancerError
 
-    isas = args.isa or kernels.available_isas()
+    available = kernels.available_isas()
+    isas = list(dict.fromkeys(args.isa)) if args.isa else available
     for isa in isas:
-        if isa not in kernels.available_isas():
-            raise TinyDancerError(f"ISA {isa!r} is not available here (available: {', '.join(kernels.available_isas())})")
-    print(f"tinydancer {__version__}, {benchmarks.cpu_name()}, median of {args.repeats} repeats per figure")
-    groups = tuple(args.group) if args.group else ("routing", "kernels", "model")
-    print(benchmarks.table(benchmarks.run(isas, repeats=args.repeats, target_s=args.seconds, groups=groups), isas))
+        if isa not in available:
+            raise TinyDancerError(f"ISA {isa!r} is not available here (available: {', '.join(available)})")
+    groups = tuple(dict.fromkeys(args.group)) if args.group else GROUPS
+    print(f"tinydancer {__version__}, {benchmarks.cpu_name()}, median of {args.repeats} repeats per figure",
+          flush=True)
+    cases = benchmarks.make_benchmarks(groups)
+    layout = benchmarks.TableLayout.for_names([name for name, _, _ in cases], isas)
+    print(layout.header(), flush=True)
+    for row in benchmarks.measure(cases, isas, repeats=args.repeats, target_s=args.seconds):
+        print(layout.row(row), flush=True)
     if not args.no_training:
         seconds = benchmarks.training_epoch_seconds()
         print(f"\ntraining, one epoch over 10,000 examples (input 5, hidden 8, batch 32): {seconds * 1e3:.0f} ms")

@@ -1,0 +1,257 @@
+"""``tinydancer bench`` and :mod:`tinydancer.benchmarks`: rows come out as they are measured, bad options are
+usage errors, the library refuses bad timing arguments, and the asv routing suite times the same requests.
+
+No test here asserts on how long anything takes."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import io
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinydancer import benchmarks, cli, kernels
+from tinydancer.cli import bench
+from tinydancer.errors import ConfigError, InvalidInputError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def counting_benchmarks(n: int, calls: list[int]) -> list[benchmarks.Benchmark]:
+    """n benchmarks that do nothing but count their calls in ``calls[i]``."""
+    calls[:] = [0] * n
+
+    def make(i: int):
+        def fn() -> None:
+            calls[i] += 1
+        return fn
+
+    return [(f"bench {i}", make(i), f"peer {i}" if i % 2 else "") for i in range(n)]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Rows one at a time
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_measure_yields_each_row_before_timing_the_next():
+    calls: list[int] = []
+    cases = counting_benchmarks(3, calls)
+    isas = kernels.available_isas()
+    rows = benchmarks.measure(cases, isas, repeats=1, target_s=1e-5)
+    assert calls == [0, 0, 0]  # nothing runs before the first row is asked for
+    for i, row in enumerate(rows):
+        assert [t.isa for t in row] == isas and {t.name for t in row} == {f"bench {i}"}
+        assert all(c > 0 for c in calls[:i + 1]) and all(c == 0 for c in calls[i + 1:])
+        assert all(t.min_ns <= t.median_ns <= t.max_ns for t in row)
+
+
+def test_measure_restores_the_isa_before_each_row():
+    before = kernels.active_isa()
+    others = [isa for isa in kernels.available_isas() if isa != before] or [before]
+    for _ in benchmarks.measure(counting_benchmarks(2, []), others, repeats=1, target_s=1e-5):
+        assert kernels.active_isa() == before
+    assert kernels.active_isa() == before
+
+
+def test_cli_prints_the_header_then_each_row_as_it_is_measured(monkeypatch, capsys):
+    """When benchmark i first runs, the header and exactly i rows have been written and flushed."""
+    flushed: list[str] = []
+
+    class Recorder(io.StringIO):
+        def flush(self) -> None:
+            flushed.append(self.getvalue())
+
+    out = Recorder()
+    seen: list[int] = []
+
+    def make(i: int):
+        def fn() -> None:
+            if len(seen) == i:  # the first call of benchmark i
+                seen.append(len(flushed[-1].splitlines()) if flushed else 0)
+        return fn
+
+    cases = [(f"bench {i}", make(i), "") for i in range(3)]
+    monkeypatch.setattr(benchmarks, "make_benchmarks", lambda groups: cases)
+    monkeypatch.setattr(sys, "stdout", out)
+    assert cli.main(["bench", "--isa", "scalar", "--repeats", "1", "--seconds", "0.0001", "--no-training"]) == 0
+    assert seen == [2, 3, 4]  # the title and header lines, then one more row before each benchmark
+    lines = out.getvalue().splitlines()
+    assert lines[1].split() == ["benchmark", "scalar", "peer"]
+    assert [line.split()[:2] for line in lines[2:]] == [["bench", "0"], ["bench", "1"], ["bench", "2"]]
+
+
+def test_table_is_what_the_rows_print():
+    calls: list[int] = []
+    cases = counting_benchmarks(3, calls)
+    isas = kernels.available_isas()
+    rows = list(benchmarks.measure(cases, isas, repeats=1, target_s=1e-5))
+    layout = benchmarks.TableLayout.for_names([name for name, _, _ in cases], isas)
+    printed = "\n".join([layout.header(), *(layout.row(row) for row in rows)])
+    assert benchmarks.table([t for row in rows for t in row], isas) == printed
+    assert printed.splitlines()[2].endswith("peer 1")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Option checks: usage errors, one line, no traceback
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--repeats", "0"], "--repeats"),
+    (["--repeats", "-3"], "--repeats"),
+    (["--repeats", "two"], "--repeats"),
+    (["--seconds", "-1"], "--seconds"),
+    (["--seconds", "0"], "--seconds"),
+    (["--seconds", "nan"], "--seconds"),
+    (["--seconds", "inf"], "--seconds"),
+    (["--isa", "bogus"], "--isa"),
+    (["--group", "everything"], "--group"),
+])
+def test_bad_options_are_usage_errors(argv, option, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", *argv])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # refused before the header
+    assert "Traceback" not in captured.err
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("tinydancer bench: error: argument ") and option in last
+
+
+def test_isa_option_lists_every_isa(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    assert "{scalar,avx2,avx512,neon}" in capsys.readouterr().out
+
+
+def test_isa_names_are_the_kernels_isas():
+    """Every name the option offers is an ISA set_isa knows (it runs here or is refused as unavailable)."""
+    before = kernels.active_isa()
+    try:
+        for name in bench.ISA_NAMES:
+            try:
+                kernels.set_isa(name)
+            except ConfigError as exc:
+                assert "not available" in str(exc)
+        with pytest.raises(ConfigError, match="unknown"):
+            kernels.set_isa("mmx")
+    finally:
+        kernels.set_isa(before)
+    assert set(kernels.compiled_isas()) <= set(bench.ISA_NAMES)
+
+
+def test_a_known_isa_not_available_here_is_one_error_line(capsys):
+    missing = [name for name in bench.ISA_NAMES if name not in kernels.available_isas()]
+    if not missing:
+        pytest.skip("every ISA runs here")
+    assert cli.main(["bench", "--isa", missing[0]]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and "not available" in captured.err and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("text, value", [("1", 1), ("12", 12)])
+def test_positive_int(text, value):
+    assert bench.positive_int(text) == value
+
+
+@pytest.mark.parametrize("text, value", [("0.5", 0.5), ("1e-3", 1e-3), ("2", 2.0)])
+def test_positive_float(text, value):
+    assert bench.positive_float(text) == value
+
+
+# --------------------------------------------------------------------------------------------------------
+# The library refuses bad timing arguments with InvalidInputError
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"repeats": 0}, {"repeats": -1}, {"repeats": 2.0}, {"repeats": True},
+    {"target_s": 0.0}, {"target_s": -1.0}, {"target_s": math.nan}, {"target_s": math.inf}, {"target_s": "1"},
+])
+def test_timing_arguments_are_checked(kwargs):
+    calls: list[int] = []
+    cases = counting_benchmarks(1, calls)
+    with pytest.raises(InvalidInputError):
+        benchmarks.time_call(cases[0][1], **kwargs)
+    with pytest.raises(InvalidInputError):
+        benchmarks.measure(cases, **kwargs)  # at the call, not at the first row
+    with pytest.raises(InvalidInputError):
+        benchmarks.run(["scalar"], **kwargs)
+    assert calls == [0]
+
+
+def test_groups_isas_and_training_arguments_are_checked():
+    with pytest.raises(InvalidInputError, match="unknown benchmark group"):
+        benchmarks.make_benchmarks(["everything"])
+    with pytest.raises(ConfigError):
+        benchmarks.measure(counting_benchmarks(1, []), ["mmx"])
+    with pytest.raises(InvalidInputError):
+        benchmarks.training_epoch_seconds(repeats=0)
+    with pytest.raises(InvalidInputError):
+        benchmarks.training_epoch_seconds(n=0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# One request for both tools
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_routing_inputs_are_reproducible_and_aligned():
+    a, b = benchmarks.routing_inputs(10, now=1.7e9), benchmarks.routing_inputs(10, now=1.7e9)
+    assert a.query.ctypes.data % 64 == 0 and a.batch.embeddings.ctypes.data % 64 == 0
+    assert np.array_equal(a.query, b.query) and np.array_equal(a.batch.embeddings, b.batch.embeddings)
+    assert a.columnar.candidates is a.batch and np.array_equal(a.columnar.query_embedding, a.query)
+    listed = a.listed.candidates
+    assert len(listed) == len(a.batch) == 10
+    assert np.array_equal(np.stack([c.embedding for c in listed]), a.batch.embeddings)
+    assert [c.access_count for c in listed] == list(a.batch.access_count)
+    assert not a.columnar.metadata and not a.listed.metadata and a.batch.metadata is None
+    assert not np.array_equal(benchmarks.routing_inputs(50, now=1.7e9).query, a.query)
+
+
+@pytest.fixture
+def asv_suites(monkeypatch):
+    """The asv_bench/benchmarks package, imported under its own name."""
+    monkeypatch.syspath_prepend(str(ROOT / "asv_bench"))
+    for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
+        monkeypatch.delitem(sys.modules, name)
+    yield {name: importlib.import_module(f"benchmarks.{name}")
+           for name in ("bench_kernels", "bench_model", "bench_routing")}
+    for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
+        del sys.modules[name]
+
+
+def test_asv_suites_have_no_setup(asv_suites):
+    """asv_runner >= 0.3 reruns ``setup`` before every timed call and times single calls; fast suites prepare
+    on their first call instead (Training, one 20 ms call a sample, may keep it)."""
+    for module in asv_suites.values():
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != module.__name__ or name == "Training":
+                continue
+            if any(attr.startswith("time_") for attr in dir(cls)):
+                assert not hasattr(cls, "setup"), f"{module.__name__}.{name} defines setup"
+
+
+def test_asv_routing_suite_routes_the_bench_request(asv_suites):
+    before = kernels.active_isa()
+    suite = asv_suites["bench_routing"].Routing()
+    try:
+        isa = kernels.available_isas()[0]
+        suite.time_route_candidate_batch(isa, 10)
+        assert kernels.active_isa() == isa and suite.key == (isa, 10)
+        made = benchmarks.routing_inputs(10)
+        assert np.array_equal(suite.query, made.query)
+        assert np.array_equal(suite.batch.embeddings, made.batch.embeddings)
+        router = suite.router
+        suite.time_route_candidate_objects(isa, 10)
+        suite.time_feature_extraction(isa, 10)
+        assert suite.router is router  # prepared once per parameter set
+    finally:
+        kernels.set_isa(before)
