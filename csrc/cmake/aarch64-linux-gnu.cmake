@@ -1,5 +1,9 @@
-# Cross-compiling csrc/ for aarch64 on x86-64 Debian (gcc-aarch64-linux-gnu, qemu-user-static):
-#   cmake -S csrc -B build-arm -DCMAKE_TOOLCHAIN_FILE=csrc/cmake/aarch64-linux-gnu.cmake && ctest runs under qemu.
+# Cross-compiling csrc/ for aarch64 on x86-64 Debian (gcc-aarch64-linux-gnu, qemu-user-static), from the
+# repository root; ctest runs the test program under qemu:
+#   cmake -S csrc -B build-arm -DCMAKE_TOOLCHAIN_FILE="$PWD/csrc/cmake/aarch64-linux-gnu.cmake"
+#   cmake --build build-arm && ctest --test-dir build-arm
+# Give this file's path absolute: CMake looks for a relative one in the build folder, then in the source
+# folder (csrc/), never in the current directory (`--toolchain` does the same).
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
 set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)
