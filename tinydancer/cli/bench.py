@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 
-HELP = "time the kernels on every available ISA"
+HELP = "time routing, the kernels and the model on every available ISA"
 DESCRIPTION = None
 
 # Every ISA tinydancer knows (``kernels.set_isa`` accepts these names); one that this machine cannot run is
