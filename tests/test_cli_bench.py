@@ -156,16 +156,6 @@ def test_a_known_isa_not_available_here_is_one_error_line(capsys):
     assert captured.err.count("\n") == 1 and "not available" in captured.err and "Traceback" not in captured.err
 
 
-@pytest.mark.parametrize("text, value", [("1", 1), ("12", 12)])
-def test_positive_int(text, value):
-    assert bench.positive_int(text) == value
-
-
-@pytest.mark.parametrize("text, value", [("0.5", 0.5), ("1e-3", 1e-3), ("2", 2.0)])
-def test_positive_float(text, value):
-    assert bench.positive_float(text) == value
-
-
 # --------------------------------------------------------------------------------------------------------
 # The library refuses bad timing arguments with InvalidInputError
 # --------------------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ of one training epoch. Each row is printed as soon as it is measured on every IS
 from __future__ import annotations
 
 import argparse
-import math
+
+from tinydancer.cli.options import positive_float, positive_int
 
 HELP = "time routing, the kernels and the model on every available ISA"
 DESCRIPTION = None
@@ -13,29 +14,6 @@ DESCRIPTION = None
 # refused with its own error when the command runs. Listed here so that ``--help`` imports no kernels.
 ISA_NAMES = ("scalar", "avx2", "avx512", "neon")
 GROUPS = ("routing", "kernels", "model")
-
-
-# Option types, local to this command for now; they match tinydancer.cli.options' and can move there.
-def positive_int(text: str) -> int:
-    """An integer >= 1, else a usage error."""
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not an integer >= 1")
-    return number
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0, else a usage error."""
-    try:
-        number = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(number) or number <= 0.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a finite number > 0")
-    return number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
