@@ -97,10 +97,11 @@ def test_report_table_format_is_stable():
         "always weak    quality 0.5000 (66.7% of strong), 0.0% strong calls, saving 99.0%\n"
         "always strong  quality 0.7500, 100.0% strong calls, saving 0.0%\n"
         "\n"
-        "APGR: area under the PGR curve over the share of strong calls (random 0.500); interval: 95% bootstrap "
-        "percentile, 20 resamples of the rows\n"
-        "CPT(x): share of strong calls at which PGR reaches x; strong@q: share of strong calls reaching q of the "
-        "strong model's quality; saving@q: cost saving against always-strong there\n")
+        "APGR: area under the PGR curve over the share of strong calls (random 0.500)\n"
+        "95% interval: bootstrap percentile, 20 resamples of the rows\n"
+        "CPT(x): share of strong calls at which PGR reaches x\n"
+        "strong@q: share of strong calls reaching q of the strong model's quality; saving@q: cost saving there "
+        "against always-strong\n")
 
 
 def test_report_when_the_weak_model_is_better():

@@ -19,9 +19,9 @@ a straight line from ``mean(weak)`` to ``mean(strong)``.
 * :func:`oracle_score`, :func:`random_score`: the two reference routers.
 * :func:`bootstrap`: percentile confidence intervals by resampling rows.
 
-RouteLLM (Ong et al., 2024, ``routellm/evals/evaluate.py``) evaluates 10 quantile thresholds and takes
-the trapezoid of that coarse curve; here every cut point counts, so figures can differ slightly from its
-published ones.
+RouteLLM (Ong et al., 2024, ``routellm/evals/benchmarks.py`` and ``evaluate.py``) evaluates a router at
+the 11 edges of 10 quantile bins of its scores and takes the trapezoid of that coarse curve; here every
+cut point counts, so figures can differ slightly from its published ones.
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ class _Knots:
     def pgr(self) -> np.ndarray:
         """PGR at the knots: 0 at no strong calls, 1 at all, exactly."""
         gap = self.q_strong - self.q_weak
+        # equal up to rounding (graded scores whose sums differ in the last bit) counts as equal
         if abs(gap) <= 1e-12 * max(abs(self.q_strong), abs(self.q_weak)):
             raise InvalidInputError(
                 f"PGR is undefined: the strong and the weak model have the same mean quality "

@@ -214,10 +214,11 @@ class Report:
             f"0.0% strong calls, saving {_percent(always_weak)}",
             f"{'always strong'.ljust(widths[0])}  quality {self.q_strong:.4f}, 100.0% strong calls, saving 0.0%",
             "",
-            f"APGR: area under the PGR curve over the share of strong calls (random 0.500); interval: "
-            f"{confidence} bootstrap percentile, {self.n_boot} resamples of the rows",
-            "CPT(x): share of strong calls at which PGR reaches x; strong@q: share of strong calls reaching q of "
-            "the strong model's quality; saving@q: cost saving against always-strong there",
+            "APGR: area under the PGR curve over the share of strong calls (random 0.500)",
+            f"{confidence} interval: bootstrap percentile, {self.n_boot} resamples of the rows",
+            "CPT(x): share of strong calls at which PGR reaches x",
+            "strong@q: share of strong calls reaching q of the strong model's quality; saving@q: cost saving there "
+            "against always-strong",
         ]
         return "\n".join(lines) + "\n"
 
