@@ -8,7 +8,8 @@ p-value on held-out calibration queries; the thresholds are tested by fixed-sequ
 from the strictest (few queries to the lightweight model) to the most lenient, rejecting at level ``delta``
 until the first p-value above ``delta``. The most lenient rejected threshold is returned. Fixed-sequence
 testing needs no correction for the number of thresholds: a wrong threshold can be returned only if the
-strictest threshold whose risk is too high was rejected, which happens with probability at most ``delta``.
+strictest threshold whose risk is too high was rejected, which happens with probability at most ``delta``
+(each function's docstring gives the argument in full, and its one proviso for the first risk).
 
 Two risks, one function each:
 
@@ -30,7 +31,9 @@ Example::
 
     cal = calibrate_lightweight_error(score, good_enough, target=0.9, delta=0.1)
     if cal.certified:
-        cheap = cal.use_lightweight(new_scores)  # with prob. >= 0.9, <= 10% of these answers fall short
+        # With probability >= 0.9 over the calibration draw, at most 10% of the queries routed this way
+        # get a lightweight answer that is not good enough.
+        cheap = cal.use_lightweight(new_scores)
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -235,7 +238,7 @@ class Calibration:
         return cls(**_checked(values, lambda key: f"calibration[{key!r}]"))
 
 
-def _checked(values: dict[str, Any], name: Any) -> dict[str, Any]:
+def _checked(values: dict[str, Any], name: Callable[[str], str]) -> dict[str, Any]:
     """The fields of a :class:`Calibration`, checked and normalised; ``name(field)`` names one in messages.
 
     Raises:
@@ -243,7 +246,7 @@ def _checked(values: dict[str, Any], name: Any) -> dict[str, Any]:
     """
     err = InvalidInputError
     risk = values["risk"]
-    if risk not in RISKS:
+    if not isinstance(risk, str) or risk not in RISKS:
         raise err(f"{name('risk')} must be one of {', '.join(map(repr, RISKS))}, got {risk!r}")
     certified = checks.flag(values["certified"], name("certified"), error=err)
     nothing = math.inf if risk == RISK_LIGHTWEIGHT_ERROR else -math.inf
@@ -516,10 +519,11 @@ def calibrate_lightweight_error(score: Any, good_enough: Any, target: float, del
     the first candidate routing m0 or more. It rejects while p <= delta and stops at the first p > delta;
     the threshold is the last rejected candidate. Why this is valid: the p-value is constant between
     consecutive calibration scores, so the walk in effect tests every threshold between its first and last
-    candidates. Let t0 be the strictest threshold with R(t0) > 1 - target. A wrong threshold is returned
-    only if the walk rejects at t0 (probability <= delta given that m0 or more queries score >= t0) or,
-    when fewer do, rejects its very first candidate, whose m queries then all have failure probability
-    >= 1 - target under the proviso, so that this too has probability <= delta.
+    candidates. Let t0 be the strictest threshold (with a grid: grid value) with R(t0) > 1 - target. A
+    wrong threshold is returned only if the walk rejects at t0 (probability <= delta given that m0 or more
+    queries score >= t0) or, when fewer do, rejects its very first candidate; the errors among its m
+    queries are then, under the proviso, at least Binomial(m, 1 - target) in distribution, so this too has
+    probability <= delta.
 
     Cost: O(n log n) to sort and count, plus the tail sums (O(1) terms per candidate far from the mean,
     O(sqrt n) near it).
@@ -672,13 +676,15 @@ def calibrate_quality_loss(gain: Any, strong: Any, weak: Any, target: float, del
     guarantee is E l(t) <= 0. Candidates are "route nothing" (a loss of -(1 - target) strong_i each), then
     the distinct calibration gains from the lowest up, or ``grid``. Each gets a p-value for H0: E l(t) > 0
     from the betting test of Waudby-Smith and Ramdas ("Estimating means of bounded random variables by
-    betting", JRSS-B 2024), in its empirical-Bernstein form: the queries are split into 32 equal blocks of a
-    fixed random permutation, each block bets a fraction tuned on the blocks before it (the first bets
-    nothing), and the p-value is 1 / the largest capital reached at a block's end, valid for any losses
-    bounded as above (no distributional assumption). The walk rejects while p <= delta and stops at
-    the first p > delta. Since the p-value is constant between consecutive calibration gains and the walk
-    starts at "route nothing", every threshold up to the returned one was in effect tested, so a threshold
-    with E l > 0 is returned with probability at most delta: the guarantee is exact.
+    betting", JRSS-B 2024), in its empirical-Bernstein form (the log-capital bounded below through Fan,
+    Grama and Liu's inequality, so only sums and sums of squares are needed): the queries are split into
+    32 equal blocks of a fixed random permutation, each block bets a fraction tuned on the blocks before it
+    (the first bets nothing), and the p-value is 1 / the largest capital reached at a block's end (Ville's
+    inequality), valid for any losses bounded as above. The walk rejects while p <= delta and stops at the
+    first p > delta. The p-value is constant between consecutive calibration gains and the walk starts at
+    "route nothing", so every threshold up to the returned one was in effect tested; a threshold with
+    E l > 0 can be returned only if the strictest such threshold (with a grid: grid value) was rejected,
+    which has probability at most delta. The guarantee needs no assumption beyond i.i.d. queries.
 
     Cost: O(n log n) to sort, then O(n) per block (32 n in all) for all candidates together.
 
