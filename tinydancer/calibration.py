@@ -69,7 +69,7 @@ RISKS = (RISK_LIGHTWEIGHT_ERROR, RISK_QUALITY_LOSS)
 
 MAX_FAILURE_VALUES = 256
 """The most calibration values a :class:`Calibration` keeps for :meth:`Calibration.uncertainty` (2 KB as
-float64, about 5 KB as JSON). Up to this many failures are kept exactly; beyond it, quantiles."""
+float64, up to about 5.5 KB as JSON). Up to this many failures are kept exactly; beyond it, quantiles."""
 
 # The betting test splits the calibration queries into this many equal blocks; the bet in each block is tuned
 # on the blocks before it, so the first block only teaches (its bet is 0). More blocks adapt faster; 32 is
