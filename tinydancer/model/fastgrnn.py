@@ -333,6 +333,22 @@ class FastGRNN:
         """
         files.save_file(_to_record(self), path)
 
+    def to_record(self) -> files.ModelRecord:
+        """The model as a :class:`~tinydancer.model.files.ModelRecord` (tensors and metadata), for files that
+        carry a FastGRNN with metadata of their own (add keys to a copy of its ``metadata``)."""
+        return _to_record(self)
+
+    @staticmethod
+    def from_record(record: files.ModelRecord) -> FastGRNN:
+        """The FastGRNN a record of tinydancer's format holds, every tensor checked against its config
+        (metadata keys other than ``config`` and ``storage`` are left to the caller).
+
+        Raises:
+            ModelSchemaError: a bad config, storage, tensor set, dtype or shape.
+            ModelValueError: a weight is NaN or infinite.
+        """
+        return _from_record(record)
+
     @classmethod
     def load(cls, path: files.PathArg) -> FastGRNN | CrateFastGRNN:
         """Read a model file, validating everything first (the same as :func:`load_model`).

@@ -1,0 +1,447 @@
+"""The query router: from a query's embedding, decide whether the cheap (lightweight) model's answer will be
+good enough, on a threshold certified by :mod:`tinydancer.calibration`.
+
+A :class:`QueryRouter` holds a query model (see :mod:`~tinydancer.query_router.ensemble`), what kind of
+outcome it learnt (:mod:`~tinydancer.query_router.outcomes`) and a :class:`~tinydancer.calibration.Calibration`.
+For each query it gives
+
+- ``confidence``: the model's probability that the lightweight answer is good enough (as good as the
+  strong model's);
+- ``expected_gain``: the strong model's expected quality gain over the lightweight one (sending queries to
+  the strong model in decreasing order of it maximises quality for a budget of strong calls);
+- ``use_lightweight``: the calibrated rule (``confidence >= threshold`` for the ``lightweight_error`` risk,
+  ``expected_gain <= threshold`` for ``quality_loss``); False for every query while nothing is certified,
+  including a router that was never calibrated;
+- ``uncertainty``: the calibration's conformal p-value for "the lightweight model fails on this query"
+  (see :meth:`Calibration.uncertainty <tinydancer.calibration.Calibration.uncertainty>`): if the query is
+  one the lightweight model fails, drawn like the calibration's failures, P(uncertainty <= a) <= a. Small
+  means the query ranks beyond nearly all the calibration's failures (by confidence for the
+  ``lightweight_error`` risk, by expected gain for ``quality_loss``). 1.0 without a calibration.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from tinydancer import checks, kernels
+from tinydancer.calibration import Calibration, calibrate_lightweight_error, calibrate_quality_loss
+from tinydancer.errors import InvalidInputError, ModelSchemaError
+from tinydancer.model import FastGRNN, files
+from tinydancer.query_router import outcomes
+from tinydancer.query_router.ensemble import EnsembleConfig, merge, train_ensemble
+
+__all__ = ["QueryDecision", "QueryDecisions", "QueryRouter", "DEFAULT_QUERY_MODEL", "RISKS"]
+
+DEFAULT_QUERY_MODEL = "query_router.safetensors"
+RISKS = ("lightweight_error", "quality_loss")
+_METADATA_KEY = "query_router"
+_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class QueryDecision:
+    """The router's verdict on one query.
+
+    Attributes:
+        use_lightweight: send the query to the lightweight model.
+        confidence: the model's probability that the lightweight answer is good enough.
+        uncertainty: the calibration's conformal p-value for this query (1.0 without a calibration).
+        threshold: the calibrated threshold the decision used.
+        expected_gain: the strong model's expected quality gain over the lightweight one.
+        certified: whether the threshold is certified (False: every query goes to the powerful model).
+    """
+
+    use_lightweight: bool
+    confidence: float
+    uncertainty: float
+    threshold: float
+    expected_gain: float
+    certified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueryDecisions:
+    """The verdicts on a batch of queries, as read-only arrays in input order (see :class:`QueryDecision`)."""
+
+    use_lightweight: NDArray[np.bool_]
+    confidence: NDArray[np.float32]
+    uncertainty: NDArray[np.float64]
+    threshold: float
+    expected_gain: NDArray[np.float32]
+    certified: bool
+
+    def __len__(self) -> int:
+        return int(self.use_lightweight.shape[0])
+
+    @property
+    def lightweight_share(self) -> float:
+        """The share of the batch sent to the lightweight model (0.0 for an empty batch)."""
+        n = len(self)
+        return float(np.count_nonzero(self.use_lightweight)) / n if n else 0.0
+
+
+def _frozen(a: NDArray[Any]) -> NDArray[Any]:
+    a.flags.writeable = False
+    return a
+
+
+def default_query_model_path() -> str:
+    """Where the shipped default query model is installed (see models/MODEL_CARD.md)."""
+    return str(resources.files("tinydancer") / "models" / DEFAULT_QUERY_MODEL)
+
+
+class QueryRouter:
+    """Routes queries between a lightweight and a powerful model (see the module docstring).
+
+    Made by :meth:`fit`, :meth:`load` or :meth:`default`, not directly. Thread-safe: any number of threads
+    may route while another calibrates; a route sees the old calibration or the new one.
+    """
+
+    __slots__ = ("_model", "_cell", "_kind", "_dim", "_length", "_calibration", "_lock")
+
+    def __init__(self, model: FastGRNN, kind: str, embedding_dim: int, length: tuple[float, float] | None,
+                 calibration: Calibration | None) -> None:
+        self._model = model
+        self._cell = model.cell
+        self._kind = kind
+        self._dim = embedding_dim
+        self._length = length
+        self._calibration = calibration
+        self._lock = threading.Lock()
+
+    # -- making one ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def fit(cls, embeddings: ArrayLike, labels: ArrayLike | None = None, *, strong: ArrayLike | None = None,
+            weak: ArrayLike | None = None, prompt_length: ArrayLike | None = None, seed: int = 0,
+            config: EnsembleConfig | None = None) -> QueryRouter:
+        """Train a query model (not calibrated yet: call :meth:`calibrate` on held-out queries).
+
+        Args:
+            embeddings: (N, D) query embeddings, finite; any D up to 1024 (1023 with ``prompt_length``).
+            labels: (N,) 1 where the lightweight answer was good enough, else 0. Or instead:
+            strong, weak: (N,) each model's per-query quality: booleans (right or wrong), or graded scores
+                such as MT-Bench's 1-10. From them the model learns the outcome classes that give both the
+                probability that the lightweight answer is good enough and the expected gain
+                (:mod:`~tinydancer.query_router.outcomes`).
+            prompt_length: optional (N,) prompt lengths in characters (> 0), a side input: the model then
+                reads their standardised logarithm too, and needs them when it routes.
+            seed: seeds the members' initialisation, shuffling and early-stopping split.
+            config: the ensemble's size and training settings (default :class:`EnsembleConfig`).
+
+        Raises:
+            InvalidInputError: a bad array, length, label or value, naming the argument.
+        """
+        config = EnsembleConfig() if config is None else config
+        if not isinstance(config, EnsembleConfig):
+            raise InvalidInputError(f"config must be an EnsembleConfig, got {type(config).__name__}")
+        seed = checks.integer(seed, "seed", 0, error=InvalidInputError)
+        E = _matrix(embeddings, "embeddings", None)
+        n, dim = E.shape
+        kind, first, second = outcomes.as_outcomes(labels, strong, weak, n)
+        length = None
+        if prompt_length is not None:
+            logs = np.log(_lengths(prompt_length, n))
+            length = (float(logs.mean()), float(max(logs.std(), 1e-6)))
+        X = _with_length(E, prompt_length, length, n)
+        members = train_ensemble(X, outcomes.encode(kind, first, second), len(outcomes.CLASSES[kind]), config, seed)
+        model = merge(members)
+        if config.quantize:
+            model.quantize()
+        return cls(model, kind, dim, length, None)
+
+    @classmethod
+    def default(cls) -> QueryRouter:
+        """The shipped default query model with its shipped calibration (see models/MODEL_CARD.md)."""
+        return cls.load(default_query_model_path())
+
+    # -- scoring ------------------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> FastGRNN:
+        """The query model (one FastGRNN; see :mod:`~tinydancer.query_router.ensemble`)."""
+        return self._model
+
+    @property
+    def outcome_kind(self) -> str:
+        """What the model learnt: ``labels``, ``binary`` or ``graded`` (see :mod:`~tinydancer.query_router.outcomes`)."""
+        return self._kind
+
+    @property
+    def embedding_dim(self) -> int:
+        return self._dim
+
+    @property
+    def uses_prompt_length(self) -> bool:
+        """Whether the model reads the prompt length (then every call needs ``prompt_length``)."""
+        return self._length is not None
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The calibration in use, or None before :meth:`calibrate`."""
+        return self._calibration
+
+    def _probabilities(self, embeddings: ArrayLike, prompt_length: Any) -> tuple[NDArray[np.float32], bool]:
+        """Class probabilities, (C,) for one (D,) embedding or (N, C) for (N, D), and whether it was one."""
+        one = np.ndim(embeddings) == 1
+        if one:
+            x = kernels.as_vector(embeddings, "embedding")
+            if x.shape[0] != self._dim:
+                raise InvalidInputError(f"embedding must have length {self._dim}, got {x.shape[0]}")
+            if self._length is not None:
+                x = _with_length(x[None, :], [prompt_length] if prompt_length is not None else None,
+                                 self._length, 1)[0]
+            elif prompt_length is not None:
+                raise InvalidInputError("prompt_length was given, but this model does not read it")
+            return self._cell.forward(x), True
+        E = _matrix(embeddings, "embeddings", self._dim)
+        if self._length is None and prompt_length is not None:
+            raise InvalidInputError("prompt_length was given, but this model does not read it")
+        X = _with_length(E, prompt_length, self._length, E.shape[0])
+        return self._cell.forward_batch(X), False
+
+    def score(self, embeddings: ArrayLike, *, prompt_length: Any = None) -> float | NDArray[np.float32]:
+        """The probability that the lightweight model's answer is good enough: a float for one (D,)
+        embedding, a float32 (N,) array for (N, D).
+
+        Raises:
+            InvalidInputError: NaN or Inf, a wrong dimension or dtype, an empty batch dimension, or a
+                missing or extra ``prompt_length``.
+        """
+        p, one = self._probabilities(embeddings, prompt_length)
+        s, _ = outcomes.score_and_gain(self._kind, p)
+        return float(s) if one else s
+
+    def expected_gain(self, embeddings: ArrayLike, *, prompt_length: Any = None) -> float | NDArray[np.float32]:
+        """The strong model's expected quality gain over the lightweight one (for 0/1 quality:
+        P(strong right, weak wrong) - P(weak right, strong wrong)); a float or a float32 (N,) array."""
+        p, one = self._probabilities(embeddings, prompt_length)
+        _, g = outcomes.score_and_gain(self._kind, p)
+        return float(g) if one else g
+
+    # -- routing ------------------------------------------------------------------------------------------
+
+    def route(self, embedding: ArrayLike, *, prompt_length: float | None = None) -> QueryDecision:
+        """Decide for one (D,) query embedding (see the module docstring).
+
+        Raises:
+            InvalidInputError: see :meth:`score`; a 2-D array (use :meth:`route_batch`).
+        """
+        if np.ndim(embedding) != 1:
+            raise InvalidInputError(f"embedding must be 1-D (use route_batch for a batch), got {np.ndim(embedding)}-D")
+        p, _ = self._probabilities(embedding, prompt_length)
+        score, gain = outcomes.score_and_gain(self._kind, p)
+        cal = self._calibration
+        s, g = float(score), float(gain)
+        if cal is None:
+            return QueryDecision(False, s, 1.0, math.inf, g, False)
+        value = s if cal.risk == "lightweight_error" else g  # what the risk ranks by
+        use = bool(cal.use_lightweight(np.array([value]))[0])
+        return QueryDecision(use, s, float(cal.uncertainty(value)), float(cal.threshold), g, bool(cal.certified))
+
+    def route_batch(self, embeddings: ArrayLike, *, prompt_length: ArrayLike | None = None) -> QueryDecisions:
+        """Decide for (N, D) query embeddings at once, as arrays (no per-query Python objects).
+
+        Raises:
+            InvalidInputError: see :meth:`score`.
+        """
+        p, one = self._probabilities(embeddings, prompt_length)
+        if one:
+            raise InvalidInputError("embeddings must be 2-D (N, D); use route for one embedding")
+        score, gain = outcomes.score_and_gain(self._kind, p)
+        cal = self._calibration
+        if cal is None:
+            n = score.shape[0]
+            return QueryDecisions(_frozen(np.zeros(n, np.bool_)), _frozen(score), _frozen(np.ones(n)), math.inf,
+                                  _frozen(gain), False)
+        value = score if cal.risk == "lightweight_error" else gain  # what the risk ranks by
+        return QueryDecisions(_frozen(np.asarray(cal.use_lightweight(value), np.bool_)), _frozen(score),
+                              _frozen(np.asarray(cal.uncertainty(value), np.float64)), float(cal.threshold),
+                              _frozen(gain), bool(cal.certified))
+
+    # -- calibration --------------------------------------------------------------------------------------
+
+    def calibrate(self, embeddings: ArrayLike, labels: ArrayLike | None = None, target: float = 0.9,
+                  delta: float = 0.1, *, risk: str = "lightweight_error", strong: ArrayLike | None = None,
+                  weak: ArrayLike | None = None, prompt_length: ArrayLike | None = None) -> Calibration:
+        """Certify a threshold on held-out queries (not the training ones) and use it from now on.
+
+        Args:
+            embeddings: (N, D) calibration queries, drawn like the queries the router will serve.
+            labels: (N,) 1 where the lightweight answer was good enough; or give ``strong`` and ``weak``
+                (each model's per-query quality; for ``quality_loss`` in [0, 1]: scale graded scores).
+            target: for ``lightweight_error``, the share of lightweight-routed queries whose lightweight
+                answer must be good enough (0.9: at most 10% worse than the strong model's); for
+                ``quality_loss``, the share of the strong model's overall quality to keep (0.95: at least
+                95% of always-strong).
+            delta: the guarantee holds with probability at least 1 - delta over the calibration draw.
+            risk: ``lightweight_error`` (routes on confidence, highest first) or ``quality_loss`` (routes
+                on expected gain, lowest first: the order that keeps the most quality per strong call;
+                needs ``strong`` and ``weak``).
+            prompt_length: the queries' prompt lengths, when the model reads them.
+
+        Returns:
+            The :class:`~tinydancer.calibration.Calibration`; when nothing could be certified its
+            ``certified`` is False and every query goes to the powerful model.
+
+        Raises:
+            InvalidInputError: bad arrays or labels, target or delta outside (0, 1), an unknown risk.
+        """
+        if risk not in RISKS:
+            raise InvalidInputError(f"risk must be one of {RISKS}, got {risk!r}")
+        p, one = self._probabilities(embeddings, prompt_length)
+        if one:
+            raise InvalidInputError("embeddings must be 2-D (N, D)")
+        score, gain = outcomes.score_and_gain(self._kind, p)
+        n = score.shape[0]
+        if risk == "lightweight_error":
+            kind, first, second = outcomes.as_outcomes(labels, strong, weak, n)
+            cal = calibrate_lightweight_error(score, outcomes.good_enough(kind, first, second), target, delta)
+        else:
+            if labels is not None:
+                raise InvalidInputError("risk 'quality_loss' needs strong and weak, not labels")
+            _, first, second = outcomes.as_outcomes(None, strong, weak, n)
+            cal = calibrate_quality_loss(gain, first, second, target, delta)
+        with self._lock:
+            self._calibration = cal
+        return cal
+
+    # -- files --------------------------------------------------------------------------------------------
+
+    def save(self, path: files.PathArg) -> None:
+        """Write the model and its calibration to one safetensors file, atomically (only a regular file:
+        see :func:`tinydancer.atomic_files.write_atomic`).
+
+        Raises:
+            ModelFileError: the path is not a regular file, or its folder is missing or not writable.
+        """
+        record = self._model.to_record()
+        cal = self._calibration
+        meta = {"version": _VERSION, "outcomes": self._kind, "classes": list(outcomes.CLASSES[self._kind]),
+                "embedding_dim": self._dim,
+                "prompt_length": None if self._length is None else {"log_mean": self._length[0],
+                                                                     "log_std": self._length[1]},
+                "calibration": None if cal is None else cal.to_dict()}
+        metadata = dict(record.metadata)
+        metadata[_METADATA_KEY] = json.dumps(meta, sort_keys=True)
+        files.save_file(files.ModelRecord(record.format, metadata, record.tensors), path)
+
+    @classmethod
+    def load(cls, path: files.PathArg) -> QueryRouter:
+        """Read a query router file written by :meth:`save`, validated completely first.
+
+        Raises:
+            ModelError: a :class:`~tinydancer.errors.ModelError` subclass for every bad file (missing, not a
+                regular file, not safetensors, a wrong format or checksum, wrong tensors, bad metadata or
+                calibration, NaN weights).
+        """
+        record = files.load_file(path)
+        where = record.where
+        if record.format != files.FORMAT or _METADATA_KEY not in record.metadata:
+            raise ModelSchemaError(f"{where}: not a query router file (no {_METADATA_KEY!r} in its metadata)")
+        meta = record.json(_METADATA_KEY)
+        model = FastGRNN.from_record(record)
+        return cls(model, *_read_metadata(meta, model, where))
+
+    def __repr__(self) -> str:
+        cal = self._calibration
+        state = "not calibrated" if cal is None else (
+            f"{cal.risk} target {cal.target}, threshold {cal.threshold:.4g}"
+            + ("" if cal.certified else " (not certified)"))
+        return (f"QueryRouter(outcomes={self._kind}, embedding_dim={self._dim}, "
+                f"prompt_length={self._length is not None}, {state})")
+
+
+def _read_metadata(meta: Any, model: FastGRNN, where: str) -> tuple[str, int, tuple[float, float] | None,
+                                                                  Calibration | None]:
+    """The checked fields of a query router file's metadata."""
+    def bad(what: str) -> ModelSchemaError:
+        return ModelSchemaError(f"{where}: query_router metadata: {what}")
+
+    if not isinstance(meta, dict):
+        raise bad("not a JSON object")
+    if meta.get("version") != _VERSION:
+        raise bad(f"version {meta.get('version')!r} is not {_VERSION}")
+    kind = meta.get("outcomes")
+    if kind not in outcomes.KINDS or meta.get("classes") != list(outcomes.CLASSES[kind]):
+        raise bad(f"outcomes {kind!r} with classes {meta.get('classes')!r} is not one of {list(outcomes.KINDS)}")
+    dim = meta.get("embedding_dim")
+    if type(dim) is not int or dim < 1:
+        raise bad(f"embedding_dim must be an int >= 1, got {dim!r}")
+    length_meta = meta.get("prompt_length")
+    length = None
+    if length_meta is not None:
+        try:
+            length = (float(length_meta["log_mean"]), float(length_meta["log_std"]))
+        except (TypeError, KeyError, ValueError):
+            raise bad(f"prompt_length must hold log_mean and log_std, got {length_meta!r}") from None
+        if not (math.isfinite(length[0]) and math.isfinite(length[1]) and length[1] > 0):
+            raise bad(f"prompt_length statistics must be finite with log_std > 0, got {length}")
+    c = model.config
+    if (c.timesteps, c.output_dim, c.input_dim) != (1, len(outcomes.CLASSES[kind]), dim + (length is not None)):
+        raise bad(f"the model (input {c.input_dim}, output {c.output_dim}, timesteps {c.timesteps}) does not "
+                  f"fit embedding_dim {dim}, prompt_length {length is not None} and {kind} outcomes")
+    cal_meta = meta.get("calibration")
+    calibration = None
+    if cal_meta is not None:
+        try:
+            calibration = Calibration.from_dict(cal_meta)
+        except InvalidInputError as exc:
+            raise bad(f"calibration: {exc}") from None
+    return kind, dim, length, calibration
+
+
+def _matrix(value: ArrayLike, name: str, dim: int | None) -> NDArray[np.float32]:
+    """``value`` as a C-contiguous float32 (N, D) matrix, N >= 1, finite, D = ``dim`` when given."""
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be a 2-D array of numbers") from None
+    if a.dtype.kind not in "fiub" or a.dtype.kind == "b":
+        raise InvalidInputError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    if a.ndim != 2:
+        raise InvalidInputError(f"{name} must be 2-D (N, D), got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InvalidInputError(f"{name} is empty (shape {a.shape})")
+    if dim is not None and a.shape[1] != dim:
+        raise InvalidInputError(f"{name} must have {dim} columns, got {a.shape[1]}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise InvalidInputError(f"{name} holds a non-finite value at [{bad[0]}, {bad[1]}]")
+    return a
+
+
+def _lengths(value: Any, n: int) -> NDArray[np.float64]:
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError("prompt_length must be numbers (characters)") from None
+    if a.shape != (n,):
+        raise InvalidInputError(f"prompt_length must have one entry per query ({n}), got shape {a.shape}")
+    if not (np.isfinite(a).all() and (a > 0).all()):
+        raise InvalidInputError("prompt_length must be finite and > 0 (characters)")
+    return a
+
+
+def _with_length(E: NDArray[np.float32], prompt_length: Any, length: tuple[float, float] | None,
+                 n: int) -> NDArray[np.float32]:
+    """The model's inputs: the embeddings, with the standardised log prompt length as a last column when
+    the model reads it."""
+    if length is None:
+        return E
+    if prompt_length is None:
+        raise InvalidInputError("this model reads the prompt length: pass prompt_length (characters)")
+    column = (np.log(_lengths(prompt_length, n)) - length[0]) / length[1]
+    X = np.empty((E.shape[0], E.shape[1] + 1), np.float32)
+    X[:, :-1] = E
+    X[:, -1] = column
+    return X
