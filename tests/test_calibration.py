@@ -524,3 +524,17 @@ def test_lists_and_booleans_are_accepted():
     cal = calibrate_lightweight_error(score, good, 0.9)
     assert cal.certified and cal.n == 400
     assert calibrate_quality_loss(score, good, [True] * 400, 0.9).failure_count == 0
+
+
+@pytest.mark.parametrize("n", [40, 3000])  # every failure stored, and quantiles of them
+def test_one_number_and_arrays_give_the_same_uncertainty_and_decision(n):
+    rng = np.random.default_rng(11)
+    score, good = lightweight_data(rng, n, decimals=2)  # ties between queries and stored values
+    strong, weak = (rng.random(n) < 0.8).astype(float), (rng.random(n) < 0.65).astype(float)
+    gain = np.round(rng.random(n) - 0.3, 2)
+    for cal, values in ((calibrate_lightweight_error(score, good, 0.8), score),
+                        (calibrate_quality_loss(gain, strong, weak, 0.9), gain)):
+        probes = np.concatenate([values[:200], [-5.0, 5.0], np.asarray(cal.failure_values[:20])])
+        arrays = cal.uncertainty(probes)
+        assert [cal.uncertainty(float(v)) for v in probes] == arrays.tolist()
+        assert [bool(cal.use_lightweight(float(v))) for v in probes] == cal.use_lightweight(probes).tolist()

@@ -154,7 +154,7 @@ def test_calibrated_routing(data, risk, target):
     for i in range(0, 400, 37):
         d = r.route(data["E"][test][i])
         assert d.use_lightweight == bool(batch.use_lightweight[i]) and d.threshold == cal.threshold
-        assert d.confidence == pytest.approx(float(batch.confidence[i]), abs=1e-6)
+        assert d.confidence == float(batch.confidence[i]) and d.expected_gain == float(batch.expected_gain[i])
         assert d.uncertainty == pytest.approx(float(batch.uncertainty[i]))
     value = batch.confidence if risk == "lightweight_error" else batch.expected_gain
     np.testing.assert_array_equal(batch.uncertainty, cal.uncertainty(value))
@@ -257,7 +257,7 @@ def test_bad_files(tmp_path, router):
         (lambda r, E: r.score(np.ones((0, 16))), "embeddings is empty"),
         (lambda r, E: r.score(np.array([["a"] * 16])), "embeddings must hold real numbers"),
         (lambda r, E: r.score(np.where(np.eye(3, 16) > 0, np.inf, 0.0)), r"non-finite value at \[0, 0\]"),
-        (lambda r, E: r.route(E), "embedding must be 1-D"),
+        (lambda r, E: r.route(E), "embedding must be a 1-D array"),
         (lambda r, E: r.route_batch(E[0]), "embeddings must be 2-D"),
         (lambda r, E: r.calibrate(E, np.full(len(E), 0.5)), "labels must be 0 or 1"),
         (lambda r, E: r.calibrate(E, np.ones(len(E)), target=1.0), "target"),
@@ -317,3 +317,36 @@ def test_routing_while_calibrating(data):
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_the_shipped_default_query_model():
+    from pathlib import Path
+
+    from tinydancer.query_router import default_query_model_path
+
+    r = QueryRouter.default()
+    assert Path(default_query_model_path()).stat().st_size <= 16 * 1024
+    cal = r.calibration
+    assert cal is not None and cal.certified and cal.risk == "quality_loss" and cal.target == 0.95
+    assert r.embedding_dim == 384 and r.uses_prompt_length and r.outcome_kind == "binary"
+    rng = np.random.default_rng(0)
+    E = rng.standard_normal((200, 384)).astype(np.float32)
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    batch = r.route_batch(E, prompt_length=rng.integers(50, 2000, 200))
+    assert batch.certified and batch.threshold == cal.threshold
+    assert np.array_equal(batch.use_lightweight, batch.expected_gain <= cal.threshold)
+
+
+def test_a_calibration_tensor_without_its_metadata_is_refused(tmp_path, router, data):
+    import json
+
+    r = QueryRouter.fit(data["E"][:500], strong=data["strong"][:500], weak=data["weak"][:500], config=SMALL)
+    r.calibrate(data["E"][2000:2600], target=0.85, strong=data["strong"][2000:2600], weak=data["weak"][2000:2600])
+    path = tmp_path / "q.safetensors"
+    r.save(path)
+    record = files.load_file(path)
+    meta = dict(record.json("query_router"), calibration=None)
+    files.save_file(files.ModelRecord(record.format, {**record.metadata, "query_router": json.dumps(meta)},
+                                      record.tensors), path)
+    with pytest.raises(ModelSchemaError, match="a calibration needs the tensor"):
+        QueryRouter.load(path)

@@ -38,6 +38,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
 import warnings
@@ -129,6 +130,8 @@ class Calibration:
     def __post_init__(self) -> None:
         for name, value in _checked({f.name: getattr(self, f.name) for f in fields(self)}, str).items():
             object.__setattr__(self, name, value)
+        # the stored values in ascending order, for the one-number path of uncertainty (bisect, no NumPy)
+        object.__setattr__(self, "_ascending", tuple(sorted(self.failure_values)))
 
     def use_lightweight(self, values: Any) -> np.ndarray:
         """Which queries go to the lightweight model.
@@ -144,6 +147,9 @@ class Calibration:
         Raises:
             InvalidInputError: ``values`` are not finite real numbers.
         """
+        if type(values) is float and math.isfinite(values):  # one number: no array (a route() call)
+            return np.bool_(values >= self.threshold if self.risk == RISK_LIGHTWEIGHT_ERROR
+                            else values <= self.threshold)
         v = _as_reals(values, "values")
         return v >= self.threshold if self.risk == RISK_LIGHTWEIGHT_ERROR else v <= self.threshold
 
@@ -174,8 +180,19 @@ class Calibration:
         Raises:
             InvalidInputError: ``values`` are not finite real numbers.
         """
-        v = _as_reals(values, "values")
         total = self.failure_count
+        if type(values) is float and math.isfinite(values):  # one number: the same count by bisection
+            if total == 0:
+                return 1.0
+            ascending: tuple[float, ...] = self._ascending  # type: ignore[attr-defined]
+            kept = len(ascending)
+            if self.risk == RISK_LIGHTWEIGHT_ERROR:
+                beyond = kept - bisect.bisect_left(ascending, values)
+            else:
+                beyond = bisect.bisect_right(ascending, values)
+            count = total if beyond >= kept else beyond * (total - 1) // max(kept - 1, 1)
+            return (1.0 + count) / (1.0 + total)
+        v = _as_reals(values, "values")
         if total == 0:
             result = np.ones(v.shape)
         else:

@@ -4,7 +4,7 @@ Each member reads the query's inputs (the embedding, and optionally the standard
 and predicts the outcome classes with a softmax (:mod:`~tinydancer.query_router.outcomes`). The members
 are trained by :class:`~tinydancer.training.Trainer` with the gate scalars ``zeta`` and ``nu`` held at
 their initial values, so that the members can be merged exactly: their W rows and biases stacked into one
-cell of ``members * hidden`` units (U is unused with one timestep and stored as zeros), and their output
+cell of ``members * hidden`` units (U is unused with one timestep and stored as an empty sparse matrix), and their output
 layers side by side, each divided by the number of members. The merged model's logits are the mean of the
 members' logits, so its softmax is the members' normalised geometric mean: one C forward pass for the
 whole ensemble.
@@ -110,15 +110,16 @@ def merge(members: list[FastGRNN]) -> FastGRNN:
         if float(w["zeta"]) != float(weights[0]["zeta"]) or float(w["nu"]) != float(weights[0]["nu"]):
             raise InvalidInputError("members to merge must share zeta and nu")
     hidden = first.hidden_dim * k
-    merged = FastGRNN(FastGRNNConfig(input_dim=first.input_dim, hidden_dim=hidden, output_dim=first.output_dim))
-    merged.set_weights({
-        "W": np.vstack([w["W"] for w in weights]),
-        "U": np.zeros((hidden, hidden), np.float32),
-        "b_z": np.concatenate([w["b_z"] for w in weights]),
-        "b_h": np.concatenate([w["b_h"] for w in weights]),
-        "w_out": np.hstack([w["w_out"] for w in weights]) / np.float32(k),
-        "b_out": np.mean([w["b_out"] for w in weights], axis=0).astype(np.float32),
-        "zeta": weights[0]["zeta"],
-        "nu": weights[0]["nu"],
-    })
-    return merged
+    no_weights = kernels.KernelMatrix.sparse(np.zeros(0, np.float32), np.zeros(0, np.int32),
+                                             np.zeros(hidden + 1, np.int32), (hidden, hidden))
+    return FastGRNN.from_matrices(
+        FastGRNNConfig(input_dim=first.input_dim, hidden_dim=hidden, output_dim=first.output_dim),
+        kernels.KernelMatrix.dense(np.vstack([w["W"] for w in weights])),
+        no_weights,  # U multiplies h0 = 0: stored as an empty sparse matrix
+        np.concatenate([w["b_z"] for w in weights]),
+        np.concatenate([w["b_h"] for w in weights]),
+        np.hstack([w["w_out"] for w in weights]) / np.float32(k),
+        np.mean([w["b_out"] for w in weights], axis=0).astype(np.float32),
+        float(weights[0]["zeta"]),
+        float(weights[0]["nu"]),
+    )

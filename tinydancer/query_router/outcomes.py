@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from tinydancer.errors import InvalidInputError
 
-__all__ = ["KINDS", "CLASSES", "encode", "good_enough", "score_and_gain", "as_outcomes"]
+__all__ = ["KINDS", "CLASSES", "READ", "encode", "good_enough", "score_and_gain", "as_outcomes"]
 
 CLASSES: dict[str, tuple[str, ...]] = {
     "labels": ("good_enough", "not_good_enough"),
@@ -32,9 +32,10 @@ CLASSES: dict[str, tuple[str, ...]] = {
     "graded": ("strong_better", "tie", "weak_better"),
 }
 KINDS = tuple(CLASSES)
+# per kind: (the class whose probability is P(not good enough), the class added in the gain, the class
+# subtracted, or None)
 
-# per kind: (class indices summed into P(not good enough), index with + sign in the gain, index with - sign)
-_READ = {"labels": (1, 1, None), "binary": (1, 1, 2), "graded": (0, 0, 2)}
+READ: dict[str, tuple[int, int, int | None]] = {"labels": (1, 1, None), "binary": (1, 1, 2), "graded": (0, 0, 2)}
 
 
 def _column(value: Any, name: str, n: int | None) -> NDArray[np.float64]:
@@ -94,7 +95,7 @@ def good_enough(kind: str, first: NDArray[np.float64], second: NDArray[np.float6
 
 def score_and_gain(kind: str, probabilities: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """``score`` (P(lightweight good enough)) and ``gain`` from class probabilities of shape (..., classes)."""
-    bad, plus, minus = _READ[kind]
+    bad, plus, minus = READ[kind]
     p_bad = probabilities[..., bad]
     gain = p_bad if minus is None else probabilities[..., plus] - probabilities[..., minus]
     return (1.0 - p_bad).astype(np.float32), np.asarray(gain, dtype=np.float32)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from array import array
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = ["QueryDecision", "QueryDecisions", "QueryRouter", "DEFAULT_QUERY_MODE
 DEFAULT_QUERY_MODEL = "query_router.safetensors"
 RISKS = ("lightweight_error", "quality_loss")
 _METADATA_KEY = "query_router"
+_FAILURES = "calibration.failure_values"
 _VERSION = 1
 
 
@@ -86,6 +88,19 @@ class QueryDecisions:
         """The share of the batch sent to the lightweight model (0.0 for an empty batch)."""
         n = len(self)
         return float(np.count_nonzero(self.use_lightweight)) / n if n else 0.0
+
+
+_new = object.__new__
+_SLOTS = [vars(QueryDecision)[name].__set__ for name in QueryDecision.__slots__]
+
+
+def _decision(*values: Any) -> QueryDecision:
+    """A QueryDecision from values of the right types, its slots written directly (a frozen dataclass's
+    ``__init__`` costs several times as much, and route() is meant to take a microsecond or two)."""
+    d = _new(QueryDecision)
+    for set_slot, value in zip(_SLOTS, values):
+        set_slot(d, value)
+    return d
 
 
 def _frozen(a: NDArray[Any]) -> NDArray[Any]:
@@ -233,19 +248,35 @@ class QueryRouter:
         """Decide for one (D,) query embedding (see the module docstring).
 
         Raises:
-            InvalidInputError: see :meth:`score`; a 2-D array (use :meth:`route_batch`).
+            InvalidInputError: see :meth:`score`; a 2-D array (use :meth:`route_batch`), a missing or
+                extra ``prompt_length``.
         """
-        if np.ndim(embedding) != 1:
-            raise InvalidInputError(f"embedding must be 1-D (use route_batch for a batch), got {np.ndim(embedding)}-D")
-        p, _ = self._probabilities(embedding, prompt_length)
-        score, gain = outcomes.score_and_gain(self._kind, p)
+        x = _as_vector(embedding, "embedding")  # 1-D, finite float32, or raises
+        dim = self._dim
+        if x.shape[0] != dim:
+            raise InvalidInputError(f"embedding must have length {dim}, got {x.shape[0]}")
+        length = self._length
+        if length is not None:
+            if type(prompt_length) is not float and type(prompt_length) is not int:
+                prompt_length = checks.real(_need_length(prompt_length), "prompt_length", error=InvalidInputError)
+            if not (0.0 < prompt_length < math.inf):
+                raise InvalidInputError("prompt_length must be finite and > 0 (characters)")
+            buffer = np.empty(dim + 1, np.float32)
+            buffer[:dim] = x
+            buffer[dim] = (math.log(prompt_length) - length[0]) / length[1]
+            x = buffer
+        elif prompt_length is not None:
+            raise InvalidInputError("prompt_length was given, but this model does not read it")
+        p = self._cell.forward(x).tolist()
+        bad, plus, minus = outcomes.READ[self._kind]
+        # rounded to float32, as route_batch computes them: both ways give the same numbers and decisions
+        score, gain = _float32((1.0 - p[bad], p[plus] if minus is None else p[plus] - p[minus]))
         cal = self._calibration
-        s, g = float(score), float(gain)
         if cal is None:
-            return QueryDecision(False, s, 1.0, math.inf, g, False)
-        value = s if cal.risk == "lightweight_error" else g  # what the risk ranks by
-        use = bool(cal.use_lightweight(np.array([value]))[0])
-        return QueryDecision(use, s, float(cal.uncertainty(value)), float(cal.threshold), g, bool(cal.certified))
+            return _decision(False, score, 1.0, math.inf, gain, False)
+        value = score if cal.risk == "lightweight_error" else gain  # what the risk ranks by
+        return _decision(bool(cal.use_lightweight(value)), score, cal.uncertainty(value), cal.threshold, gain,
+                         cal.certified)
 
     def route_batch(self, embeddings: ArrayLike, *, prompt_length: ArrayLike | None = None) -> QueryDecisions:
         """Decide for (N, D) query embeddings at once, as arrays (no per-query Python objects).
@@ -325,14 +356,19 @@ class QueryRouter:
         """
         record = self._model.to_record()
         cal = self._calibration
+        tensors = dict(record.tensors)
+        cal_meta = None
+        if cal is not None:  # the failure values go in a float32 tensor: a quarter of their size as JSON
+            cal_meta = cal.to_dict()
+            tensors[_FAILURES] = _float32_failures(cal_meta.pop("failure_values"), cal.risk)
         meta = {"version": _VERSION, "outcomes": self._kind, "classes": list(outcomes.CLASSES[self._kind]),
                 "embedding_dim": self._dim,
                 "prompt_length": None if self._length is None else {"log_mean": self._length[0],
                                                                      "log_std": self._length[1]},
-                "calibration": None if cal is None else cal.to_dict()}
+                "calibration": cal_meta}
         metadata = dict(record.metadata)
         metadata[_METADATA_KEY] = json.dumps(meta, sort_keys=True)
-        files.save_file(files.ModelRecord(record.format, metadata, record.tensors), path)
+        files.save_file(files.ModelRecord(record.format, metadata, tensors), path)
 
     @classmethod
     def load(cls, path: files.PathArg) -> QueryRouter:
@@ -348,8 +384,10 @@ class QueryRouter:
         if record.format != files.FORMAT or _METADATA_KEY not in record.metadata:
             raise ModelSchemaError(f"{where}: not a query router file (no {_METADATA_KEY!r} in its metadata)")
         meta = record.json(_METADATA_KEY)
-        model = FastGRNN.from_record(record)
-        return cls(model, *_read_metadata(meta, model, where))
+        tensors = dict(record.tensors)
+        failures = tensors.pop(_FAILURES, None)
+        model = FastGRNN.from_record(files.ModelRecord(record.format, record.metadata, tensors, where))
+        return cls(model, *_read_metadata(meta, model, failures, where))
 
     def __repr__(self) -> str:
         cal = self._calibration
@@ -360,8 +398,20 @@ class QueryRouter:
                 f"prompt_length={self._length is not None}, {state})")
 
 
-def _read_metadata(meta: Any, model: FastGRNN, where: str) -> tuple[str, int, tuple[float, float] | None,
-                                                                  Calibration | None]:
+def _float32_failures(values: list[float], risk: str) -> NDArray[np.float32]:
+    """The calibration's failure values as float32, each rounded the way that keeps the conformal p-value
+    conservative (up for ``lightweight_error``, down for ``quality_loss``); the router's own values are
+    float32 already and stay exact."""
+    exact = np.asarray(values, dtype=np.float64)
+    stored = exact.astype(np.float32)
+    towards = np.inf if risk == "lightweight_error" else -np.inf
+    off = (stored < exact) if risk == "lightweight_error" else (stored > exact)
+    stored[off] = np.nextafter(stored[off], np.float32(towards))
+    return stored
+
+
+def _read_metadata(meta: Any, model: FastGRNN, failures: NDArray[Any] | None,
+                   where: str) -> tuple[str, int, tuple[float, float] | None, Calibration | None]:
     """The checked fields of a query router file's metadata."""
     def bad(what: str) -> ModelSchemaError:
         return ModelSchemaError(f"{where}: query_router metadata: {what}")
@@ -391,12 +441,31 @@ def _read_metadata(meta: Any, model: FastGRNN, where: str) -> tuple[str, int, tu
                   f"fit embedding_dim {dim}, prompt_length {length is not None} and {kind} outcomes")
     cal_meta = meta.get("calibration")
     calibration = None
+    if (cal_meta is None) != (failures is None):
+        raise bad(f"a calibration needs the tensor {_FAILURES!r} and the tensor needs a calibration")
     if cal_meta is not None:
+        if not isinstance(cal_meta, dict) or failures is None or failures.dtype != np.float32 or failures.ndim != 1:
+            raise bad(f"calibration must be an object, with {_FAILURES!r} a 1-D float32 tensor")
         try:
-            calibration = Calibration.from_dict(cal_meta)
+            calibration = Calibration.from_dict({**cal_meta, "failure_values": [float(v) for v in failures]})
         except InvalidInputError as exc:
             raise bad(f"calibration: {exc}") from None
     return kind, dim, length, calibration
+
+
+_as_vector = kernels.as_vector
+
+
+def _float32(values: tuple[float, float]) -> array[float]:
+    """The two numbers rounded to float32 (a difference of two float32 values is exact in float64, so this
+    is float32 arithmetic's own result)."""
+    return array("f", values)
+
+
+def _need_length(value: Any) -> Any:
+    if value is None:
+        raise InvalidInputError("this model reads the prompt length: pass prompt_length (characters)")
+    return value
 
 
 def _matrix(value: ArrayLike, name: str, dim: int | None) -> NDArray[np.float32]:
