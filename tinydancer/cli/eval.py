@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only this dataset for cv (repeatable; default: both)")
     parser.add_argument("--prompt-length", action="store_true",
                         help="also measure the router that reads the prompt length as a side input")
+    parser.add_argument("--members", type=positive_int, default=4,
+                        help="FastGRNN members of the router's ensemble (default: %(default)s)")
+    parser.add_argument("--hidden", type=positive_int, default=8,
+                        help="hidden units per member (default: %(default)s)")
     parser.add_argument("--folds", type=positive_int, default=5, help="folds of cv and subject (default: %(default)s)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of folds and training (default: %(default)s)")
     parser.add_argument("--bootstrap", type=positive_int, default=1000, metavar="N",
@@ -42,12 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="PATH", help="draw quality against strong-call share (PNG; needs tinydancer[plot])")
 
 
-def _fitter(prompt_length: bool, seed: int) -> Any:
+def _fitter(prompt_length: bool, seed: int, config: Any) -> Any:
     """``fit(train) -> scorer`` for the evaluation protocols: the scorer ranks by expected gain."""
     from tinydancer.query_router import QueryRouter
 
     def fit(train: RoutingData) -> Any:
-        router = QueryRouter.fit(train.embeddings, strong=train.strong, weak=train.weak, seed=seed,
+        router = QueryRouter.fit(train.embeddings, strong=train.strong, weak=train.weak, seed=seed, config=config,
                                  prompt_length=train.prompt_chars if prompt_length else None)
 
         def scorer(test: RoutingData) -> np.ndarray:
@@ -75,9 +79,12 @@ def run(args: argparse.Namespace) -> int:
             check_writable(path, OutputFileError)
     protocols = args.protocol or list(PROTOCOLS)
     datasets = args.dataset or ["mmlu", "gsm8k"]
-    variants = {"router": _fitter(False, args.seed)}
+    from tinydancer.query_router import EnsembleConfig
+
+    config = EnsembleConfig(members=args.members, hidden=args.hidden)
+    variants = {"router": _fitter(False, args.seed, config)}
     if args.prompt_length:
-        variants["router + prompt length"] = _fitter(True, args.seed)
+        variants["router + prompt length"] = _fitter(True, args.seed, config)
     loaded: dict[str, RoutingData] = {}
 
     def data(name: str) -> RoutingData:
