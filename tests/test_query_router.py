@@ -184,7 +184,7 @@ def test_the_prompt_length_side_input(data):
     assert r.score(E[7], prompt_length=float(L[7])) == pytest.approx(float(many[7]), abs=1e-6)
     with pytest.raises(InvalidInputError, match="reads the prompt length: pass prompt_length"):
         r.score(E)
-    with pytest.raises(InvalidInputError, match="prompt_length must be finite and > 0"):
+    with pytest.raises(InvalidInputError, match=r"prompt_length\[0\] must be finite and > 0 \(characters\), got 0.0"):
         r.score(E, prompt_length=np.zeros(50))
     with pytest.raises(InvalidInputError, match="prompt_length must have one entry per query"):
         r.score(E, prompt_length=L[:3])
@@ -256,9 +256,9 @@ def test_bad_files(tmp_path, router):
         (lambda r, E: r.score(np.ones((3, 15))), "embeddings must have 16 columns"),
         (lambda r, E: r.score(np.ones((0, 16))), "embeddings is empty"),
         (lambda r, E: r.score(np.array([["a"] * 16])), "embeddings must hold real numbers"),
-        (lambda r, E: r.score(np.where(np.eye(3, 16) > 0, np.inf, 0.0)), r"non-finite value at \[0, 0\]"),
+        (lambda r, E: r.score(np.where(np.eye(3, 16) > 0, np.inf, 0.0)), r"embeddings holds a non-finite value \(inf\) at \[0, 0\]"),
         (lambda r, E: r.route(E), "embedding must be a 1-D array"),
-        (lambda r, E: r.route_batch(E[0]), "embeddings must be 2-D"),
+        (lambda r, E: r.route_batch(E[0]), "embeddings must be a 2-D array"),
         (lambda r, E: r.calibrate(E, np.full(len(E), 0.5)), "labels must be 0 or 1"),
         (lambda r, E: r.calibrate(E, np.ones(len(E)), target=1.0), "target"),
         (lambda r, E: r.calibrate(E, np.ones(len(E)), target=0.0), "target"),
@@ -350,3 +350,61 @@ def test_a_calibration_tensor_without_its_metadata_is_refused(tmp_path, router, 
                                       record.tensors), path)
     with pytest.raises(ModelSchemaError, match="a calibration needs the tensor"):
         QueryRouter.load(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The query pass, on every ISA, against a float64 reference
+# ----------------------------------------------------------------------------------------------------------
+
+
+def reference_scores(router: QueryRouter, E: np.ndarray, lengths: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    p = router.model.parameters()
+    X = E.astype(np.float64)
+    if lengths is not None:
+        mean, std = router._length
+        X = np.hstack([X, ((np.log(lengths) - mean) / std)[:, None]])
+    pre = X @ p["W"].astype(np.float64).T
+    z = 1 / (1 + np.exp(-(pre + p["b_z"])))
+    h = (1 / (1 + np.exp(-float(p["zeta"]))) * (1 - z) + 1 / (1 + np.exp(-float(p["nu"])))) * np.tanh(pre + p["b_h"])
+    logits = h @ p["w_out"].T.astype(np.float64) + p["b_out"]
+    q = np.exp(logits - logits.max(axis=1, keepdims=True))
+    q /= q.sum(axis=1, keepdims=True)
+    return 1 - q[:, 1], q[:, 1] - q[:, 2]
+
+
+@pytest.mark.parametrize("lengths", [False, True])
+def test_the_query_pass_against_a_reference_on_every_isa(data, lengths):
+    from tinydancer import kernels
+
+    n = 1200
+    kw = {"prompt_length": data["length"][:n]} if lengths else {}
+    r = QueryRouter.fit(data["E"][:n], strong=data["strong"][:n], weak=data["weak"][:n], config=SMALL, **kw)
+    E = data["E"][2000:2037]  # an odd batch size
+    L = data["length"][2000:2037] if lengths else None
+    want_score, want_gain = reference_scores(r, E, L)
+    before = kernels.active_isa()
+    try:
+        for isa in kernels.available_isas():
+            kernels.set_isa(isa)
+            score, gain = r.score(E, prompt_length=L), r.expected_gain(E, prompt_length=L)
+            np.testing.assert_allclose(score, want_score, atol=2e-5, err_msg=isa)
+            np.testing.assert_allclose(gain, want_gain, atol=2e-5, err_msg=isa)
+            view = np.asfortranarray(E)[::1]  # not C-contiguous: converted once
+            np.testing.assert_array_equal(r.score(view, prompt_length=L), score)
+            for i in (0, 17, 36):
+                one = r.score(E[i], prompt_length=None if L is None else float(L[i]))
+                assert one == float(score[i]), isa
+    finally:
+        kernels.set_isa(before)
+
+
+def test_the_query_pass_checks_its_model(router):
+    from tinydancer import kernels
+
+    cell = router.model.cell
+    with pytest.raises(InvalidInputError, match="does not read 15 embedding values"):
+        kernels.QueryPass(cell, 15, 1, 1, 2)
+    with pytest.raises(InvalidInputError, match="class indices 1, 1, 9 do not fit 4 outputs"):
+        kernels.QueryPass(cell, 16, 1, 1, 9)
+    with pytest.raises(InvalidInputError, match="does not read 16 embedding values and a length"):
+        kernels.QueryPass(cell, 16, 1, 1, 2, (1.0, 1.0))

@@ -221,3 +221,19 @@ class RoutePass:
     def route(
         self, query: ArrayLike, candidates: CandidateColumns, now: float, metadata_overlap: ArrayLike | None = None
     ) -> RouteResult: ...
+
+class QueryPass:
+    model: FastGRNNCell
+    def __init__(
+        self,
+        model: FastGRNNCell,
+        embedding_dim: int,
+        bad: int,
+        plus: int,
+        minus: int,
+        length: tuple[float, float] | None = None,
+    ) -> None: ...
+    def scores(self, embedding: ArrayLike, prompt_length: float | None = None) -> tuple[float, float]: ...
+    def scores_batch(
+        self, embeddings: ArrayLike, prompt_length: ArrayLike | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]: ...

@@ -11,7 +11,7 @@ when the work is large enough for releasing it to pay off.
 The code is split by domain into the included files: ``_arguments.pxi`` (the checks every wrapper uses),
 ``_dispatch.pxi``, ``_linalg.pxi`` (cosine, int8 and CSR mat-vec), ``_fastgrnn.pxi`` (weight matrices and
 the cell), ``_scoring.pxi`` (feature weights, candidate columns, the feature and scoring kernels) and
-``_routing.pxi`` (the routing pass and its results).
+``_routing.pxi`` (the routing pass and its results) and ``_query.pxi`` (the query router's pass).
 """
 
 cimport numpy as cnp
@@ -53,3 +53,4 @@ include "_linalg.pxi"
 include "_fastgrnn.pxi"
 include "_scoring.pxi"
 include "_routing.pxi"
+include "_query.pxi"

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-from array import array
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -120,12 +119,13 @@ class QueryRouter:
     may route while another calibrates; a route sees the old calibration or the new one.
     """
 
-    __slots__ = ("_model", "_cell", "_kind", "_dim", "_length", "_calibration", "_lock")
+    __slots__ = ("_model", "_pass", "_kind", "_dim", "_length", "_calibration", "_lock")
 
     def __init__(self, model: FastGRNN, kind: str, embedding_dim: int, length: tuple[float, float] | None,
                  calibration: Calibration | None) -> None:
         self._model = model
-        self._cell = model.cell
+        bad, plus, minus = outcomes.READ[kind]
+        self._pass = kernels.QueryPass(model.cell, embedding_dim, bad, plus, -1 if minus is None else minus, length)
         self._kind = kind
         self._dim = embedding_dim
         self._length = length
@@ -204,43 +204,26 @@ class QueryRouter:
         """The calibration in use, or None before :meth:`calibrate`."""
         return self._calibration
 
-    def _probabilities(self, embeddings: ArrayLike, prompt_length: Any) -> tuple[NDArray[np.float32], bool]:
-        """Class probabilities, (C,) for one (D,) embedding or (N, C) for (N, D), and whether it was one."""
-        one = np.ndim(embeddings) == 1
-        if one:
-            x = kernels.as_vector(embeddings, "embedding")
-            if x.shape[0] != self._dim:
-                raise InvalidInputError(f"embedding must have length {self._dim}, got {x.shape[0]}")
-            if self._length is not None:
-                x = _with_length(x[None, :], [prompt_length] if prompt_length is not None else None,
-                                 self._length, 1)[0]
-            elif prompt_length is not None:
-                raise InvalidInputError("prompt_length was given, but this model does not read it")
-            return self._cell.forward(x), True
-        E = _matrix(embeddings, "embeddings", self._dim)
-        if self._length is None and prompt_length is not None:
-            raise InvalidInputError("prompt_length was given, but this model does not read it")
-        X = _with_length(E, prompt_length, self._length, E.shape[0])
-        return self._cell.forward_batch(X), False
+    def _scores(self, embeddings: ArrayLike, prompt_length: Any) -> tuple[Any, Any]:
+        """(score, gain): floats for one (D,) embedding, float32 (N,) arrays for (N, D)."""
+        if np.ndim(embeddings) == 1:
+            return self._pass.scores(embeddings, prompt_length)
+        return self._pass.scores_batch(embeddings, prompt_length)
 
     def score(self, embeddings: ArrayLike, *, prompt_length: Any = None) -> float | NDArray[np.float32]:
         """The probability that the lightweight model's answer is good enough: a float for one (D,)
         embedding, a float32 (N,) array for (N, D).
 
         Raises:
-            InvalidInputError: NaN or Inf, a wrong dimension or dtype, an empty batch dimension, or a
-                missing or extra ``prompt_length``.
+            InvalidInputError: NaN or Inf, a wrong dimension or dtype, an empty batch, or a missing, extra
+                or non-positive ``prompt_length``.
         """
-        p, one = self._probabilities(embeddings, prompt_length)
-        s, _ = outcomes.score_and_gain(self._kind, p)
-        return float(s) if one else s
+        return self._scores(embeddings, prompt_length)[0]
 
     def expected_gain(self, embeddings: ArrayLike, *, prompt_length: Any = None) -> float | NDArray[np.float32]:
         """The strong model's expected quality gain over the lightweight one (for 0/1 quality:
         P(strong right, weak wrong) - P(weak right, strong wrong)); a float or a float32 (N,) array."""
-        p, one = self._probabilities(embeddings, prompt_length)
-        _, g = outcomes.score_and_gain(self._kind, p)
-        return float(g) if one else g
+        return self._scores(embeddings, prompt_length)[1]
 
     # -- routing ------------------------------------------------------------------------------------------
 
@@ -251,26 +234,7 @@ class QueryRouter:
             InvalidInputError: see :meth:`score`; a 2-D array (use :meth:`route_batch`), a missing or
                 extra ``prompt_length``.
         """
-        x = _as_vector(embedding, "embedding")  # 1-D, finite float32, or raises
-        dim = self._dim
-        if x.shape[0] != dim:
-            raise InvalidInputError(f"embedding must have length {dim}, got {x.shape[0]}")
-        length = self._length
-        if length is not None:
-            if type(prompt_length) is not float and type(prompt_length) is not int:
-                prompt_length = checks.real(_need_length(prompt_length), "prompt_length", error=InvalidInputError)
-            if not (0.0 < prompt_length < math.inf):
-                raise InvalidInputError("prompt_length must be finite and > 0 (characters)")
-            buffer = np.empty(dim + 1, np.float32)
-            buffer[:dim] = x
-            buffer[dim] = (math.log(prompt_length) - length[0]) / length[1]
-            x = buffer
-        elif prompt_length is not None:
-            raise InvalidInputError("prompt_length was given, but this model does not read it")
-        p = self._cell.forward(x).tolist()
-        bad, plus, minus = outcomes.READ[self._kind]
-        # rounded to float32, as route_batch computes them: both ways give the same numbers and decisions
-        score, gain = _float32((1.0 - p[bad], p[plus] if minus is None else p[plus] - p[minus]))
+        score, gain = self._pass.scores(embedding, prompt_length)
         cal = self._calibration
         if cal is None:
             return _decision(False, score, 1.0, math.inf, gain, False)
@@ -284,10 +248,7 @@ class QueryRouter:
         Raises:
             InvalidInputError: see :meth:`score`.
         """
-        p, one = self._probabilities(embeddings, prompt_length)
-        if one:
-            raise InvalidInputError("embeddings must be 2-D (N, D); use route for one embedding")
-        score, gain = outcomes.score_and_gain(self._kind, p)
+        score, gain = self._pass.scores_batch(embeddings, prompt_length)
         cal = self._calibration
         if cal is None:
             n = score.shape[0]
@@ -328,10 +289,7 @@ class QueryRouter:
         """
         if risk not in RISKS:
             raise InvalidInputError(f"risk must be one of {RISKS}, got {risk!r}")
-        p, one = self._probabilities(embeddings, prompt_length)
-        if one:
-            raise InvalidInputError("embeddings must be 2-D (N, D)")
-        score, gain = outcomes.score_and_gain(self._kind, p)
+        score, gain = self._pass.scores_batch(embeddings, prompt_length)
         n = score.shape[0]
         if risk == "lightweight_error":
             kind, first, second = outcomes.as_outcomes(labels, strong, weak, n)
@@ -451,21 +409,6 @@ def _read_metadata(meta: Any, model: FastGRNN, failures: NDArray[Any] | None,
         except InvalidInputError as exc:
             raise bad(f"calibration: {exc}") from None
     return kind, dim, length, calibration
-
-
-_as_vector = kernels.as_vector
-
-
-def _float32(values: tuple[float, float]) -> array[float]:
-    """The two numbers rounded to float32 (a difference of two float32 values is exact in float64, so this
-    is float32 arithmetic's own result)."""
-    return array("f", values)
-
-
-def _need_length(value: Any) -> Any:
-    if value is None:
-        raise InvalidInputError("this model reads the prompt length: pass prompt_length (characters)")
-    return value
 
 
 def _matrix(value: ArrayLike, name: str, dim: int | None) -> NDArray[np.float32]:
