@@ -1,5 +1,6 @@
 """``tinydancer bench`` and :mod:`tinydancer.benchmarks`: rows come out as they are measured, bad options are
-usage errors, the library refuses bad timing arguments, and the asv routing suite times the same requests.
+usage errors, the library refuses bad timing arguments, the query group runs with or without scikit-learn,
+and the asv routing and query suites time the same requests.
 
 No test here asserts on how long anything takes."""
 
@@ -79,7 +80,8 @@ def test_cli_prints_the_header_then_each_row_as_it_is_measured(monkeypatch, caps
     cases = [(f"bench {i}", make(i), "") for i in range(3)]
     monkeypatch.setattr(benchmarks, "make_benchmarks", lambda groups: cases)
     monkeypatch.setattr(sys, "stdout", out)
-    assert cli.main(["bench", "--isa", "scalar", "--repeats", "1", "--seconds", "0.0001", "--no-training"]) == 0
+    assert cli.main(["bench", "--isa", "scalar", "--repeats", "1", "--seconds", "0.0001", "--no-training",
+                     "--group", "kernels"]) == 0  # (the query group would add a line when scikit-learn is missing)
     assert seen == [2, 3, 4]  # the title and header lines, then one more row before each benchmark
     lines = out.getvalue().splitlines()
     assert lines[1].split() == ["benchmark", "scalar", "peer"]
@@ -213,7 +215,7 @@ def asv_suites(monkeypatch):
     for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
         monkeypatch.delitem(sys.modules, name)
     yield {name: importlib.import_module(f"benchmarks.{name}")
-           for name in ("bench_kernels", "bench_model", "bench_routing")}
+           for name in ("bench_kernels", "bench_model", "bench_routing", "bench_query")}
     for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
         del sys.modules[name]
 
@@ -245,3 +247,192 @@ def test_asv_routing_suite_routes_the_bench_request(asv_suites):
         assert suite.router is router  # prepared once per parameter set
     finally:
         kernels.set_isa(before)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The query group: the query router, and scikit-learn's logistic regression when it is installed
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_sklearn(monkeypatch):
+    """scikit-learn made unimportable (whether or not it is installed)."""
+    for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.linear_model", None)
+
+
+@pytest.fixture
+def fake_sklearn(monkeypatch):
+    """A stand-in ``sklearn.linear_model.LogisticRegression`` that records what it was fitted on and asked."""
+    import types
+
+    seen: dict[str, list] = {"fit": [], "predict_proba": []}
+
+    class LogisticRegression:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+        def fit(self, X, y):
+            seen["fit"].append((X.shape, np.unique(y).tolist()))
+            return self
+
+        def predict_proba(self, X):
+            seen["predict_proba"].append(X)
+            return np.full((X.shape[0], 4), 0.25)
+
+    seen["limits"] = []  # (entered or set, limit) from the stand-in threadpoolctl
+    seen["exits"] = []
+
+    class Limiter:
+        def __init__(self, limits):
+            seen["limits"].append(limits)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            seen["exits"].append(len(seen["predict_proba"]))
+
+    class ThreadpoolController:
+        def limit(self, *, limits):
+            return Limiter(limits)
+
+    package = types.ModuleType("sklearn")
+    linear_model = types.ModuleType("sklearn.linear_model")
+    linear_model.LogisticRegression = LogisticRegression
+    package.linear_model = linear_model
+    threadpoolctl = types.ModuleType("threadpoolctl")
+    threadpoolctl.ThreadpoolController = ThreadpoolController
+    threadpoolctl.threadpool_limits = Limiter
+    monkeypatch.setitem(sys.modules, "sklearn", package)
+    monkeypatch.setitem(sys.modules, "sklearn.linear_model", linear_model)
+    monkeypatch.setitem(sys.modules, "threadpoolctl", threadpoolctl)
+    return seen
+
+
+def test_query_is_a_group_choice(capsys):
+    assert bench.GROUPS == tuple(benchmarks.GROUPS) and "query" in bench.GROUPS
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    assert "{routing,kernels,model,query}" in capsys.readouterr().out
+
+
+def test_query_inputs_are_reproducible_unit_and_aligned():
+    q = benchmarks.query_inputs()
+    again = benchmarks.query_inputs()
+    assert q.embeddings.shape == (1000, 384) and q.embeddings.dtype == np.float32
+    assert np.array_equal(q.embeddings, again.embeddings) and np.array_equal(q.prompt_lengths, again.prompt_lengths)
+    assert q.embedding.ctypes.data % 64 == 0 and q.embeddings.ctypes.data % 64 == 0
+    assert np.allclose(np.linalg.norm(q.embeddings, axis=1), 1.0, atol=1e-6)
+    assert np.array_equal(q.embedding, q.embeddings[0]) and q.prompt_length == q.prompt_lengths[0]
+    assert type(q.prompt_length) is int and q.prompt_lengths.dtype == np.int64
+    assert 50 <= q.prompt_lengths.min() and q.prompt_lengths.max() <= 2000
+    assert np.unique(q.prompt_lengths).size > 500  # spread over the range, not a constant
+    one, many = q.features()
+    assert one.shape == (1, 385) and many.shape == (1000, 385) and many.dtype == np.float64
+    assert np.array_equal(one, many[:1]) and np.array_equal(many[:, :384], q.embeddings)
+    assert np.allclose(many[:, 384], np.log(q.prompt_lengths))
+    assert not np.array_equal(benchmarks.query_inputs(seed=1).embeddings, q.embeddings)
+    with pytest.raises(InvalidInputError):
+        benchmarks.query_inputs(0)
+
+
+def test_query_rows_without_sklearn(no_sklearn):
+    assert benchmarks.sklearn_peer() is None
+    cases = benchmarks.make_benchmarks(["query"])
+    names = [name for name, _, _ in cases]
+    assert names == ["QueryRouter.route, one 384-d query", "QueryRouter.route_batch, 1,000 queries"]
+    assert [peer for _, _, peer in cases] == ["target 2 us", "target 200 us"]
+    isas = kernels.available_isas()
+    rows = list(benchmarks.measure(cases, isas, repeats=1, target_s=1e-5))
+    assert [[t.isa for t in row] for row in rows] == [isas, isas]
+    assert [row[0].name for row in rows] == names
+    assert all(t.median_ns > 0 for row in rows for t in row)
+
+
+def test_query_rows_with_sklearn(fake_sklearn):
+    cases = benchmarks.make_benchmarks(["query"])
+    names = [name for name, _, _ in cases]
+    assert names[2:] == [f"{benchmarks.SKLEARN_ROW}, one row", f"{benchmarks.SKLEARN_ROW}, 1,000 rows"]
+    assert fake_sklearn["fit"] == [((2000, 385), [0, 1, 2, 3])]  # fitted once, four classes
+    assert all(isinstance(fn, benchmarks.OneThread) for _, fn, _ in cases[2:])
+    assert fake_sklearn["limits"] == [1] and fake_sklearn["exits"] == [0]  # the fit ran on one thread
+    fake_sklearn["limits"].clear()
+    fake_sklearn["exits"].clear()
+    isas = kernels.available_isas()
+    rows = iter(benchmarks.measure(cases[2:], isas, repeats=1, target_s=1e-5))
+    first = next(rows)
+    asked = fake_sklearn["predict_proba"]
+    # held to one thread once for the whole row (every ISA), released before the row is handed out
+    assert [t.isa for t in first] == isas and fake_sklearn["limits"] == [1] and fake_sklearn["exits"] == [len(asked)]
+    assert len(list(rows)) == 1 and fake_sklearn["limits"] == [1, 1]
+    one, many = benchmarks.query_inputs().features()
+    assert any(np.array_equal(X, one) for X in asked) and any(np.array_equal(X, many) for X in asked)
+    assert fake_sklearn["fit"] == [((2000, 385), [0, 1, 2, 3])]  # not refitted while timing
+
+
+def test_sklearn_rows_without_threadpoolctl_run_as_they_are(fake_sklearn, monkeypatch):
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    cases = benchmarks.make_benchmarks(["query"])
+    assert len(cases) == 4 and not any(isinstance(fn, benchmarks.OneThread) for _, fn, _ in cases)
+    assert len(list(benchmarks.measure(cases[2:], ["scalar"], repeats=1, target_s=1e-5))) == 2
+
+
+def test_cli_query_group_says_when_sklearn_is_missing(no_sklearn, capsys):
+    argv = ["bench", "--group", "query", "--isa", "scalar", "--repeats", "1", "--seconds", "0.0001",
+            "--no-training"]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["benchmark", "scalar", "peer"]
+    assert lines[2].startswith("QueryRouter.route, one 384-d query") and lines[2].endswith("target 2 us")
+    assert lines[3].startswith("QueryRouter.route_batch, 1,000 queries") and lines[3].endswith("target 200 us")
+    assert lines[4:] == ["(scikit-learn is not installed: no LogisticRegression.predict_proba rows)"]
+
+
+def test_asv_query_suite_routes_the_bench_queries(asv_suites):
+    before = kernels.active_isa()
+    suite = asv_suites["bench_query"].Query()
+    try:
+        isa = kernels.available_isas()[0]
+        suite.time_route(isa)
+        assert kernels.active_isa() == isa and suite.key == (isa,)
+        made = benchmarks.query_inputs()
+        assert np.array_equal(suite.inputs.embedding, made.embedding)
+        assert suite.inputs.prompt_length == made.prompt_length
+        assert np.array_equal(suite.inputs.embeddings, made.embeddings)
+        assert np.array_equal(suite.inputs.prompt_lengths, made.prompt_lengths)
+        router = suite.router
+        suite.time_route_batch_1000(isa)
+        assert suite.router is router  # prepared once per parameter set
+    finally:
+        kernels.set_isa(before)
+
+
+def test_asv_sklearn_suite_exists_only_with_sklearn(monkeypatch, fake_sklearn):
+    """Without scikit-learn the suite is not defined; with it, it predicts on the bench's feature rows."""
+    from importlib.machinery import ModuleSpec
+    from importlib.util import find_spec
+
+    monkeypatch.syspath_prepend(str(ROOT / "asv_bench"))
+    for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
+        monkeypatch.delitem(sys.modules, name)
+    sys.modules["sklearn"].__spec__ = ModuleSpec("sklearn", None)  # find_spec finds it
+    try:
+        module = importlib.import_module("benchmarks.bench_query")
+        suite = module.QuerySklearn()
+        suite.time_predict_proba(1000)
+        assert fake_sklearn["limits"] == [1, 1]  # timed on one thread, as bench times it (and fitted on one)
+        one, many = benchmarks.query_inputs().features()
+        assert np.array_equal(suite.X, many) and suite.key == (1000,)
+        suite.time_predict_proba(1)
+        assert np.array_equal(suite.X, one)
+        monkeypatch.setitem(sys.modules, "sklearn", None)
+        assert find_spec("sklearn") is None
+        del sys.modules["benchmarks.bench_query"]
+        module = importlib.import_module("benchmarks.bench_query")
+        assert not hasattr(module, "QuerySklearn") and hasattr(module, "Query")
+    finally:
+        for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
+            del sys.modules[name]

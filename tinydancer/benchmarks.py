@@ -1,11 +1,11 @@
-"""The benchmarks behind ``tinydancer bench`` and ``tinydancer info``: kernel, model and routing timings
-from Python, their runner, and the table they are printed as.
+"""The benchmarks behind ``tinydancer bench`` and ``tinydancer info``: kernel, model, candidate-routing and
+query-routing timings from Python, their runner, and the table they are printed as.
 
 Each figure is the median over repeats of the mean time of a batch of calls, so a busy machine shows up
 as spread between repeats rather than as a wrong median. :func:`measure` times one benchmark on every ISA
 and yields its row at once, so a table can be printed as it is measured. The asv suites (``asv_bench/``)
-build their routing requests with :func:`routing_inputs` and place their arrays with :func:`aligned_copy`,
-so both tools time the same calls.
+build their routing requests with :func:`routing_inputs`, their queries with :func:`query_inputs` and place
+their arrays with :func:`aligned_copy`, so both tools time the same calls.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,8 @@ from tinydancer.model import FastGRNN, FastGRNNConfig
 if TYPE_CHECKING:
     from tinydancer.types import CandidateBatch, RoutingRequest
 
-# (name, the call to time, the peer's figure): one benchmark, one row of the table.
+# (name, the call to time, the peer's figure): one benchmark, one row of the table. A call with a ``scope``
+# method (see :class:`OneThread`) is timed inside the context that ``scope()`` returns.
 Benchmark = tuple[str, Callable[[], object], str]
 
 
@@ -238,8 +240,145 @@ def routing_benchmarks(seed: int = 0) -> list[Benchmark]:
     return out
 
 
+QUERY_DIM = 384
+QUERY_BATCH = 1000
+QUERY_LENGTHS = (50, 2000)  # prompt lengths in characters, drawn log-uniform between these
+QUERY_TARGETS = {"route": "target 2 us", "route_batch": "target 200 us"}  # the project's goals for the query router
+SKLEARN_ROW = "sklearn LogisticRegression.predict_proba"
+
+
+@dataclass(frozen=True)
+class QueryInputs:
+    """The inputs of the query-routing benchmarks: unit 384-d embeddings and their prompt lengths.
+
+    Attributes:
+        embedding: one unit 384-d float32 query embedding, 64-byte aligned (the first row of ``embeddings``).
+        prompt_length: its prompt length in characters, an int.
+        embeddings: (n, 384) unit float32 query embeddings, 64-byte aligned.
+        prompt_lengths: (n,) int64 prompt lengths in characters, 50 to 2,000, log-uniform.
+    """
+
+    embedding: np.ndarray
+    prompt_length: int
+    embeddings: np.ndarray
+    prompt_lengths: np.ndarray
+
+    def features(self) -> tuple[np.ndarray, np.ndarray]:
+        """The same queries as plain feature rows, for a peer model: (1, 385) and (n, 385) float64 arrays of
+        the embedding and the natural log of the prompt length."""
+        X = np.empty((self.embeddings.shape[0], self.embeddings.shape[1] + 1))
+        X[:, :-1] = self.embeddings
+        X[:, -1] = np.log(self.prompt_lengths)
+        return X[:1].copy(), X
+
+
+def query_inputs(n: int = QUERY_BATCH, *, seed: int = 0) -> QueryInputs:
+    """The query-routing benchmarks' inputs, for ``tinydancer bench`` and the asv suite alike.
+
+    Args:
+        n: the number of queries in the batch, >= 1.
+        seed: with ``n``, seeds every embedding and length.
+
+    Returns:
+        Deterministic unit embeddings (isotropic: the direction does not change the time a call takes) and
+        prompt lengths.
+
+    Raises:
+        InvalidInputError: ``n`` is below 1.
+    """
+    n = checks.integer(n, "n", 1, error=InvalidInputError)
+    rng = np.random.default_rng([seed, n, QUERY_DIM])
+    E = rng.standard_normal((n, QUERY_DIM))
+    E = aligned_copy((E / np.linalg.norm(E, axis=1, keepdims=True)).astype(np.float32))
+    low, high = QUERY_LENGTHS
+    lengths = np.rint(np.exp(rng.uniform(np.log(low), np.log(high), n))).astype(np.int64)
+    return QueryInputs(aligned_copy(E[0]), int(lengths[0]), E, lengths)
+
+
+def sklearn_peer(seed: int = 0) -> object | None:
+    """scikit-learn's ``LogisticRegression`` fitted once on synthetic queries like :func:`query_inputs`'
+    (385 features, four classes as the query model's outcome classes), or None when scikit-learn cannot be
+    imported (it is imported only here, and only when asked)."""
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        return None
+    import warnings
+
+    _, X = query_inputs(2000, seed=seed + 1).features()
+    rng = np.random.default_rng([seed, 385])
+    score = X @ rng.standard_normal(X.shape[1])
+    score += rng.standard_normal(score.shape[0]) * score.std()  # not separable: lbfgs stops on its own
+    y = np.searchsorted(np.quantile(score, [0.25, 0.5, 0.75]), score)
+    with warnings.catch_warnings(), _one_thread_scope():  # one thread: 1 s, where two took 13 s on a busy VM
+        warnings.simplefilter("ignore")  # a ConvergenceWarning changes nothing about the timing
+        return LogisticRegression(max_iter=500).fit(X, y)
+
+
+def query_benchmarks(seed: int = 0) -> list[Benchmark]:
+    """The query router (the shipped default model) on one query and on a batch of 1,000, and scikit-learn's
+    logistic regression on the same queries when scikit-learn is installed."""
+    from tinydancer.query_router.router import QueryRouter
+
+    router = QueryRouter.default()
+    q = query_inputs(seed=seed)
+    n = f"{q.embeddings.shape[0]:,}"
+    out: list[Benchmark] = [
+        (f"QueryRouter.route, one {QUERY_DIM}-d query",
+         lambda: router.route(q.embedding, prompt_length=q.prompt_length), QUERY_TARGETS["route"]),
+        (f"QueryRouter.route_batch, {n} queries",
+         lambda: router.route_batch(q.embeddings, prompt_length=q.prompt_lengths), QUERY_TARGETS["route_batch"]),
+    ]
+    peer = sklearn_peer(seed)
+    if peer is not None:
+        x, X = q.features()
+        predict = peer.predict_proba  # type: ignore[attr-defined]
+        out += [(f"{SKLEARN_ROW}, one row", one_thread(lambda: predict(x)), "385 features, 4 classes, one thread"),
+                (f"{SKLEARN_ROW}, {n} rows", one_thread(lambda: predict(X)), "")]
+    return out
+
+
+class OneThread:
+    """A call that is timed with BLAS and OpenMP held to one thread (through threadpoolctl's ``controller``).
+
+    The query router runs on one core, so its peer is timed on one core too; and on a small busy machine a
+    BLAS thread pool waits for a core now and then (scikit-learn's ``predict_proba`` of 1,000 rows read 8 ms
+    with two threads on a shared two-core VM, 0.3 ms with one).
+    """
+
+    def __init__(self, fn: Callable[[], object], controller: object) -> None:
+        self._fn = fn
+        self._controller = controller
+
+    def __call__(self) -> object:
+        return self._fn()
+
+    def scope(self) -> AbstractContextManager[object]:
+        """The context that holds the thread pools to one thread while a row is timed."""
+        return self._controller.limit(limits=1)  # type: ignore[attr-defined, no-any-return]
+
+
+def one_thread(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` as a :class:`OneThread` when threadpoolctl (a scikit-learn dependency) is importable, else as is."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return fn
+    return OneThread(fn, ThreadpoolController())
+
+
+def _one_thread_scope() -> AbstractContextManager[object]:
+    """A context holding BLAS and OpenMP to one thread, or one that does nothing without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return nullcontext()
+    return ThreadpoolController().limit(limits=1)  # type: ignore[no-any-return]
+
+
 GROUPS: dict[str, Callable[[], list[Benchmark]]] = {
     "routing": routing_benchmarks, "kernels": kernel_benchmarks, "model": model_benchmarks,
+    "query": query_benchmarks,
 }
 
 
@@ -247,7 +386,7 @@ def make_benchmarks(groups: Iterable[str] = ("kernels",)) -> list[Benchmark]:
     """The benchmarks of ``groups``, in order, with their inputs built.
 
     Args:
-        groups: any of ``"routing"``, ``"kernels"`` and ``"model"``.
+        groups: any of ``"routing"``, ``"kernels"``, ``"model"`` and ``"query"``.
 
     Raises:
         InvalidInputError: an unknown group.
@@ -297,12 +436,14 @@ def measure(benchmarks: Iterable[Benchmark], isas: Sequence[str] | None = None, 
 def _rows(benchmarks: list[Benchmark], isas: list[str], repeats: int, target_s: float) -> Iterator[list[Timing]]:
     for name, fn, reference in benchmarks:
         before = kernels.active_isa()
+        scope = getattr(fn, "scope", None)
         row = []
         try:
-            for isa in isas:
-                kernels.set_isa(isa)
-                median, low, high = time_call(fn, repeats=repeats, target_s=target_s)
-                row.append(Timing(name, isa, median, low, high, reference))
+            with scope() if scope is not None else nullcontext():
+                for isa in isas:
+                    kernels.set_isa(isa)
+                    median, low, high = time_call(fn, repeats=repeats, target_s=target_s)
+                    row.append(Timing(name, isa, median, low, high, reference))
         finally:
             kernels.set_isa(before)
         yield row
@@ -315,7 +456,7 @@ def run(isas: list[str] | None = None, *, repeats: int = 7, target_s: float = 0.
     Args:
         isas: the ISAs to run on (default: all available).
         repeats, target_s: as for :func:`time_call`.
-        groups: any of ``"kernels"``, ``"model"`` and ``"routing"``.
+        groups: any of ``"kernels"``, ``"model"``, ``"routing"`` and ``"query"``.
 
     Returns:
         One :class:`Timing` per benchmark and ISA, benchmark by benchmark, in the groups' order.

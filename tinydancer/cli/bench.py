@@ -1,5 +1,6 @@
-"""``tinydancer bench``: the benchmark table (routing, kernels, model) on every available ISA, and the time
-of one training epoch. Each row is printed as soon as it is measured on every ISA."""
+"""``tinydancer bench``: the benchmark table (candidate routing, kernels, model, query routing) on every
+available ISA, and the time of one training epoch. Each row is printed as soon as it is measured on every
+ISA."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import argparse
 
 from tinydancer.cli.options import positive_float, positive_int
 
-HELP = "time routing, the kernels and the model on every available ISA"
+HELP = "time routing, the kernels, the model and the query router on every available ISA"
 DESCRIPTION = None
 
 # Every ISA tinydancer knows (``kernels.set_isa`` accepts these names); one that this machine cannot run is
 # refused with its own error when the command runs. Listed here so that ``--help`` imports no kernels.
 ISA_NAMES = ("scalar", "avx2", "avx512", "neon")
-GROUPS = ("routing", "kernels", "model")
+GROUPS = ("routing", "kernels", "model", "query")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="approximate length of one repeat, > 0 (default 0.05)")
     parser.add_argument("--no-training", action="store_true", help="skip the training-epoch timing")
     parser.add_argument("--group", action="append", choices=GROUPS,
-                        help="only this group (repeatable; default: all three)")
+                        help="only this group (repeatable; default: all)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     print(layout.header(), flush=True)
     for row in benchmarks.measure(cases, isas, repeats=args.repeats, target_s=args.seconds):
         print(layout.row(row), flush=True)
+    if "query" in groups and not any(name.startswith(benchmarks.SKLEARN_ROW) for name, _, _ in cases):
+        print("(scikit-learn is not installed: no LogisticRegression.predict_proba rows)", flush=True)
     if not args.no_training:
         seconds = benchmarks.training_epoch_seconds()
         print(f"\ntraining, one epoch over 10,000 examples (input 5, hidden 8, batch 32): {seconds * 1e3:.0f} ms")
