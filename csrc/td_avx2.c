@@ -421,6 +421,110 @@ static inline __m256 fastgrnn_cell_avx2(__m256 a_f32x8, __m256 bz_f32x8, __m256 
     return _mm256_fmadd_ps(z_f32x8, h_f32x8, _mm256_mul_ps(g_f32x8, c_f32x8));
 }
 
+/* p[0 .. n) as f32, zeros in the other lanes, for n in [1, 8], reading only inside [lo, hi) (which holds
+ * p[0 .. n)). Short columns take one 8-byte load inside [lo, hi) and shift their bytes into place; byte
+ * copies only when [lo, hi) itself is shorter than 8 bytes. No call, so a loop around it keeps its
+ * accumulators in registers. */
+static inline __m256 loadn_i8_within_f32x8_avx2(const int8_t *p, size_t n, const int8_t *lo, const int8_t *hi) {
+    uint64_t bytes = 0;
+    if (n >= 8) return load_i8_f32x8_avx2(p);
+    if ((size_t)(p + n - lo) >= 8) { /* the 8 bytes ending at p + n */
+        memcpy(&bytes, p + n - 8, 8);
+        bytes >>= 8 * (8 - n);
+    } else if ((size_t)(hi - p) >= 8) { /* the 8 bytes from p */
+        memcpy(&bytes, p, 8);
+        bytes &= ((uint64_t)1 << 8 * n) - 1;
+    } else {
+        for (size_t k = 0; k < n; ++k) bytes |= (uint64_t)(uint8_t)p[k] << 8 * k;
+    }
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128((long long)bytes)));
+}
+
+/* Rows i + 8b .. of column j (at most 8, lanes past the rows 0) of a column-major rows x cols matrix. */
+TD_FORCE_INLINE __m256 load_col_avx2(const float *w32, const int8_t *w8, size_t rows, size_t cols, size_t j,
+                                     size_t r) {
+    const size_t off = j * rows + r, n = rows - r;
+    return w8 ? loadn_i8_within_f32x8_avx2(w8 + off, n, w8, w8 + rows * cols) : loadn_f32x8_avx2(w32 + off, n);
+}
+
+/* a_e[i + 8b + r] = sum_j M[i + 8b + r, j] x_e[j] (times scales[i + 8b + r] for int8) for E examples (E <= 4,
+ * x_e = x + e x_stride, a_e = a + e a_stride) and B blocks of 8 rows from row i (B <= 2; lanes past the rows
+ * are stored as 0) of a column-major matrix, f32 (w32) or int8 (w8). Each column is loaded (and converted)
+ * once for all E examples. The order of the sums is the same for every E and B and any alignment: two
+ * partial sums a row, over the even and the odd columns in increasing j (an odd last column goes to the even
+ * sum), then even + odd, as in small_matvec_avx2. */
+TD_FORCE_INLINE void col_blocks_avx2(const float *w32, const int8_t *w8, const float *scales, size_t rows,
+                                     size_t cols, size_t i, const float *x, size_t x_stride, int E, int B, float *a,
+                                     size_t a_stride) {
+    __m256 acc0_f32x8[4][2], acc1_f32x8[4][2];
+    size_t j = 0;
+    for (int e = 0; e < E; ++e)
+        for (int b = 0; b < B; ++b) acc0_f32x8[e][b] = acc1_f32x8[e][b] = _mm256_setzero_ps();
+    for (; j + 2 <= cols; j += 2) {
+        for (int b = 0; b < B; ++b) {
+            __m256 col0_f32x8 = load_col_avx2(w32, w8, rows, cols, j, i + 8 * (size_t)b);
+            for (int e = 0; e < E; ++e)
+                acc0_f32x8[e][b] = _mm256_fmadd_ps(col0_f32x8, _mm256_set1_ps(x[(size_t)e * x_stride + j]),
+                                                   acc0_f32x8[e][b]);
+        }
+        for (int b = 0; b < B; ++b) {
+            __m256 col1_f32x8 = load_col_avx2(w32, w8, rows, cols, j + 1, i + 8 * (size_t)b);
+            for (int e = 0; e < E; ++e)
+                acc1_f32x8[e][b] = _mm256_fmadd_ps(col1_f32x8, _mm256_set1_ps(x[(size_t)e * x_stride + j + 1]),
+                                                   acc1_f32x8[e][b]);
+        }
+    }
+    if (j < cols)
+        for (int b = 0; b < B; ++b) {
+            __m256 col0_f32x8 = load_col_avx2(w32, w8, rows, cols, j, i + 8 * (size_t)b);
+            for (int e = 0; e < E; ++e)
+                acc0_f32x8[e][b] = _mm256_fmadd_ps(col0_f32x8, _mm256_set1_ps(x[(size_t)e * x_stride + j]),
+                                                   acc0_f32x8[e][b]);
+        }
+    for (int b = 0; b < B; ++b) {
+        size_t r = i + 8 * (size_t)b;
+        __m256 scale_f32x8 = w8 ? loadn_f32x8_avx2(scales + r, rows - r) : _mm256_setzero_ps();
+        for (int e = 0; e < E; ++e) {
+            __m256 sum_f32x8 = _mm256_add_ps(acc0_f32x8[e][b], acc1_f32x8[e][b]);
+            if (w8) sum_f32x8 = _mm256_mul_ps(sum_f32x8, scale_f32x8);
+            _mm256_storeu_ps(a + (size_t)e * a_stride + r, sum_f32x8);
+        }
+    }
+}
+
+/* How many examples dense_w_group_avx2 takes at once. */
+#define TD_GROUP_AVX2 4
+
+TD_FORCE_INLINE void dense_group_avx2(const float *w32, const int8_t *w8, const float *scales, size_t rows,
+                                      size_t cols, const float *x, size_t x_stride, size_t count, float *a,
+                                      size_t a_stride) {
+    if (count == TD_GROUP_AVX2) {
+        for (size_t i = 0; i < rows; i += 8)
+            col_blocks_avx2(w32, w8, scales, rows, cols, i, x, x_stride, TD_GROUP_AVX2, 1, a, a_stride);
+        return;
+    }
+    for (size_t e = 0; e < count; ++e) { /* one example: two blocks at once where there are, for four sums */
+        size_t i = 0;
+        for (; i + 8 < rows; i += 16)
+            col_blocks_avx2(w32, w8, scales, rows, cols, i, x + e * x_stride, 0, 1, 2, a + e * a_stride, 0);
+        if (i < rows) col_blocks_avx2(w32, w8, scales, rows, cols, i, x + e * x_stride, 0, 1, 1, a + e * a_stride, 0);
+    }
+}
+
+/* a_e = W x_e for count examples (count <= TD_GROUP_AVX2), x_e = x + e x_stride, a_e = a + e a_stride
+ * (rows rounded up to 8 floats each, the padding 0), W dense f32 or dense int8 (times its row scales). A full
+ * group loads and converts each column of W once for all of its examples; a smaller one takes them one by
+ * one. The sums are the same either way (col_blocks_avx2), so an example's result does not depend on its
+ * place in the batch. */
+static void dense_w_group_avx2(const td_matrix *w, const float *x, size_t x_stride, size_t count, float *a,
+                               size_t a_stride) {
+    const size_t rows = (size_t)w->rows, cols = (size_t)w->cols;
+    if (w->kind == TD_MATRIX_DENSE_I8)
+        dense_group_avx2(NULL, w->i8, w->scales, rows, cols, x, x_stride, count, a, a_stride);
+    else
+        dense_group_avx2(w->f32, NULL, NULL, rows, cols, x, x_stride, count, a, a_stride);
+}
+
 /* y = M x for a column-major rows x cols matrix, f32 (w32) or int8 (w8) times the per-row scales; y holds
  * rows rounded up to 8, the padding set to 0. Four accumulators over the columns keep long rows from
  * waiting on the latency of one FMA chain. */
@@ -485,18 +589,20 @@ static void matrix_apply_avx2(const td_matrix *m, const float *x, float *y) {
     for (size_t i = rows; i % 8 != 0; ++i) y[i] = 0.0f;
 }
 
-/* Final hidden state h (padded) of one sequence x, any matrix kinds and hidden_dim. */
-static void fastgrnn_hidden_avx2(const td_fastgrnn *m, const float *x, __m256 zeta_f32x8, __m256 nu_f32x8,
-                                 float *h) {
+/* Final hidden state h (padded) of one sequence x, any matrix kinds and hidden_dim. wx, when not NULL, is
+ * W x_0 already computed (padded like a), for a one-step model. */
+static void fastgrnn_hidden_avx2(const td_fastgrnn *m, const float *x, const float *wx, __m256 zeta_f32x8,
+                                 __m256 nu_f32x8, float *h) {
     const size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
     float a[TD_FASTGRNN_MAX_DIM], uh[TD_FASTGRNN_MAX_DIM];
     memset(h, 0, (hidden + 7) / 8 * 8 * sizeof(float));
     for (int32_t t = 0; t < m->timesteps; ++t) {
-        matrix_apply_avx2(&m->w, x + (size_t)t * inputs, a);
+        const float *at = wx && t == 0 ? wx : a;
+        if (at == a) matrix_apply_avx2(&m->w, x + (size_t)t * inputs, a);
         if (t > 0) matrix_apply_avx2(&m->u, h, uh); /* h_0 = 0, so U h_0 = 0 */
         for (size_t i = 0; i < hidden; i += 8) {
             const size_t n = hidden - i;
-            __m256 a_f32x8 = _mm256_loadu_ps(a + i);
+            __m256 a_f32x8 = _mm256_loadu_ps(at + i);
             if (t > 0) a_f32x8 = _mm256_add_ps(a_f32x8, _mm256_loadu_ps(uh + i));
             __m256 bz_f32x8 = loadn_f32x8_avx2(m->b_z + i, n), bh_f32x8 = loadn_f32x8_avx2(m->b_h + i, n);
             __m256 h_f32x8 = _mm256_loadu_ps(h + i);
@@ -591,11 +697,16 @@ static void fastgrnn_small_avx2(const td_fastgrnn *m, const float *x, size_t bat
     const __m256 bz_f32x8 = loadn_f32x8_avx2(m->b_z, hidden), bh_f32x8 = loadn_f32x8_avx2(m->b_h, hidden);
     const __m256 wout_f32x8 = loadn_f32x8_avx2(m->w_out, hidden), bout_f32x8 = _mm256_set1_ps(m->b_out[0]);
     __m256 logits_f32x8 = _mm256_setzero_ps();
+    float group[TD_GROUP_AVX2 * 8];
+    const int grouped = steps == 1 && (m->w.kind == TD_MATRIX_DENSE_F32 || m->w.kind == TD_MATRIX_DENSE_I8);
     for (size_t n = 0; n < batch; ++n) {
         const float *xn = x + n * steps * inputs;
         __m256 h_f32x8 = _mm256_setzero_ps();
+        if (grouped && n % TD_GROUP_AVX2 == 0)
+            dense_w_group_avx2(&m->w, xn, inputs, batch - n < TD_GROUP_AVX2 ? batch - n : TD_GROUP_AVX2, group, 8);
         for (size_t t = 0; t < steps; ++t) {
-            __m256 a_f32x8 = small_apply_avx2(&m->w, xn + t * inputs);
+            __m256 a_f32x8 = grouped ? _mm256_loadu_ps(group + n % TD_GROUP_AVX2 * 8)
+                                     : small_apply_avx2(&m->w, xn + t * inputs);
             if (t > 0 && m->u.kind == TD_MATRIX_DENSE_F32) {
                 a_f32x8 = _mm256_add_ps(a_f32x8, small_matvec_reg_avx2(m->u.f32, hidden, h_f32x8));
             } else if (t > 0) {
@@ -623,14 +734,20 @@ void td_fastgrnn_batch_avx2(const td_fastgrnn *m, const float *x, size_t batch, 
     const __m256 gates_f32x8 = sigmoid_f32x8_avx2(_mm256_setr_ps(m->zeta, m->nu, 0, 0, 0, 0, 0, 0));
     const __m256 zeta_f32x8 = _mm256_permutevar8x32_ps(gates_f32x8, _mm256_setzero_si256());
     const __m256 nu_f32x8 = _mm256_permutevar8x32_ps(gates_f32x8, _mm256_set1_epi32(1));
-    float h[TD_FASTGRNN_MAX_DIM];
+    const size_t padded = (hidden + 7) / 8 * 8;
+    const int grouped = m->timesteps == 1 && (m->w.kind == TD_MATRIX_DENSE_F32 || m->w.kind == TD_MATRIX_DENSE_I8);
+    float h[TD_FASTGRNN_MAX_DIM], group[TD_GROUP_AVX2 * TD_FASTGRNN_MAX_DIM];
     __m256 logits_f32x8 = _mm256_setzero_ps();
     if (hidden <= 8) {
         fastgrnn_small_avx2(m, x, batch, zeta_f32x8, nu_f32x8, out);
         return;
     }
     for (size_t n = 0; n < batch; ++n) {
-        fastgrnn_hidden_avx2(m, x + n * step, zeta_f32x8, nu_f32x8, h);
+        if (grouped && n % TD_GROUP_AVX2 == 0)
+            dense_w_group_avx2(&m->w, x + n * step, step, batch - n < TD_GROUP_AVX2 ? batch - n : TD_GROUP_AVX2,
+                               group, padded);
+        fastgrnn_hidden_avx2(m, x + n * step, grouped ? group + n % TD_GROUP_AVX2 * padded : NULL, zeta_f32x8,
+                             nu_f32x8, h);
         if (outputs == 1) {
             __m256 dot_f32x8 = _mm256_setzero_ps();
             for (size_t i = 0; i < hidden; i += 8) {

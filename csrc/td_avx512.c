@@ -458,27 +458,43 @@ TD_FORCE_INLINE __m512 load_col_avx512(const float *w32, const int8_t *w8, int i
     return is_i8 ? cvt_i8_f32x16_avx512(_mm_maskz_loadu_epi8(mask, w8 + off)) : _mm512_maskz_loadu_ps(mask, w32 + off);
 }
 
-/* sum_j M[rows i.., j] x[j] for one block of up to 16 rows (lanes in mask) of a column-major matrix, with
- * four accumulators over j so that long rows are not bound by the latency of one FMA chain. */
+/* sum_j M[rows i.., j] x_e[j] for E examples (E <= 4, x_e = x + e x_stride) and one block of up to 16 rows
+ * (lanes in mask) of a column-major matrix; out[e] receives example e. Each column is loaded (and converted)
+ * once for all E examples. The order of the sums is the same for every E and any alignment: four partial
+ * sums a row, s_k over the columns j = k (mod 4) in increasing j (the last cols % 4 columns go to s_0), then
+ * (s_0 + s_1) + (s_2 + s_3). The four chains of each example keep long rows from waiting on the latency of
+ * one FMA chain; with E = 4 there are 16. */
+TD_FORCE_INLINE void col_blocks_avx512(const float *w32, const int8_t *w8, int is_i8, size_t rows, size_t cols,
+                                       size_t i, const float *x, size_t x_stride, int E, __mmask16 mask,
+                                       __m512 *out) {
+    __m512 acc_f32x16[4][4];
+    size_t j = 0;
+    for (int e = 0; e < E; ++e)
+        for (int k = 0; k < 4; ++k) acc_f32x16[e][k] = _mm512_setzero_ps();
+    for (; j + 4 <= cols; j += 4)
+        for (size_t k = 0; k < 4; ++k) {
+            __m512 col_f32x16 = load_col_avx512(w32, w8, is_i8, (j + k) * rows + i, mask);
+            for (int e = 0; e < E; ++e)
+                acc_f32x16[e][k] = mul_add_avx512(col_f32x16, _mm512_set1_ps(x[(size_t)e * x_stride + j + k]),
+                                                  acc_f32x16[e][k]);
+        }
+    for (; j < cols; ++j) {
+        __m512 col_f32x16 = load_col_avx512(w32, w8, is_i8, j * rows + i, mask);
+        for (int e = 0; e < E; ++e)
+            acc_f32x16[e][0] =
+                mul_add_avx512(col_f32x16, _mm512_set1_ps(x[(size_t)e * x_stride + j]), acc_f32x16[e][0]);
+    }
+    for (int e = 0; e < E; ++e)
+        out[e] = _mm512_add_ps(_mm512_add_ps(acc_f32x16[e][0], acc_f32x16[e][1]),
+                               _mm512_add_ps(acc_f32x16[e][2], acc_f32x16[e][3]));
+}
+
+/* col_blocks_avx512 for one example. */
 TD_FORCE_INLINE __m512 col_block_avx512(const float *w32, const int8_t *w8, int is_i8, size_t rows, size_t cols,
                                         size_t i, const float *x, __mmask16 mask) {
-    __m512 acc0_f32x16 = _mm512_setzero_ps(), acc1_f32x16 = _mm512_setzero_ps();
-    __m512 acc2_f32x16 = _mm512_setzero_ps(), acc3_f32x16 = _mm512_setzero_ps();
-    size_t j = 0;
-    for (; j + 4 <= cols; j += 4) {
-        __m512 col0_f32x16 = load_col_avx512(w32, w8, is_i8, j * rows + i, mask);
-        __m512 col1_f32x16 = load_col_avx512(w32, w8, is_i8, (j + 1) * rows + i, mask);
-        __m512 col2_f32x16 = load_col_avx512(w32, w8, is_i8, (j + 2) * rows + i, mask);
-        __m512 col3_f32x16 = load_col_avx512(w32, w8, is_i8, (j + 3) * rows + i, mask);
-        acc0_f32x16 = mul_add_avx512(col0_f32x16, _mm512_set1_ps(x[j]), acc0_f32x16);
-        acc1_f32x16 = mul_add_avx512(col1_f32x16, _mm512_set1_ps(x[j + 1]), acc1_f32x16);
-        acc2_f32x16 = mul_add_avx512(col2_f32x16, _mm512_set1_ps(x[j + 2]), acc2_f32x16);
-        acc3_f32x16 = mul_add_avx512(col3_f32x16, _mm512_set1_ps(x[j + 3]), acc3_f32x16);
-    }
-    for (; j < cols; ++j)
-        acc0_f32x16 = mul_add_avx512(load_col_avx512(w32, w8, is_i8, j * rows + i, mask), _mm512_set1_ps(x[j]),
-                                     acc0_f32x16);
-    return _mm512_add_ps(_mm512_add_ps(acc0_f32x16, acc1_f32x16), _mm512_add_ps(acc2_f32x16, acc3_f32x16));
+    __m512 sum_f32x16;
+    col_blocks_avx512(w32, w8, is_i8, rows, cols, i, x, 0, 1, mask, &sum_f32x16);
+    return sum_f32x16;
 }
 
 /* y = M x for a column-major rows x cols matrix: f32 (w32), or int8 (w8) times the per-row scales.
@@ -569,6 +585,46 @@ TD_FORCE_INLINE __m512 apply_small_avx512(const td_matrix *mat, const float *x, 
     }
 }
 
+/* The dense forms of W, for which a batch of one-step sequences takes W x in groups (dense_w_group_avx512). */
+TD_FORCE_INLINE int is_dense_avx512(const td_matrix *mat) {
+    return mat->kind == TD_MATRIX_DENSE_F32 || mat->kind == TD_MATRIX_DENSE_I8;
+}
+
+/* How many examples dense_w_group_avx512 takes at once. */
+#define TD_GROUP_AVX512 4
+
+TD_FORCE_INLINE void dense_group_avx512(const float *w32, const int8_t *w8, const float *scales, int is_i8,
+                                        size_t rows, size_t cols, const float *x, size_t x_stride, size_t count,
+                                        float *a, size_t a_stride) {
+    for (size_t i = 0; i < rows; i += 16) {
+        __mmask16 mask = mask16_avx512(min_size_avx512(rows - i, 16));
+        __m512 sum_f32x16[TD_GROUP_AVX512];
+        if (count == TD_GROUP_AVX512) {
+            col_blocks_avx512(w32, w8, is_i8, rows, cols, i, x, x_stride, TD_GROUP_AVX512, mask, sum_f32x16);
+        } else {
+            for (size_t e = 0; e < count; ++e)
+                sum_f32x16[e] = col_block_avx512(w32, w8, is_i8, rows, cols, i, x + e * x_stride, mask);
+        }
+        for (size_t e = 0; e < count; ++e) {
+            if (is_i8) sum_f32x16[e] = mul_avx512(sum_f32x16[e], _mm512_maskz_loadu_ps(mask, scales + i));
+            _mm512_mask_storeu_ps(a + e * a_stride + i, mask, sum_f32x16[e]);
+        }
+    }
+}
+
+/* a_e = W x_e for count examples (count <= TD_GROUP_AVX512), x_e = x + e x_stride, a_e = a + e a_stride
+ * (rows floats each), W dense f32 or dense int8 (times its row scales). A full group loads and converts each
+ * column of W once for all of its examples; a smaller one takes them one by one. The sums are the same either
+ * way (col_blocks_avx512), so an example's result does not depend on its place in the batch. */
+static void dense_w_group_avx512(const td_matrix *w, const float *x, size_t x_stride, size_t count, float *a,
+                                 size_t a_stride) {
+    size_t rows = (size_t)w->rows, cols = (size_t)w->cols;
+    if (w->kind == TD_MATRIX_DENSE_I8)
+        dense_group_avx512(NULL, w->i8, w->scales, 1, rows, cols, x, x_stride, count, a, a_stride);
+    else
+        dense_group_avx512(w->f32, NULL, NULL, 0, rows, cols, x, x_stride, count, a, a_stride);
+}
+
 /* h_t = z h_{t-1} + (zeta (1 - z) + nu) c, rounded like the scalar reference. */
 TD_FORCE_INLINE __m512 fastgrnn_update_avx512(__m512 z_f32x16, __m512 c_f32x16, __m512 h_f32x16, __m512 zeta_f32x16,
                                               __m512 nu_f32x16) {
@@ -594,12 +650,16 @@ static void fastgrnn_small_avx512(const td_fastgrnn *m, const float *x, size_t b
     __mmask16 mask = mask16_avx512((size_t)m->hidden_dim);
     __m512 bz_f32x16 = load_lanes_avx512(m->b_z, mask), bh_f32x16 = load_lanes_avx512(m->b_h, mask);
     __m512 wout_f32x16 = load_lanes_avx512(m->w_out, mask), logit_f32x16 = _mm512_setzero_ps();
-    float hbuf[16], tmp[16 + TD_FASTGRNN_MAX_DIM];
+    float hbuf[16], tmp[16 + TD_FASTGRNN_MAX_DIM], group[TD_GROUP_AVX512 * 16];
+    int grouped = m->timesteps == 1 && is_dense_avx512(&m->w);
     for (size_t n = 0; n < batch; ++n) {
         const float *xn = x + n * step;
         __m512 h_f32x16 = _mm512_setzero_ps(); /* h_0 = 0 */
+        if (grouped && n % TD_GROUP_AVX512 == 0)
+            dense_w_group_avx512(&m->w, xn, inputs, min_size_avx512(batch - n, TD_GROUP_AVX512), group, 16);
         for (int32_t t = 0; t < m->timesteps; ++t) {
-            __m512 a_f32x16 = apply_small_avx512(&m->w, xn + (size_t)t * inputs, mask, tmp);
+            __m512 a_f32x16 = grouped ? _mm512_maskz_loadu_ps(mask, group + n % TD_GROUP_AVX512 * 16)
+                                      : apply_small_avx512(&m->w, xn + (size_t)t * inputs, mask, tmp);
             if (t > 0) a_f32x16 = _mm512_add_ps(a_f32x16, apply_small_avx512(&m->u, hbuf, mask, tmp));
             h_f32x16 = fastgrnn_cell_avx512(a_f32x16, bz_f32x16, bh_f32x16, h_f32x16, zeta_f32x16, nu_f32x16);
             h_f32x16 = _mm512_maskz_mov_ps(mask, h_f32x16);
@@ -622,11 +682,16 @@ static void fastgrnn_large_avx512(const td_fastgrnn *m, const float *x, size_t b
                                   __m512 nu_f32x16) {
     size_t inputs = (size_t)m->input_dim, hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
     size_t step = (size_t)m->timesteps * inputs;
-    float a[TD_FASTGRNN_MAX_DIM], uh[TD_FASTGRNN_MAX_DIM], h[TD_FASTGRNN_MAX_DIM], tmp[TD_FASTGRNN_MAX_DIM];
+    float group[TD_GROUP_AVX512 * TD_FASTGRNN_MAX_DIM], uh[TD_FASTGRNN_MAX_DIM], h[TD_FASTGRNN_MAX_DIM];
+    float tmp[TD_FASTGRNN_MAX_DIM];
+    int grouped = m->timesteps == 1 && is_dense_avx512(&m->w);
     for (size_t n = 0; n < batch; ++n) {
         const float *xn = x + n * step;
+        float *a = grouped ? group + n % TD_GROUP_AVX512 * hidden : group;
+        if (grouped && n % TD_GROUP_AVX512 == 0)
+            dense_w_group_avx512(&m->w, xn, inputs, min_size_avx512(batch - n, TD_GROUP_AVX512), group, hidden);
         for (int32_t t = 0; t < m->timesteps; ++t) {
-            matrix_apply_avx512(&m->w, xn + (size_t)t * inputs, a, tmp);
+            if (!grouped) matrix_apply_avx512(&m->w, xn + (size_t)t * inputs, a, tmp);
             if (t > 0) matrix_apply_avx512(&m->u, h, uh, tmp);
             for (size_t i = 0; i < hidden; i += 16) {
                 __mmask16 mask = mask16_avx512(min_size_avx512(hidden - i, 16));
@@ -649,7 +714,9 @@ void td_fastgrnn_batch_avx512(const td_fastgrnn *m, const float *x, size_t batch
 #if defined(TD_HAVE_AVX2)
     if (m->hidden_dim <= 8) {
         /* The state fits one 256-bit register; the AVX2 kernel is faster there (input 5, hidden 8:
-         * 15 against 18 ns an item in a batch, 85 against 112 ns a call from Python). */
+         * 15 against 18 ns an item in a batch, 85 against 112 ns a call from Python), and no slower with a
+         * wide input (input 385, hidden 8, one step, batches of 1000: 100 against 104 to 108 ns an item;
+         * a 16-lane register would do the same number of FMAs there, half of each one idle). */
         td_fastgrnn_batch_avx2(m, x, batch, out);
         return;
     }

@@ -404,6 +404,86 @@ static void test_fastgrnn_kinds(void) {
             }
 }
 
+/* One-step models with a wide input and a narrow hidden layer (the shape of the query model): dense f32 and
+ * dense int8 W, U an empty CSR matrix. Batches of every size around the kernels' groups of examples, against
+ * the f64 reference; every item of a batch must equal the same item computed alone (td_fastgrnn_forward) and
+ * the same batch read from an address one float further on. */
+static void test_fastgrnn_wide(void) {
+    enum { WIDE_BATCH = 1000, WIDE_IN = 385 };
+    const int inputs[] = {WIDE_IN, 67}, hiddens[] = {32, 16, 7, 3}, output_dims[] = {4, 1};
+    const int kinds[] = {TD_MATRIX_DENSE_F32, TD_MATRIX_DENSE_I8};
+    const size_t batches[] = {1, 3, 4, 5, 9, WIDE_BATCH};
+    float *x = malloc(WIDE_BATCH * WIDE_IN * sizeof(float)), *x1 = malloc((WIDE_BATCH * WIDE_IN + 1) * sizeof(float));
+    float *w32 = malloc(MAX_HID * WIDE_IN * sizeof(float)), *out = malloc(WIDE_BATCH * MAX_OUT * sizeof(float));
+    float *out1 = malloc(WIDE_BATCH * MAX_OUT * sizeof(float));
+    double *dense = malloc(MAX_HID * WIDE_IN * sizeof(double)), *want = malloc(WIDE_BATCH * MAX_OUT * sizeof(double));
+    int8_t *w8 = malloc(MAX_HID * WIDE_IN);
+    static const double no_u[MAX_HID * MAX_HID];
+    float scales[MAX_HID], bz[MAX_HID], bh[MAX_HID], wo[MAX_OUT * MAX_HID], bo[MAX_OUT], empty_f32[1] = {0};
+    int32_t empty_indices[1] = {0}, empty_indptr[MAX_HID + 1] = {0};
+    float single[MAX_OUT];
+    for (size_t c = 0; c < sizeof inputs / sizeof inputs[0]; ++c)
+        for (size_t hi = 0; hi < sizeof hiddens / sizeof hiddens[0]; ++hi)
+            for (size_t kw = 0; kw < 2; ++kw)
+                for (size_t od = 0; od < 2; ++od) {
+                    int in = inputs[c], hid = hiddens[hi], outputs = output_dims[od];
+                    float spread = 2.0f / sqrtf((float)in); /* keeps W x near 1, where the gates are not flat */
+                    td_fastgrnn m = {0};
+                    m.input_dim = in, m.hidden_dim = hid, m.output_dim = outputs, m.timesteps = 1;
+                    for (int i = 0; i < hid; ++i) scales[i] = spread * (0.5f + 0.5f * fabsf(uniform())) / 127.0f;
+                    if (kinds[kw] == TD_MATRIX_DENSE_F32) {
+                        for (int k = 0; k < hid * in; ++k) w32[k] = spread * uniform();
+                        for (int i = 0; i < hid; ++i)
+                            for (int j = 0; j < in; ++j) dense[i * in + j] = w32[j * hid + i];
+                        m.w = (td_matrix){TD_MATRIX_DENSE_F32, hid, in, 0, w32, NULL, NULL, NULL, NULL, NULL};
+                    } else {
+                        for (int k = 0; k < hid * in; ++k) w8[k] = random_i8();
+                        for (int i = 0; i < hid; ++i)
+                            for (int j = 0; j < in; ++j) dense[i * in + j] = (double)scales[i] * w8[j * hid + i];
+                        m.w = (td_matrix){TD_MATRIX_DENSE_I8, hid, in, 0, NULL, NULL, w8, scales, NULL, NULL};
+                    }
+                    m.u = (td_matrix){TD_MATRIX_SPARSE_F32, hid, hid, 0, empty_f32, NULL, NULL, NULL, empty_indices,
+                                      empty_indptr};
+                    fill(bz, (size_t)hid);
+                    fill(bh, (size_t)hid);
+                    fill(wo, (size_t)outputs * hid);
+                    fill(bo, (size_t)outputs);
+                    m.b_z = bz, m.b_h = bh, m.w_out = wo, m.b_out = bo;
+                    m.zeta = 2.0f * uniform(), m.nu = -4.0f + uniform();
+                    CHECK(td_fastgrnn_check(&m) == 0, "valid wide model rejected: %dx%d", in, hid);
+                    fill(x, (size_t)WIDE_BATCH * in);
+                    memcpy(x1 + 1, x, (size_t)WIDE_BATCH * in * sizeof(float));
+                    for (int n = 0; n < WIDE_BATCH; ++n)
+                        ref_fastgrnn_dense(&m, dense, no_u, x + n * in, want + n * outputs);
+                    for (size_t b = 0; b < sizeof batches / sizeof batches[0]; ++b) {
+                        size_t batch = batches[b];
+                        int bad = 0, bad_single = 0, bad_shift = 0;
+                        td_fastgrnn_forward_batch(&m, x, batch, out);
+                        td_fastgrnn_forward_batch(&m, x1 + 1, batch, out1);
+                        for (size_t n = 0; n < batch; ++n) {
+                            td_fastgrnn_forward(&m, x + n * in, single);
+                            for (int o = 0; o < outputs; ++o) {
+                                float got = out[n * outputs + o];
+                                double err = fabs(got - want[n * outputs + o]);
+                                if (!(err < 1e-5) && bad++ < 3)
+                                    CHECK(0, "wide fastgrnn %dx%d W kind %d, %d outputs, batch %zu item %zu output %d: "
+                                          "%.8f vs %.8f", in, hid, kinds[kw], outputs, batch, n, o, got,
+                                          want[n * outputs + o]);
+                                if (got != single[o] && bad_single++ < 3)
+                                    CHECK(0, "wide fastgrnn %dx%d W kind %d, %d outputs, batch %zu item %zu output %d: "
+                                          "%.9g in the batch, %.9g alone", in, hid, kinds[kw], outputs, batch, n, o,
+                                          got, single[o]);
+                                if (got != out1[n * outputs + o] && bad_shift++ < 3)
+                                    CHECK(0, "wide fastgrnn %dx%d W kind %d, %d outputs, batch %zu item %zu output %d: "
+                                          "%.9g, %.9g with x one float further on", in, hid, kinds[kw], outputs,
+                                          batch, n, o, got, out1[n * outputs + o]);
+                            }
+                        }
+                    }
+                }
+    free(x), free(x1), free(w32), free(out), free(out1), free(dense), free(want), free(w8);
+}
+
 /* The sigmoid of td_kernels.h, in f64: (v >= 0 ? 1 : e) / (1 + e) with e = exp(max(-|v|, -87)). */
 static double documented_sigmoid(double v) {
     double e = exp(fmax(-fabs(v), -87.0));
@@ -647,6 +727,7 @@ int main(void) {
         test_matvec();
         test_fastgrnn();
         test_fastgrnn_kinds();
+        test_fastgrnn_wide();
         test_sigmoid_range();
         test_score_candidates();
         test_recency_frequency();
