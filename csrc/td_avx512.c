@@ -640,6 +640,35 @@ TD_FORCE_INLINE __m512 fastgrnn_cell_avx512(__m512 a_f32x16, __m512 bz_f32x16, _
     return fastgrnn_update_avx512(z_f32x16, c_f32x16, h_f32x16, zeta_f32x16, nu_f32x16);
 }
 
+/* td_fastgrnn_output_ with vector logits: logit_o = (sum of the 16 lanes of one FMA chain over the blocks of
+ * 16 hidden units, lane l taking w_out[o, i] h[i] for i = l mod 16) + b_out[o]. The sigmoid (output_dim 1) and
+ * the softmax are td_fastgrnn_output_'s, with libm expf. The scalar dot products took about 60 ns an item at
+ * hidden 32 and output_dim 4, a third of a one-step item with input 385. h: hidden floats. */
+static void fastgrnn_output_avx512(const td_fastgrnn *m, const float *h, float *out) {
+    size_t hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
+    float logits[TD_FASTGRNN_MAX_DIM], top = -INFINITY, sum = 0.0f;
+    for (size_t o = 0; o < outputs; ++o) {
+        const float *row = m->w_out + o * hidden;
+        __m512 dot_f32x16 = _mm512_setzero_ps();
+        for (size_t i = 0; i < hidden; i += 16) {
+            __mmask16 mask = mask16_avx512(min_size_avx512(hidden - i, 16));
+            dot_f32x16 = mul_add_avx512(_mm512_maskz_loadu_ps(mask, row + i), _mm512_maskz_loadu_ps(mask, h + i),
+                                        dot_f32x16);
+        }
+        logits[o] = _mm512_reduce_add_ps(dot_f32x16) + m->b_out[o];
+    }
+    if (outputs == 1) {
+        out[0] = td_sigmoid_f32_(logits[0]);
+        return;
+    }
+    for (size_t o = 0; o < outputs; ++o) top = logits[o] > top ? logits[o] : top;
+    for (size_t o = 0; o < outputs; ++o) {
+        out[o] = expf(logits[o] - top);
+        sum += out[o];
+    }
+    for (size_t o = 0; o < outputs; ++o) out[o] /= sum;
+}
+
 /* hidden_dim 9..16: the state lives in one register (lanes past hidden_dim kept 0); hbuf mirrors it for U h
  * and the output layer. With output_dim 1 the logits of 16 items are collected in one register and go
  * through one vector sigmoid. */
@@ -672,7 +701,7 @@ static void fastgrnn_small_avx512(const td_fastgrnn *m, const float *x, size_t b
             if (lane == 15 || n + 1 == batch)
                 _mm512_mask_storeu_ps(out + n - lane, mask16_avx512(lane + 1), sigmoid_f32x16_avx512(logit_f32x16));
         } else {
-            td_fastgrnn_output_(m, hbuf, out + n * outputs);
+            fastgrnn_output_avx512(m, hbuf, out + n * outputs);
         }
     }
 }
@@ -706,7 +735,7 @@ static void fastgrnn_large_avx512(const td_fastgrnn *m, const float *x, size_t b
                 _mm512_mask_storeu_ps(h + i, mask, h_f32x16);
             }
         }
-        td_fastgrnn_output_(m, h, out + n * outputs);
+        fastgrnn_output_avx512(m, h, out + n * outputs);
     }
 }
 
