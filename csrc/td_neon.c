@@ -458,6 +458,86 @@ static void matrix_apply_neon(const td_matrix *m, const float *x, float *y) {
     }
 }
 
+/* Rows i .. i + 4R - 1 (R = 4 or 1 vectors of 4 rows, all inside the matrix) of a_e = M x_e (times the row
+ * scales for int8) for E examples (E <= 4, x_e = x + e x_stride, a_e = a + e a_stride), M column-major f32
+ * (w32) or int8 (w8). Each column is loaded (and converted) once for all E examples. Each row is one FMA
+ * chain over j in increasing order, as in dense_cols_f32_neon and dense_cols_i8_neon, whatever E and R. */
+TD_FORCE_INLINE void group_rows_neon(const float *w32, const int8_t *w8, const float *scales, size_t rows, size_t cols,
+                                     size_t i, int R, const float *x, size_t x_stride, int E, float *a,
+                                     size_t a_stride) {
+    float32x4_t acc_f32x4[4][4], col_f32x4[4];
+    for (int e = 0; e < E; ++e)
+        for (int r = 0; r < R; ++r) acc_f32x4[e][r] = vdupq_n_f32(0.0f);
+    for (size_t j = 0; j < cols; ++j) {
+        size_t off = j * rows + i;
+        if (w8 && R == 4) {
+            int8x16_t w_s8x16 = vld1q_s8(w8 + off);
+            int16x8_t lo_s16x8 = vmovl_s8(vget_low_s8(w_s8x16)), hi_s16x8 = vmovl_high_s8(w_s8x16);
+            col_f32x4[0] = s16_lo_f32x4_neon(lo_s16x8), col_f32x4[1] = s16_hi_f32x4_neon(lo_s16x8);
+            col_f32x4[2] = s16_lo_f32x4_neon(hi_s16x8), col_f32x4[3] = s16_hi_f32x4_neon(hi_s16x8);
+        } else if (w8) { /* an 8-byte load stays inside the matrix before the last column (rows >= 4) */
+            col_f32x4[0] =
+                j + 1 < cols ? s16_lo_f32x4_neon(vmovl_s8(vld1_s8(w8 + off))) : load4_s8_f32x4_neon(w8 + off);
+        } else {
+            for (int r = 0; r < R; ++r) col_f32x4[r] = vld1q_f32(w32 + off + 4 * (size_t)r);
+        }
+        for (int e = 0; e < E; ++e) {
+            float32x4_t xj_f32x4 = vdupq_n_f32(x[(size_t)e * x_stride + j]);
+            for (int r = 0; r < R; ++r) acc_f32x4[e][r] = vfmaq_f32(acc_f32x4[e][r], col_f32x4[r], xj_f32x4);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        float32x4_t scale_f32x4 = w8 ? vld1q_f32(scales + i + 4 * (size_t)r) : vdupq_n_f32(1.0f);
+        for (int e = 0; e < E; ++e)
+            vst1q_f32(a + (size_t)e * a_stride + i + 4 * (size_t)r,
+                      w8 ? vmulq_f32(acc_f32x4[e][r], scale_f32x4) : acc_f32x4[e][r]);
+    }
+}
+
+/* How many examples dense_w_group_neon takes at once. */
+#define TD_GROUP_NEON 4
+
+TD_FORCE_INLINE void dense_group_neon(const float *w32, const int8_t *w8, const float *scales, size_t rows,
+                                      size_t cols, const float *x, size_t x_stride, size_t count, float *a,
+                                      size_t a_stride) {
+    for (size_t e = 0; e < count;) {
+        size_t take = count - e == TD_GROUP_NEON ? TD_GROUP_NEON : 1, i = 0;
+        const float *xe = x + e * x_stride;
+        float *ae = a + e * a_stride;
+        if (take == TD_GROUP_NEON) {
+            for (; i + 16 <= rows; i += 16)
+                group_rows_neon(w32, w8, scales, rows, cols, i, 4, xe, x_stride, TD_GROUP_NEON, ae, a_stride);
+            for (; i + 4 <= rows; i += 4)
+                group_rows_neon(w32, w8, scales, rows, cols, i, 1, xe, x_stride, TD_GROUP_NEON, ae, a_stride);
+        } else {
+            for (; i + 16 <= rows; i += 16) group_rows_neon(w32, w8, scales, rows, cols, i, 4, xe, 0, 1, ae, 0);
+            for (; i + 4 <= rows; i += 4) group_rows_neon(w32, w8, scales, rows, cols, i, 1, xe, 0, 1, ae, 0);
+        }
+        for (; i < rows; ++i) /* 1..3 rows left: one fused chain each, as the vector lanes */
+            for (size_t k = 0; k < take; ++k) {
+                float acc = 0.0f;
+                for (size_t j = 0; j < cols; ++j)
+                    acc = fmaf(w8 ? (float)w8[j * rows + i] : w32[j * rows + i], xe[k * x_stride + j], acc);
+                ae[k * a_stride + i] = w8 ? acc * scales[i] : acc;
+            }
+        e += take;
+    }
+}
+
+/* a_e = W x_e for count examples (count <= TD_GROUP_NEON), x_e = x + e x_stride, a_e = a + e a_stride (rows
+ * floats each), W dense f32 or dense int8 (times its row scales). A full group loads and converts each
+ * column of W once for all of its examples; a smaller one takes them one by one. Every row is summed the
+ * same way in either case (group_rows_neon), so an example's result does not depend on its place in the
+ * batch. */
+static void dense_w_group_neon(const td_matrix *w, const float *x, size_t x_stride, size_t count, float *a,
+                               size_t a_stride) {
+    size_t rows = (size_t)w->rows, cols = (size_t)w->cols;
+    if (w->kind == TD_MATRIX_DENSE_I8)
+        dense_group_neon(NULL, w->i8, w->scales, rows, cols, x, x_stride, count, a, a_stride);
+    else
+        dense_group_neon(w->f32, NULL, NULL, rows, cols, x, x_stride, count, a, a_stride);
+}
+
 /* h_t from the pre-activation a = W x_t (+ U h_{t-1}) and h_{t-1} (0 at t = 0). */
 static inline float32x4_t fastgrnn_cell_neon(float32x4_t a_f32x4, float32x4_t bz_f32x4, float32x4_t bh_f32x4,
                                              float32x4_t prev_f32x4, float32x4_t zeta_f32x4, float32x4_t nu_f32x4) {
@@ -467,13 +547,17 @@ static inline float32x4_t fastgrnn_cell_neon(float32x4_t a_f32x4, float32x4_t bz
     return vfmaq_f32(vmulq_f32(coef_f32x4, c_f32x4), z_f32x4, prev_f32x4);
 }
 
-static void fastgrnn_one_neon(const td_fastgrnn *m, const float *x, float *out) {
+/* One sequence x; wx, when not NULL, is W x_0 already computed (a one-step model). */
+static void fastgrnn_one_neon(const td_fastgrnn *m, const float *x, const float *wx, float *out) {
     size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
     float h[TD_FASTGRNN_MAX_DIM], a[TD_FASTGRNN_MAX_DIM], b[TD_FASTGRNN_MAX_DIM];
     float32x4_t zeta_f32x4 = vdupq_n_f32(td_sigmoid_f32_(m->zeta));
     float32x4_t nu_f32x4 = vdupq_n_f32(td_sigmoid_f32_(m->nu));
     for (int32_t t = 0; t < m->timesteps; ++t) {
-        matrix_apply_neon(&m->w, x + (size_t)t * inputs, a);
+        if (wx && t == 0)
+            memcpy(a, wx, hidden * sizeof(float));
+        else
+            matrix_apply_neon(&m->w, x + (size_t)t * inputs, a);
         if (t > 0) { /* h_0 = 0, so U h_0 = 0 */
             matrix_apply_neon(&m->u, h, b);
             size_t i = 0;
@@ -502,8 +586,19 @@ static void fastgrnn_one_neon(const td_fastgrnn *m, const float *x, float *out) 
 }
 
 void td_fastgrnn_batch_neon(const td_fastgrnn *m, const float *x, size_t batch, float *out) {
-    size_t step = (size_t)m->timesteps * (size_t)m->input_dim;
-    for (size_t n = 0; n < batch; ++n) fastgrnn_one_neon(m, x + n * step, out + n * (size_t)m->output_dim);
+    size_t step = (size_t)m->timesteps * (size_t)m->input_dim, hidden = (size_t)m->hidden_dim;
+    size_t outputs = (size_t)m->output_dim;
+    float group[TD_GROUP_NEON * TD_FASTGRNN_MAX_DIM];
+    if (m->timesteps == 1 && (m->w.kind == TD_MATRIX_DENSE_F32 || m->w.kind == TD_MATRIX_DENSE_I8)) {
+        for (size_t n = 0; n < batch; n += TD_GROUP_NEON) {
+            size_t count = batch - n < TD_GROUP_NEON ? batch - n : TD_GROUP_NEON;
+            dense_w_group_neon(&m->w, x + n * step, step, count, group, hidden);
+            for (size_t e = 0; e < count; ++e)
+                fastgrnn_one_neon(m, x + (n + e) * step, group + e * hidden, out + (n + e) * outputs);
+        }
+        return;
+    }
+    for (size_t n = 0; n < batch; ++n) fastgrnn_one_neon(m, x + n * step, NULL, out + n * outputs);
 }
 
 void td_recency_frequency_neon(double decay, double now, const double *created_at,
