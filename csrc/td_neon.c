@@ -458,6 +458,15 @@ static void matrix_apply_neon(const td_matrix *m, const float *x, float *y) {
     }
 }
 
+/* Unrolls the short loops over examples, blocks and partial sums of the grouped FastGRNN kernels before the
+ * compiler decides where their accumulator arrays live: without it GCC kept one such array on the stack and
+ * stored every accumulator on each pass over the columns (seen in the AVX-512 kernel: 100 -> 188 ns an item). */
+#if defined(__GNUC__) || defined(__clang__)
+#define TD_UNROLL _Pragma("GCC unroll 4")
+#else
+#define TD_UNROLL
+#endif
+
 /* Rows i .. i + 4R - 1 (R = 4 or 1 vectors of 4 rows, all inside the matrix) of a_e = M x_e (times the row
  * scales for int8) for E examples (E <= 4, x_e = x + e x_stride, a_e = a + e a_stride), M column-major f32
  * (w32) or int8 (w8). Each column is loaded (and converted) once for all E examples. Each row is one FMA
@@ -466,8 +475,8 @@ TD_FORCE_INLINE void group_rows_neon(const float *w32, const int8_t *w8, const f
                                      size_t i, int R, const float *x, size_t x_stride, int E, float *a,
                                      size_t a_stride) {
     float32x4_t acc_f32x4[4][4], col_f32x4[4];
-    for (int e = 0; e < E; ++e)
-        for (int r = 0; r < R; ++r) acc_f32x4[e][r] = vdupq_n_f32(0.0f);
+    TD_UNROLL for (int e = 0; e < E; ++e)
+        TD_UNROLL for (int r = 0; r < R; ++r) acc_f32x4[e][r] = vdupq_n_f32(0.0f);
     for (size_t j = 0; j < cols; ++j) {
         size_t off = j * rows + i;
         if (w8 && R == 4) {
@@ -479,16 +488,16 @@ TD_FORCE_INLINE void group_rows_neon(const float *w32, const int8_t *w8, const f
             col_f32x4[0] =
                 j + 1 < cols ? s16_lo_f32x4_neon(vmovl_s8(vld1_s8(w8 + off))) : load4_s8_f32x4_neon(w8 + off);
         } else {
-            for (int r = 0; r < R; ++r) col_f32x4[r] = vld1q_f32(w32 + off + 4 * (size_t)r);
+            TD_UNROLL for (int r = 0; r < R; ++r) col_f32x4[r] = vld1q_f32(w32 + off + 4 * (size_t)r);
         }
-        for (int e = 0; e < E; ++e) {
+        TD_UNROLL for (int e = 0; e < E; ++e) {
             float32x4_t xj_f32x4 = vdupq_n_f32(x[(size_t)e * x_stride + j]);
-            for (int r = 0; r < R; ++r) acc_f32x4[e][r] = vfmaq_f32(acc_f32x4[e][r], col_f32x4[r], xj_f32x4);
+            TD_UNROLL for (int r = 0; r < R; ++r) acc_f32x4[e][r] = vfmaq_f32(acc_f32x4[e][r], col_f32x4[r], xj_f32x4);
         }
     }
-    for (int r = 0; r < R; ++r) {
+    TD_UNROLL for (int r = 0; r < R; ++r) {
         float32x4_t scale_f32x4 = w8 ? vld1q_f32(scales + i + 4 * (size_t)r) : vdupq_n_f32(1.0f);
-        for (int e = 0; e < E; ++e)
+        TD_UNROLL for (int e = 0; e < E; ++e)
             vst1q_f32(a + (size_t)e * a_stride + i + 4 * (size_t)r,
                       w8 ? vmulq_f32(acc_f32x4[e][r], scale_f32x4) : acc_f32x4[e][r]);
     }
