@@ -408,3 +408,20 @@ def test_the_query_pass_checks_its_model(router):
         kernels.QueryPass(cell, 16, 1, 1, 9)
     with pytest.raises(InvalidInputError, match="does not read 16 embedding values and a length"):
         kernels.QueryPass(cell, 16, 1, 1, 2, (1.0, 1.0))
+
+
+def test_decisions_are_read_only_and_uncertainty_is_computed_once(data):
+    r = QueryRouter.fit(data["E"][:1500], strong=data["strong"][:1500], weak=data["weak"][:1500],
+                        prompt_length=data["length"][:1500], config=SMALL)
+    r.calibrate(data["E"][2000:2600], target=0.85, strong=data["strong"][2000:2600], weak=data["weak"][2000:2600],
+                prompt_length=data["length"][2000:2600])
+    batch = r.route_batch(data["E"][2600:2700], prompt_length=data["length"][2600:2700])
+    with pytest.raises(AttributeError, match="read-only"):
+        batch.threshold = 0.0
+    u = batch.uncertainty
+    assert u is batch.uncertainty and not u.flags.writeable
+    np.testing.assert_array_equal(u, r.calibration.uncertainty(batch.confidence))
+    E = data["E"][2600:2700].copy()
+    E[41, 5] = np.nan
+    with pytest.raises(InvalidInputError, match=r"embeddings holds a non-finite value \(nan\) at \[41, 5\]"):
+        r.route_batch(E, prompt_length=data["length"][2600:2700])

@@ -49,10 +49,15 @@ cdef class QueryPass:
                 raise InvalidInputError(f"length must be a finite mean and a standard deviation > 0, got {length}")
         self.model, self.dim, self.bad, self.plus, self.minus = model, embedding_dim, bad, plus, minus
 
-    cdef double _standard_length(self, double chars, str name) except? -1e300:
+    cdef double _standard_length(self, double chars, Py_ssize_t index) except? -1e300:
+        """The model's length input; ``index`` names the query in errors (-1: the only one)."""
         if not (chars > 0.0 and isfinite(chars)):
+            name = "prompt_length" if index < 0 else f"prompt_length[{index}]"
             raise InvalidInputError(f"{name} must be finite and > 0 (characters), got {chars!r}")
         return (log(chars) - self.log_mean) / self.log_std
+
+    cdef int _raise_nonfinite(self, const float *src, Py_ssize_t i, Py_ssize_t j) except -1:
+        raise InvalidInputError(f"embeddings holds a non-finite value ({src[i * self.dim + j]}) at [{i}, {j}]")
 
     cdef int _check_length_given(self, object prompt_length) except -1:
         if self.with_length and prompt_length is None:
@@ -84,7 +89,7 @@ cdef class QueryPass:
         if self.with_length:
             memcpy(x, src, d * sizeof(float))
             x[d] = <float>self._standard_length(checks.real(prompt_length, "prompt_length", error=InvalidInputError),
-                                                "prompt_length")
+                                                -1)
             inputs = x
         ck.td_fastgrnn_forward(&self.model.m, inputs, p)
         if _first_nonfinite_f32(p, self.model.m.output_dim) >= 0:
@@ -109,14 +114,14 @@ cdef class QueryPass:
             raise InvalidInputError(f"embeddings must have {d} columns, got {_dim(E, 1)}")
         self._check_length_given(prompt_length)
         cdef const float *src = _f32p(E)
-        bad_at = _first_nonfinite_f32(src, n * d)
-        if bad_at >= 0:
-            raise InvalidInputError(f"embeddings holds a non-finite value ({src[bad_at]}) at "
-                                    f"[{bad_at // d}, {bad_at % d}]")
         cdef cnp.ndarray X = E, L
         cdef const double *lengths
         cdef float *row
-        if self.with_length:
+        if not self.with_length:
+            bad_at = _first_nonfinite_f32(src, n * d)
+            if bad_at >= 0:
+                self._raise_nonfinite(src, bad_at // d, bad_at % d)
+        else:  # each row copied next to its length, and checked while it is in cache
             L = _arr(prompt_length, "prompt_length", cnp.NPY_FLOAT64, 1)
             if _dim(L, 0) != n:
                 raise InvalidInputError(f"prompt_length must have one entry per query ({n}), got {_dim(L, 0)}")
@@ -125,7 +130,10 @@ cdef class QueryPass:
             for i in range(n):
                 row = _out_f32(X) + i * (d + 1)
                 memcpy(row, src + i * d, d * sizeof(float))
-                row[d] = <float>self._standard_length(lengths[i], f"prompt_length[{i}]")
+                bad_at = _first_nonfinite_f32(row, d)
+                if bad_at >= 0:
+                    self._raise_nonfinite(src, i, bad_at)
+                row[d] = <float>self._standard_length(lengths[i], i)
         cdef int outputs = self.model.m.output_dim
         cdef cnp.ndarray probabilities = cnp.PyArray_EMPTY(2, [n, outputs], cnp.NPY_FLOAT32, 0)
         cdef void *state = _release(n * self.model.m.hidden_dim * (d + 1) >= NOGIL_WORK)

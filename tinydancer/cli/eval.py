@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also measure the router that reads the prompt length as a side input")
     parser.add_argument("--members", type=positive_int, default=4,
                         help="FastGRNN members of the router's ensemble (default: %(default)s)")
-    parser.add_argument("--hidden", type=positive_int, default=8,
+    parser.add_argument("--hidden", type=positive_int, default=4,
                         help="hidden units per member (default: %(default)s)")
     parser.add_argument("--folds", type=positive_int, default=5, help="folds of cv and subject (default: %(default)s)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of folds and training (default: %(default)s)")

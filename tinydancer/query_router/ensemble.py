@@ -41,7 +41,7 @@ class EnsembleConfig:
     """
 
     members: int = 4
-    hidden: int = 8
+    hidden: int = 4
     epochs: int = 60
     learning_rate: float = 0.005
     batch_size: int = 64

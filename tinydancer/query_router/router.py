@@ -68,16 +68,47 @@ class QueryDecision:
     certified: bool
 
 
-@dataclass(frozen=True, slots=True)
 class QueryDecisions:
-    """The verdicts on a batch of queries, as read-only arrays in input order (see :class:`QueryDecision`)."""
+    """The verdicts on a batch of queries, as read-only arrays in input order (see :class:`QueryDecision`):
+    ``use_lightweight``, ``confidence``, ``expected_gain`` and ``uncertainty``, with the batch's
+    ``threshold`` and ``certified``. ``uncertainty`` is computed when it is first read."""
+
+    __slots__ = ("use_lightweight", "confidence", "expected_gain", "threshold", "certified", "_calibration",
+                 "_uncertainty")
 
     use_lightweight: NDArray[np.bool_]
     confidence: NDArray[np.float32]
-    uncertainty: NDArray[np.float64]
-    threshold: float
     expected_gain: NDArray[np.float32]
+    threshold: float
     certified: bool
+
+    def __init__(self, use_lightweight: NDArray[np.bool_], confidence: NDArray[np.float32],
+                 expected_gain: NDArray[np.float32], calibration: Calibration | None) -> None:
+        init = object.__setattr__
+        init(self, "use_lightweight", _frozen(use_lightweight))
+        init(self, "confidence", _frozen(confidence))
+        init(self, "expected_gain", _frozen(expected_gain))
+        init(self, "threshold", math.inf if calibration is None else float(calibration.threshold))
+        init(self, "certified", calibration is not None and bool(calibration.certified))
+        init(self, "_calibration", calibration)
+        init(self, "_uncertainty", None)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"QueryDecisions is read-only: cannot set {name!r}")
+
+    @property
+    def uncertainty(self) -> NDArray[np.float64]:
+        """The calibration's conformal p-value of each query (1.0 without a calibration), read-only."""
+        u = self._uncertainty
+        if u is None:
+            cal = self._calibration
+            if cal is None:
+                u = np.ones(len(self))
+            else:
+                u = cal.uncertainty(self.confidence if cal.risk == "lightweight_error" else self.expected_gain)
+            u = _frozen(np.asarray(u, dtype=np.float64))
+            object.__setattr__(self, "_uncertainty", u)  # computed once; threads racing here compute the same
+        return u
 
     def __len__(self) -> int:
         return int(self.use_lightweight.shape[0])
@@ -87,6 +118,10 @@ class QueryDecisions:
         """The share of the batch sent to the lightweight model (0.0 for an empty batch)."""
         n = len(self)
         return float(np.count_nonzero(self.use_lightweight)) / n if n else 0.0
+
+    def __repr__(self) -> str:
+        return (f"QueryDecisions(n={len(self)}, lightweight_share={self.lightweight_share:.3f}, "
+                f"threshold={self.threshold:.4g}, certified={self.certified})")
 
 
 _new = object.__new__
@@ -251,13 +286,9 @@ class QueryRouter:
         score, gain = self._pass.scores_batch(embeddings, prompt_length)
         cal = self._calibration
         if cal is None:
-            n = score.shape[0]
-            return QueryDecisions(_frozen(np.zeros(n, np.bool_)), _frozen(score), _frozen(np.ones(n)), math.inf,
-                                  _frozen(gain), False)
-        value = score if cal.risk == "lightweight_error" else gain  # what the risk ranks by
-        return QueryDecisions(_frozen(np.asarray(cal.use_lightweight(value), np.bool_)), _frozen(score),
-                              _frozen(np.asarray(cal.uncertainty(value), np.float64)), float(cal.threshold),
-                              _frozen(gain), bool(cal.certified))
+            return QueryDecisions(np.zeros(score.shape[0], np.bool_), score, gain, None)
+        use = cal.use_lightweight(score if cal.risk == "lightweight_error" else gain)  # what the risk ranks by
+        return QueryDecisions(use, score, gain, cal)
 
     # -- calibration --------------------------------------------------------------------------------------
 
