@@ -83,7 +83,8 @@ typedef struct td_kernel_table_ {
 /* The active table (never NULL after start-up). */
 TD_HIDDEN const td_kernel_table_ *td_active_table_(void);
 
-/* Output layer shared by every ISA: output_dim probabilities from the final hidden state h. */
+/* Output layer: output_dim probabilities from the final hidden state h (the scalar and NEON paths; AVX2 and
+ * AVX-512 have their own with vector logits and the same sigmoid and softmax). */
 TD_HIDDEN void td_fastgrnn_output_(const td_fastgrnn *m, const float *h, float *out);
 
 /* The sigmoid of every ISA: (v >= 0 ? 1 : e) / (1 + e) with e = exp(max(-|v|, TD_SIGMOID_EXP_MIN)). e lies in

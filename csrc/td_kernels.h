@@ -21,7 +21,9 @@
  *   on towards 0. The scalar path takes exp and tanh from libm; SIMD paths use a polynomial exp (within
  *   2 ulp) and tanh(v) = sign(v) (1 - e) / (1 + e) with e = exp(-2|v|) (absolute error below 1e-7; NEON uses
  *   an odd polynomial below |v| = 0.625), so probabilities agree with the scalar path to a few 1e-6.
- *   Softmax (output_dim > 1) is computed on the scalar path for every ISA, with libm expf.
+ *   The output logits are sums of products in f32 (AVX2 and AVX-512 sum them in vector lanes, so their
+ *   order differs from the scalar path's); softmax (output_dim > 1) then uses libm expf on every ISA.
+ *   A batch gives every item the same result as a single call of the same ISA, wherever it sits.
  *
  * Inputs are not validated here beyond what is stated: NaN in, NaN out. Dimensions of 0 are allowed
  * wherever the result is still defined (an empty dot product is 0).
