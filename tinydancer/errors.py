@@ -11,6 +11,7 @@ __all__ = [
     "InvalidInputError",
     "ConfigError",
     "OutputFileError",
+    "MissingExtraError",
     "ModelError",
     "ModelFileError",
     "ModelFormatError",
@@ -40,6 +41,11 @@ class ConfigError(TinyDancerError, ValueError):
 class OutputFileError(TinyDancerError, OSError):
     """A file (a training report, say) cannot be written where asked: its folder is missing or read-only,
     or the path is not a regular file (a FIFO, a device, a folder), which is never replaced."""
+
+
+class MissingExtraError(TinyDancerError, ImportError):
+    """An optional feature needs a package that is not installed; the message names the extra to install
+    (for example ``pip install 'tinydancer[plot]'``)."""
 
 
 class ModelError(TinyDancerError):

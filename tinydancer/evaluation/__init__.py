@@ -49,7 +49,8 @@ from tinydancer.evaluation.metrics import (
     random_score,
     share_for_quality,
 )
-from tinydancer.evaluation.plot import MissingExtraError, plot_quality
+from tinydancer.errors import MissingExtraError
+from tinydancer.evaluation.plot import plot_quality
 from tinydancer.evaluation.protocols import (
     Fold,
     cross_dataset,

@@ -13,13 +13,9 @@ import numpy as np
 
 from tinydancer.atomic_files import PathArg, check_writable, write_atomic
 from tinydancer.checks import real
-from tinydancer.errors import InvalidInputError, TinyDancerError
+from tinydancer.errors import InvalidInputError, MissingExtraError
 
-__all__ = ["MissingExtraError", "plot_quality"]
-
-
-class MissingExtraError(TinyDancerError, ImportError):
-    """An optional dependency is not installed; the message names the extra that provides it."""
+__all__ = ["plot_quality"]
 
 
 def _curve(name: str, curve: Any) -> tuple[np.ndarray, np.ndarray]:
