@@ -32,16 +32,15 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from tinydancer import checks, kernels
-from tinydancer.calibration import Calibration, calibrate_lightweight_error, calibrate_quality_loss
+from tinydancer.calibration import RISKS, Calibration, calibrate_lightweight_error, calibrate_quality_loss
 from tinydancer.errors import InvalidInputError, ModelSchemaError
 from tinydancer.model import FastGRNN, files
 from tinydancer.query_router import outcomes
 from tinydancer.query_router.ensemble import EnsembleConfig, merge, train_ensemble
 
-__all__ = ["QueryDecision", "QueryDecisions", "QueryRouter", "DEFAULT_QUERY_MODEL", "RISKS"]
+__all__ = ["QueryDecision", "QueryDecisions", "QueryRouter", "DEFAULT_QUERY_MODEL", "RISKS", "default_query_model_path"]
 
 DEFAULT_QUERY_MODEL = "query_router.safetensors"
-RISKS = ("lightweight_error", "quality_loss")
 _METADATA_KEY = "query_router"
 _FAILURES = "calibration.failure_values"
 _VERSION = 1
