@@ -377,13 +377,13 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_embeds_without_network_and_with_telemetry_off():
+def test_embeds_without_network_and_with_telemetry_off(tmp_path):
     needs_extra()
     if not network_namespace_works():
         pytest.skip("unshare -n (a network namespace) is not available here")
     env = {k: v for k, v in os.environ.items() if k not in CI_VARIABLES and k != embed_module.TELEMETRY_VARIABLE}
-    run = subprocess.run(["unshare", "-n", sys.executable, "-c", CHILD], env=env, cwd=ROOT, capture_output=True,
-                         text=True, timeout=300, check=False)
+    run = subprocess.run(["unshare", "-n", sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
+                         timeout=300, check=False, cwd=tmp_path)  # outside the source tree
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["lazy"] is True
