@@ -52,7 +52,7 @@ from tinydancer.errors import (ConfigError, InvalidInputError, MissingExtraError
                                ModelSchemaError)
 
 __all__ = ["DIM", "MODEL_PACKAGE", "MODEL_SHA256", "TOKENIZER_FILE", "TOKENIZER_SHA256", "TELEMETRY_VARIABLE",
-           "Embedder", "embed", "default_embedder", "default_model_path", "tokenizer_path"]
+           "Embedder", "check_text", "embed", "default_embedder", "default_model_path", "tokenizer_path"]
 
 #: Length of an all-MiniLM-L6-v2 embedding.
 DIM = 384
@@ -183,7 +183,7 @@ def _bytes_hint(value: Any) -> str:
     return " (decode it to str first)" if isinstance(value, (bytes, bytearray, memoryview)) else ""
 
 
-def _text(value: Any, name: str) -> str:
+def check_text(value: Any, name: str) -> str:
     """``value`` itself when it is a non-empty str that UTF-8 can encode, else InvalidInputError naming it."""
     if not isinstance(value, str):
         raise InvalidInputError(f"{name} must be a str, got {type(value).__name__}{_bytes_hint(value)}")
@@ -366,13 +366,13 @@ class Embedder:
                 lone surrogates, or a text with nothing to embed (only whitespace or control characters).
         """
         if isinstance(texts, str):
-            return self._embed_checked([_text(texts, "texts")], ["texts"])[0]
+            return self._embed_checked([check_text(texts, "texts")], ["texts"])[0]
         if not isinstance(texts, (list, tuple)):
             raise InvalidInputError(f"texts must be a str or a list or tuple of str, got {type(texts).__name__}"
                                     f"{_bytes_hint(texts)}")
         if not texts:
             raise InvalidInputError("texts is empty: give at least one text")
-        checked = [_text(value, f"texts[{i}]") for i, value in enumerate(texts)]
+        checked = [check_text(value, f"texts[{i}]") for i, value in enumerate(texts)]
         return self._embed_checked(checked, None)
 
     def _embed_checked(self, texts: list[str], names: list[str] | None) -> NDArray[np.float32]:

@@ -12,8 +12,11 @@ from tinydancer.cli.options import positive_int
 if TYPE_CHECKING:
     from tinydancer.types import RoutingRequest
 
-HELP = "route a JSON request (file or - for stdin); JSON decisions out"
-DESCRIPTION = None
+HELP = "route a JSON request of candidates, or prompts with --text; JSON decisions out"
+DESCRIPTION = ("Route a JSON request of candidates (a file, or - for standard input) with the candidate router, or "
+               "with --text route prompts with the query router: --text \"...\" for one prompt, --text - for "
+               "JSON Lines of prompts on standard input (each line a JSON string, or an object with \"prompt\"), "
+               "one decision per line. --text needs the [embed] extra.")
 
 # The fields a candidate object may have, as Candidate takes them.
 _CANDIDATE_FIELDS = frozenset({"id", "embedding", "metadata", "created_at", "access_count", "success_rate"})
@@ -29,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretty", action="store_true", help="indent the JSON")
     parser.add_argument("--max-request-bytes", type=positive_int, default=MAX_REQUEST_BYTES, metavar="N",
                         help="refuse a request larger than this (default %(default)s, 64 MiB)")
+    parser.add_argument("--text", metavar="PROMPT",
+                        help="route this prompt with the query router instead (- : JSON Lines of prompts on stdin)")
+    parser.add_argument("--query-model", metavar="PATH",
+                        help="with --text: a query router file instead of the shipped one")
 
 
 def _read_bytes(source: str, limit: int) -> bytes:
@@ -114,11 +121,70 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         TinyDancerError: a bad request or model.
     """
+    from tinydancer.errors import InvalidInputError
     from tinydancer.router import Router, RouterConfig
 
+    if args.text is not None:
+        if args.request != "-" or args.model is not None:
+            raise InvalidInputError("--text routes prompts with the query router: give no request file or --model")
+        return _route_text(args)
+    if args.query_model is not None:
+        raise InvalidInputError("--query-model goes with --text")
     request = read_request(args.request, args.max_request_bytes)
     with Router(RouterConfig(model_path=args.model)) as router:
         response = router.route(request)
     json.dump(response.to_dict(), sys.stdout, indent=2 if args.pretty else None)
     print()
+    return 0
+
+
+def read_prompts(limit: int) -> list[str]:
+    """The prompts of JSON Lines on standard input: each non-blank line a JSON string, or an object whose
+    ``prompt`` is one.
+
+    Raises:
+        InvalidInputError: more than ``limit`` bytes, not UTF-8, a line that is not such JSON (named by its
+            number), or no prompt at all.
+    """
+    from tinydancer.errors import InvalidInputError
+
+    raw = _read_bytes("-", limit)
+    if len(raw) > limit:
+        raise InvalidInputError(f"standard input: more than {limit} bytes (--max-request-bytes raises the limit)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"standard input is not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+                                f"{exc.start})") from None
+    prompts = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            raise InvalidInputError(f"line {number}: not JSON (give a JSON string or {{\"prompt\": ...}})") from None
+        if isinstance(item, dict):
+            item = item.get("prompt")
+        if not isinstance(item, str):
+            raise InvalidInputError(f"line {number}: a prompt must be a JSON string or an object with a string "
+                                    f"\"prompt\"")
+        prompts.append(item)
+    if not prompts:
+        raise InvalidInputError("standard input holds no prompt")
+    return prompts
+
+
+def _route_text(args: argparse.Namespace) -> int:
+    """``--text``: one decision as JSON, or one JSON line per prompt of standard input."""
+    from tinydancer.query_router import QueryRouter
+
+    router = QueryRouter.default() if args.query_model is None else QueryRouter.load(args.query_model)
+    indent = 2 if args.pretty else None
+    if args.text != "-":
+        print(json.dumps(router.route_text(args.text).to_dict(), indent=indent))
+        return 0
+    batch = router.route_texts(read_prompts(args.max_request_bytes))
+    for i in range(len(batch)):
+        print(json.dumps(batch.decision(i).to_dict()))
     return 0

@@ -66,6 +66,13 @@ class QueryDecision:
     expected_gain: float
     certified: bool
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the fields (an uncertified threshold, +inf, as None)."""
+        return {"use_lightweight": self.use_lightweight, "confidence": self.confidence,
+                "uncertainty": self.uncertainty, "expected_gain": self.expected_gain,
+                "threshold": self.threshold if math.isfinite(self.threshold) else None,
+                "certified": self.certified}
+
 
 class QueryDecisions:
     """The verdicts on a batch of queries, as read-only arrays in input order (see :class:`QueryDecision`):
@@ -111,6 +118,11 @@ class QueryDecisions:
 
     def __len__(self) -> int:
         return int(self.use_lightweight.shape[0])
+
+    def decision(self, i: int) -> QueryDecision:
+        """Query ``i``'s verdict as a :class:`QueryDecision`."""
+        return QueryDecision(bool(self.use_lightweight[i]), float(self.confidence[i]), float(self.uncertainty[i]),
+                             self.threshold, float(self.expected_gain[i]), self.certified)
 
     @property
     def lightweight_share(self) -> float:
@@ -288,6 +300,48 @@ class QueryRouter:
             return QueryDecisions(np.zeros(score.shape[0], np.bool_), score, gain, None)
         use = cal.use_lightweight(score if cal.risk == "lightweight_error" else gain)  # what the risk ranks by
         return QueryDecisions(use, score, gain, cal)
+
+    def route_text(self, text: str, *, embedder: Any = None) -> QueryDecision:
+        """Decide for one prompt: embed it with all-MiniLM-L6-v2 (:mod:`tinydancer.embed`, the ``[embed]``
+        extra), then :meth:`route` it, with its length in characters when the model reads it.
+
+        Args:
+            text: the prompt.
+            embedder: an :class:`~tinydancer.embed.Embedder` (default: the shared default one).
+
+        Raises:
+            InvalidInputError: an empty or non-string prompt, or a router that does not read 384-d
+                MiniLM embeddings.
+            MissingExtraError: the ``[embed]`` extra is not installed.
+        """
+        vectors = self._embed([text], embedder, "text")
+        return self.route(vectors[0], prompt_length=float(len(text)) if self._length is not None else None)
+
+    def route_texts(self, texts: list[str] | tuple[str, ...], *, embedder: Any = None) -> QueryDecisions:
+        """Decide for several prompts at once (embedded in length-sorted batches, then :meth:`route_batch`).
+
+        Raises:
+            InvalidInputError: an empty list, or an empty or non-string prompt (``texts[i]``).
+            MissingExtraError: the ``[embed]`` extra is not installed.
+        """
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise InvalidInputError(f"texts must be a list of str, got {type(texts).__name__}")
+        vectors = self._embed(texts, embedder, "texts")
+        lengths = np.array([len(t) for t in texts], dtype=np.float64) if self._length is not None else None
+        return self.route_batch(vectors, prompt_length=lengths)
+
+    def _embed(self, texts: Any, embedder: Any, name: str) -> NDArray[np.float32]:
+        from tinydancer import embed
+
+        if self._dim != embed.DIM:
+            raise InvalidInputError(f"this router reads {self._dim}-d embeddings; route_text embeds prompts with "
+                                    f"all-MiniLM-L6-v2 ({embed.DIM}-d)")
+        if name == "text":
+            text = embed.check_text(texts[0], "text")
+            vectors = (embed.embed if embedder is None else embedder.embed)(text)[None, :]
+        else:
+            vectors = (embed.embed if embedder is None else embedder.embed)(list(texts))
+        return vectors
 
     # -- calibration --------------------------------------------------------------------------------------
 
