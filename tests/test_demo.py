@@ -81,3 +81,38 @@ def test_a_perfect_candidate_ages_out_of_the_lightweight_model(age, confidence, 
     decision = Router(clock=lambda: NOW).route(RoutingRequest(query, [perfect], metadata={"k": 1}))[0]
     assert decision.confidence == pytest.approx(confidence, abs=5e-4)
     assert decision.use_lightweight is lightweight
+
+
+def _demo_prompts() -> dict:
+    import json
+    from importlib import resources
+
+    return json.loads((resources.files("tinydancer") / "models" / "demo_prompts.json").read_text("utf-8"))
+
+
+def test_the_demo_routes_the_example_prompts_without_the_extra(monkeypatch, capsys):
+    from tinydancer import embed
+    from tinydancer.errors import MissingExtraError
+
+    def missing(texts):
+        raise MissingExtraError('embedding text needs onnxruntime: pip install "tinydancer[embed]"')
+
+    monkeypatch.setattr(embed, "embed", missing)
+    assert cli.main(["demo", "--top", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "query routing: 12 real prompts" in out and "stored embeddings" in out
+    summary = re.search(r"(\d+) of 12 prompts to the cheap model: (\d+)% of the bill", out)
+    assert summary is not None
+    prompts = _demo_prompts()["prompts"]
+    assert len(prompts) == 12 and all(len(p["embedding"]) == 384 for p in prompts)
+
+
+def test_the_stored_example_embeddings_are_what_the_extra_computes():
+    pytest.importorskip("onnxruntime")
+    from tinydancer.embed import embed
+
+    prompts = _demo_prompts()["prompts"]
+    live = embed([p["text"] for p in prompts])
+    stored = np.array([p["embedding"] for p in prompts], dtype=np.float32)
+    cosines = np.sum(live * stored, axis=1) / np.linalg.norm(stored, axis=1)
+    assert cosines.min() >= 0.995 and cosines.mean() >= 0.999
