@@ -1,6 +1,7 @@
 """``tinydancer bench`` and :mod:`tinydancer.benchmarks`: rows come out as they are measured, bad options are
 usage errors, the library refuses bad timing arguments, the query group runs with or without scikit-learn,
-and the asv routing and query suites time the same requests.
+the text group runs with the ``[embed]`` extra (or a stand-in embedder) and says when the extra is missing,
+and the asv routing, query and text suites time the same inputs.
 
 No test here asserts on how long anything takes."""
 
@@ -215,7 +216,7 @@ def asv_suites(monkeypatch):
     for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
         monkeypatch.delitem(sys.modules, name)
     yield {name: importlib.import_module(f"benchmarks.{name}")
-           for name in ("bench_kernels", "bench_model", "bench_routing", "bench_query")}
+           for name in ("bench_kernels", "bench_model", "bench_routing", "bench_query", "bench_text")}
     for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
         del sys.modules[name]
 
@@ -312,11 +313,11 @@ def fake_sklearn(monkeypatch):
     return seen
 
 
-def test_query_is_a_group_choice(capsys):
-    assert bench.GROUPS == tuple(benchmarks.GROUPS) and "query" in bench.GROUPS
+def test_query_and_text_are_group_choices(capsys):
+    assert bench.GROUPS == tuple(benchmarks.GROUPS) and "query" in bench.GROUPS and "text" in bench.GROUPS
     with pytest.raises(SystemExit):
         cli.main(["bench", "--help"])
-    assert "{routing,kernels,model,query}" in capsys.readouterr().out
+    assert "{routing,kernels,model,query,text}" in capsys.readouterr().out
 
 
 def test_query_inputs_are_reproducible_unit_and_aligned():
@@ -436,3 +437,216 @@ def test_asv_sklearn_suite_exists_only_with_sklearn(monkeypatch, fake_sklearn):
     finally:
         for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
             del sys.modules[name]
+
+
+# --------------------------------------------------------------------------------------------------------
+# The text group: text to decision, beside the embedding alone and the routing alone
+# --------------------------------------------------------------------------------------------------------
+
+TEXT_NAMES = ["QueryRouter.route_text, one short prompt", "  embed(prompt) alone (onnxruntime: once, no ISA)",
+              "  QueryRouter.route alone", "QueryRouter.route_texts, {} short prompts",
+              "  embed(prompts) alone (onnxruntime: once, no ISA)", "  QueryRouter.route_batch alone"]
+TEXT_ARGV = ["bench", "--group", "text", "--repeats", "1", "--seconds", "0.0001", "--no-training"]
+
+
+def text_names(batch: int) -> list[str]:
+    return [name.format(f"{batch:,}") for name in TEXT_NAMES]
+
+
+@pytest.fixture
+def fake_embed(monkeypatch):
+    """A stand-in default embedder (unit vectors from a hash of the text); returns what it was asked to embed."""
+    import zlib
+
+    from tinydancer import embed
+
+    seen: list = []
+
+    class FakeEmbedder:
+        threads = 1
+        batch_size = 32
+
+        def embed(self, texts):
+            seen.append(texts)
+            items = [texts] if isinstance(texts, str) else list(texts)
+            E = np.stack([np.random.default_rng(zlib.crc32(t.encode())).standard_normal(384) for t in items])
+            E = (E / np.linalg.norm(E, axis=1, keepdims=True)).astype(np.float32)
+            return E[0] if isinstance(texts, str) else E
+
+    fake = FakeEmbedder()
+    monkeypatch.setattr(embed, "default_embedder", lambda: fake)
+    monkeypatch.setattr(embed, "embed", lambda texts: fake.embed(texts))
+    return seen
+
+
+@pytest.fixture
+def no_embed_extra(monkeypatch):
+    """The default embedder fails as it does when the [embed] extra is not installed."""
+    from tinydancer import embed
+    from tinydancer.errors import MissingExtraError
+
+    def missing():
+        raise MissingExtraError('text embedding needs onnxruntime: pip install "tinydancer[embed]"')
+
+    monkeypatch.setattr(embed, "default_embedder", missing)
+
+
+def test_text_prompts_are_deterministic_short_and_nested():
+    prompts = benchmarks.text_prompts(1000)
+    assert prompts == benchmarks.text_prompts(1000) == benchmarks.text_prompts(1000, seed=0)
+    assert benchmarks.text_prompts() == prompts[:200] == benchmarks.text_prompts(200, 0)
+    assert benchmarks.text_prompts(1) == prompts[:1]
+    assert len(prompts) == 1000 and len(set(prompts)) > 990  # different prompts, not one repeated
+    words = set(benchmarks.TEXT_WORDS)
+    openers = dict(benchmarks.TEXT_OPENERS)
+    for p in prompts:
+        assert isinstance(p, str) and p.isascii() and p == p.strip()
+        first, *rest = p[:-1].split(" ")
+        assert 6 <= 1 + len(rest) <= 15 and p[-1] == openers[first] and set(rest) <= words
+    counts = {len(p.split()) for p in prompts}
+    assert counts == set(range(6, 16))  # every length from 6 to 15 words occurs
+    other = benchmarks.text_prompts(200, seed=1)
+    assert other == benchmarks.text_prompts(200, seed=1) and other != prompts[:200]
+    for bad in ({"n": 0}, {"n": 2.0}, {"n": True}, {"seed": -1}, {"seed": "0"}):
+        with pytest.raises(InvalidInputError):
+            benchmarks.text_prompts(**{"n": 3, **bad})
+
+
+def test_time_each_times_every_call_once_per_pass():
+    calls: list[int] = []
+    cases = counting_benchmarks(3, calls)
+    median, low, high = benchmarks.time_each([fn for _, fn, _ in cases], repeats=4)
+    assert calls == [4, 4, 4] and 0 <= low <= median <= high  # no warm-up call, one call a pass
+    with pytest.raises(InvalidInputError):
+        benchmarks.time_each([], repeats=1)
+    with pytest.raises(InvalidInputError):
+        benchmarks.time_each([fn for _, fn, _ in cases], repeats=0)
+    assert calls == [4, 4, 4]
+
+
+def test_rows_honour_the_once_timing_and_describe_hooks():
+    """A per_isa=False call is timed once and its figure shown for every ISA; describe writes the peer text."""
+    calls: list[int] = []
+    cases = counting_benchmarks(2, calls)
+    warmed: list[int] = []
+    described: list[list[benchmarks.Timing]] = []
+
+    def describe(row):
+        described.append(row)
+        return f"{len(row)} timings"
+
+    once = benchmarks.PerCall(lambda: [cases[0][1]], warm=lambda: warmed.append(1), per_isa=False,
+                              describe=describe)
+    each = benchmarks.PerCall(lambda: [cases[1][1]])
+    isas = kernels.available_isas()
+    before = kernels.active_isa()
+    rows = list(benchmarks.measure([("once", once, "ignored"), ("each", each, "kept")], isas, repeats=3,
+                                   target_s=1e-5))
+    assert kernels.active_isa() == before
+    assert calls == [3, 3 * len(isas)] and warmed == [1]
+    first, second = rows
+    assert [t.isa for t in first] == [t.isa for t in second] == isas
+    assert len({(t.median_ns, t.min_ns, t.max_ns) for t in first}) == 1
+    assert {t.reference for t in first} == {f"{len(isas)} timings"} and described[0][0].name == "once"
+    assert {t.reference for t in second} == {""}  # PerCall without describe: no peer text
+
+
+def test_text_rows_come_out_of_the_row_iterator(fake_embed):
+    cases = benchmarks.text_benchmarks(prompts=5, batch=7)
+    assert [name for name, _, _ in cases] == text_names(7)
+    assert fake_embed == []  # nothing embedded before the rows are timed
+    isas = kernels.available_isas()
+    rows = list(benchmarks.measure(cases, isas, repeats=2, target_s=1e-5))
+    assert [[t.isa for t in row] for row in rows] == [isas] * 6
+    assert [row[0].name for row in rows] == text_names(7)
+    for i in (1, 4):  # the embedding alone: timed once, the same figure in every column
+        assert len({t.median_ns for t in rows[i]}) == 1
+    assert all(t.median_ns > 0 for row in rows for t in row)
+    peers = [row[0].reference for row in rows]
+    assert peers[0] == "median of 5 prompts, one call each" and peers[1] == "onnxruntime, 1 thread"
+    assert peers[2].startswith("routing share: ") and peers[2].endswith("(target < 1%)")
+    assert peers[3].startswith("prompts/s: ") and peers[4].endswith("prompts/s; batches of 32")
+    assert peers[5].startswith("routing share: ")
+    for isa in isas:
+        assert f" {isa} " in peers[2] and f" {isa} " in peers[3] and f" {isa} " in peers[5]
+    prompts = benchmarks.text_prompts(7)
+    singles = [t for t in fake_embed if isinstance(t, str)]
+    assert set(singles) == set(prompts[:5])  # route_text and embed(p): one prompt a call
+    assert prompts in fake_embed  # route_texts and embed(prompts): the whole batch in one call
+
+
+def test_text_rows_with_the_embed_extra():
+    from tinydancer import embed
+    from tinydancer.errors import MissingExtraError
+
+    try:
+        embedder = embed.default_embedder()
+    except MissingExtraError:
+        pytest.skip("the [embed] extra is not installed")
+    cases = benchmarks.text_benchmarks(prompts=3, batch=4)
+    isas = kernels.available_isas()
+    rows = list(benchmarks.measure(cases, isas, repeats=1, target_s=1e-5))
+    assert [row[0].name for row in rows] == text_names(4)
+    assert [[t.isa for t in row] for row in rows] == [isas] * 6
+    assert rows[1][0].reference == f"onnxruntime, {embedder.threads} thread{'s' if embedder.threads > 1 else ''}"
+    assert all(row[0].reference for row in rows)
+
+
+def test_text_group_without_the_embed_extra_has_no_rows(no_embed_extra):
+    assert benchmarks.text_benchmarks() == [] and benchmarks.make_benchmarks(["text"]) == []
+
+
+def test_cli_text_group_alone_without_the_extra_prints_the_note(no_embed_extra, capsys):
+    assert cli.main([*TEXT_ARGV, "--isa", "scalar"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("tinydancer ")  # the title, no header and no rows
+    assert lines[1] == bench.MISSING_EMBED and "[embed]" in lines[1] and lines[1].startswith("(")
+
+
+def test_cli_text_group_after_other_rows_without_the_extra(no_embed_extra, fake_sklearn, capsys):
+    assert cli.main([*TEXT_ARGV, "--group", "query", "--isa", "scalar"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["benchmark", "scalar", "peer"]
+    assert len(lines) == 2 + 4 + 1 and lines[-1] == bench.MISSING_EMBED
+
+
+def test_cli_text_group_prints_its_rows(fake_embed, capsys):
+    assert cli.main([*TEXT_ARGV, "--isa", "scalar"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["benchmark", "scalar", "peer"]
+    assert len(lines) == 8 and bench.MISSING_EMBED not in lines
+    for line, name in zip(lines[2:], text_names(1000)):
+        assert line.startswith(name)
+    assert lines[2].endswith("median of 200 prompts, one call each")
+    assert lines[5].split("  ")[-1].startswith("prompts/s: scalar ")
+
+
+def test_asv_text_suites_exist_only_with_the_extra(monkeypatch):
+    """Without onnxruntime (or tokenizers, or the model package) the module defines no suite."""
+    monkeypatch.syspath_prepend(str(ROOT / "asv_bench"))
+    for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # find_spec finds nothing
+    try:
+        module = importlib.import_module("benchmarks.bench_text")
+        assert not hasattr(module, "RouteText") and not hasattr(module, "RouteTexts")
+    finally:
+        for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
+            del sys.modules[name]
+
+
+def test_asv_text_suites_route_the_bench_prompts(asv_suites):
+    module = asv_suites["bench_text"]
+    if not hasattr(module, "RouteText"):
+        pytest.skip("the [embed] extra is not installed")
+    one = module.RouteText()
+    assert one.prompts == benchmarks.TEXT_PROMPTS and one.repeat == benchmarks.TEXT_PROMPTS and one.number == 1
+    one.prompts = 3  # a small run of the same suite
+    for _ in range(4):
+        one.time_route_text()
+    assert one.texts == benchmarks.text_prompts(3) and one.key == () and one.next == 1  # every prompt in turn
+    many = module.RouteTexts()
+    assert many.batch == benchmarks.TEXT_BATCH and many.number == 1 and many.warmup_time > 0
+    many.batch = 4
+    many.time_route_texts_1000()
+    assert many.texts == benchmarks.text_prompts(4)

@@ -1,15 +1,23 @@
-"""The benchmarks behind ``tinydancer bench`` and ``tinydancer info``: kernel, model, candidate-routing and
-query-routing timings from Python, their runner, and the table they are printed as.
+"""The benchmarks behind ``tinydancer bench`` and ``tinydancer info``: kernel, model, candidate-routing,
+query-routing and text-to-decision timings from Python, their runner, and the table they are printed as.
 
 Each figure is the median over repeats of the mean time of a batch of calls, so a busy machine shows up
 as spread between repeats rather than as a wrong median. :func:`measure` times one benchmark on every ISA
 and yields its row at once, so a table can be printed as it is measured. The asv suites (``asv_bench/``)
-build their routing requests with :func:`routing_inputs`, their queries with :func:`query_inputs` and place
-their arrays with :func:`aligned_copy`, so both tools time the same calls.
+build their routing requests with :func:`routing_inputs`, their queries with :func:`query_inputs`, their
+prompts with :func:`text_prompts` and place their arrays with :func:`aligned_copy`, so both tools time the
+same calls.
+
+A benchmark's call may carry hooks that :func:`measure` honours: ``scope()`` (a context to time the row in,
+see :class:`OneThread`), ``timing(repeats)`` (its own way of timing instead of :func:`time_call`),
+``per_isa = False`` (it runs no tinydancer kernel: timed once, the figure shown in every ISA column) and
+``describe(row)`` (the row's peer text, written from its measured timings). The text group's rows
+(:class:`PerCall`) use the last three.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import statistics
 import time
@@ -83,6 +91,33 @@ def time_call(fn: Callable[[], object], *, repeats: int = 7, target_s: float = 0
             fn()
         samples.append((time.perf_counter_ns() - start) / number)
     return statistics.median(samples), min(samples), max(samples)
+
+
+def time_each(calls: Sequence[Callable[[], object]], *, repeats: int = 7) -> tuple[float, float, float]:
+    """Time every call alone, once per pass: the median over the calls of a pass, then (median, min, max) of
+    those medians over ``repeats`` passes, in nanoseconds per call.
+
+    For calls that each take long enough to time alone (a millisecond, or a microsecond where the timer's
+    own tens of nanoseconds may count), and for "the median over many inputs, one call each": a list of one
+    call gives that call's (median, min, max) over ``repeats`` calls. Nothing is called to warm up first.
+
+    Raises:
+        InvalidInputError: ``repeats`` is below 1, or ``calls`` is empty.
+    """
+    repeats = checks.integer(repeats, "repeats", 1, error=InvalidInputError)
+    calls = list(calls)
+    if not calls:
+        raise InvalidInputError("calls is empty: give at least one call to time")
+    clock = time.perf_counter_ns
+    medians = []
+    for _ in range(repeats):
+        samples = []
+        for fn in calls:
+            start = clock()
+            fn()
+            samples.append(clock() - start)
+        medians.append(statistics.median(samples))
+    return statistics.median(medians), min(medians), max(medians)
 
 
 def aligned_copy(a: np.ndarray, offset: int = 0) -> np.ndarray:
@@ -338,6 +373,221 @@ def query_benchmarks(seed: int = 0) -> list[Benchmark]:
     return out
 
 
+TEXT_PROMPTS = 200  # the one-prompt latency is the median over this many prompts
+TEXT_BATCH = 1000  # prompts in one route_texts call
+TEXT_ROW = "QueryRouter.route_text"  # the text group's rows start with this (route_text, route_texts)
+TEXT_ROUTING_TARGET = "target < 1%"  # the routing part's share of text-to-decision time (issue 11)
+
+#: How a text prompt opens, and how it ends: a question word and "?", or an instruction and ".".
+TEXT_OPENERS = (("What", "?"), ("How", "?"), ("Why", "?"), ("Which", "?"), ("When", "?"), ("Where", "?"),
+                ("Who", "?"), ("Can", "?"), ("Should", "?"), ("Is", "?"), ("Explain", "."), ("Describe", "."),
+                ("Summarize", "."), ("Compare", "."), ("List", "."), ("Write", "."), ("Translate", "."))
+#: The words the rest of a text prompt is drawn from.
+TEXT_WORDS = (
+    "the", "a", "of", "to", "and", "in", "for", "with", "on", "about", "between", "from", "by", "after", "before",
+    "is", "are", "was", "does", "can", "should", "will", "makes", "causes", "changes", "works", "means", "happens",
+    "capital", "city", "country", "river", "mountain", "ocean", "planet", "star", "energy", "water", "light",
+    "cell", "protein", "gene", "virus", "disease", "medicine", "heart", "brain", "blood", "law", "court",
+    "government", "election", "tax", "market", "price", "bank", "money", "loan", "company", "contract", "war",
+    "empire", "king", "revolution", "treaty", "century", "history", "language", "poem", "novel", "author",
+    "music", "painting", "film", "game", "team", "player", "equation", "number", "function", "integral",
+    "matrix", "proof", "probability", "algorithm", "program", "computer", "network", "database", "server",
+    "code", "bug", "python", "recipe", "bread", "coffee", "garden", "tree", "dog", "cat", "bird",
+    "school", "student", "teacher", "exam", "essay", "email", "letter", "meeting", "plan", "budget", "risk",
+    "best", "main", "first", "largest", "smallest", "difference", "reason", "effect", "example", "summary",
+    "simple", "quick", "modern", "ancient", "French", "German", "Roman", "American", "chemical", "physical",
+    "economic", "social", "legal", "moral", "daily", "healthy", "fast", "slow", "true", "false",
+)
+
+
+def text_prompts(n: int = TEXT_PROMPTS, seed: int = 0) -> list[str]:
+    """Short English prompts for the text-to-decision benchmarks, for ``tinydancer bench`` and asv alike.
+
+    Each is 6 to 15 words: an opener from :data:`TEXT_OPENERS` and 5 to 14 words drawn from
+    :data:`TEXT_WORDS`, ending in "?" after a question word and "." after an instruction (``"Why war modern
+    between before function?"``: English words, not English sentences; what the embedding costs depends on
+    the number of tokens, 9 to 20 with [CLS] and [SEP] for seed 0, not on the sense). Built from the seed
+    alone, with no data files.
+
+    Args:
+        n: the number of prompts, >= 1.
+        seed: an int >= 0; the same seed gives the same prompts, and the first ``k`` prompts of
+            ``text_prompts(n, seed)`` are ``text_prompts(k, seed)`` (so the 200 latency prompts are the first
+            200 of the 1,000 throughput prompts).
+
+    Raises:
+        InvalidInputError: ``n`` below 1 or ``seed`` below 0 (or not ints).
+    """
+    n = checks.integer(n, "n", 1, error=InvalidInputError)
+    seed = checks.integer(seed, "seed", 0, error=InvalidInputError)
+    rng = np.random.default_rng([seed, 615])  # 615: 6 to 15 words, so no other benchmark draws this stream
+    out = []
+    for _ in range(n):
+        opener, end = TEXT_OPENERS[int(rng.integers(len(TEXT_OPENERS)))]
+        words = [TEXT_WORDS[int(i)] for i in rng.integers(len(TEXT_WORDS), size=int(rng.integers(5, 15)))]
+        out.append(" ".join([opener, *words]) + end)
+    return out
+
+
+class PerCall:
+    """A benchmark whose calls are each timed alone (:func:`time_each`): the text group's rows.
+
+    Args:
+        calls: returns the calls to time, one per input (or one call); asked each time the row is timed (once
+            per ISA), so inputs that only this row needs are built only if it runs.
+        warm: called before each timing, or None; the text group's warm-ups run once per group (shared
+            between its rows) and then return at once.
+        per_isa: False for calls that run no tinydancer kernel: :func:`measure` times them once, on whatever
+            ISA is active, and shows the figure in every ISA column.
+        describe: the row's peer text from its timings (one per ISA), or None for "".
+    """
+
+    def __init__(self, calls: Callable[[], Sequence[Callable[[], object]]], *, warm: Callable[[], object] | None = None,
+                 per_isa: bool = True, describe: Callable[[list[Timing]], str] | None = None) -> None:
+        self._calls = calls
+        self._warm = warm
+        self.per_isa = per_isa
+        self._describe = describe
+
+    def __call__(self) -> None:
+        for fn in self._calls():
+            fn()
+
+    def timing(self, repeats: int) -> tuple[float, float, float]:
+        """(median, min, max) nanoseconds per call over ``repeats`` passes (see :func:`time_each`)."""
+        if self._warm is not None:
+            self._warm()
+        return time_each(self._calls(), repeats=repeats)
+
+    def describe(self, row: list[Timing]) -> str:
+        """The row's peer text."""
+        return self._describe(row) if self._describe is not None else ""
+
+
+class _TextInputs:
+    """The text group's prompts, router and shared state: the vectors the routing-alone rows route, the
+    warm-ups already done, and the totals (route_text, route_texts) that the routing shares divide by."""
+
+    def __init__(self, router: object, embed_module: object, prompts: int, batch: int, seed: int) -> None:
+        texts = text_prompts(max(prompts, batch), seed)
+        self.router = router
+        self.embed = embed_module
+        self.one, self.many = texts[:prompts], texts[:batch]
+        self.totals: dict[str, dict[str, float]] = {}
+        self._vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._warm = False
+
+    def warm_one(self) -> None:
+        """Route every one-prompt input once (the embedder's first call on each length), once per group."""
+        if not self._warm:
+            for p in self.one:
+                self.router.route_text(p)  # type: ignore[attr-defined]
+            self._warm = True
+
+    def warm_many(self) -> None:
+        """Embed the batch once (its vectors, for route_batch alone; this warms the embedder on its chunks)."""
+        self.vectors("many")
+
+    def vectors(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, prompt lengths) of the ``"one"`` or ``"many"`` prompts, embedded once."""
+        if kind not in self._vectors:
+            texts = self.one if kind == "one" else self.many
+            E = aligned_copy(np.asarray(self.embed.embed(list(texts)), dtype=np.float32))  # type: ignore[attr-defined]
+            self._vectors[kind] = (E, np.array([len(p) for p in texts], dtype=np.float64))
+        return self._vectors[kind]
+
+    def remember(self, kind: str, row: list[Timing]) -> None:
+        """Keep a total row's medians per ISA, for the routing row's share."""
+        self.totals[kind] = {t.isa: t.median_ns for t in row}
+
+    def share(self, kind: str, row: list[Timing]) -> str:
+        """The routing row's share of the total it is part of, per ISA."""
+        totals = self.totals.get(kind, {})
+        shares = [f"{t.isa} {100 * t.median_ns / totals[t.isa]:.2g}%" for t in row if totals.get(t.isa)]
+        if not shares:
+            return TEXT_ROUTING_TARGET
+        return f"routing share: {', '.join(shares)} ({TEXT_ROUTING_TARGET})"
+
+
+def _per_second(n: int, row: list[Timing], per_isa: bool) -> str:
+    if not per_isa:
+        return f"{n * 1e9 / row[0].median_ns:,.0f} prompts/s"
+    return "prompts/s: " + ", ".join(f"{t.isa} {n * 1e9 / t.median_ns:,.0f}" for t in row)
+
+
+def text_benchmarks(seed: int = 0, *, prompts: int = TEXT_PROMPTS, batch: int = TEXT_BATCH) -> list[Benchmark]:
+    """Text to decision with the default :class:`~tinydancer.embed.Embedder` and ``QueryRouter.default()``,
+    beside the embedding alone and the routing alone; no rows when the ``[embed]`` extra is missing.
+
+    The latency rows time one call per prompt, each alone, over ``prompts`` short prompts
+    (:func:`text_prompts`) and report the median over the prompts: ``router.route_text(p)``, ``embed(p)``
+    and ``router.route(vector, prompt_length=len(p))``. The throughput rows time one call on ``batch``
+    prompts: ``router.route_texts(prompts)``, ``embed(prompts)`` and ``router.route_batch`` of their vectors.
+    The embedding runs in onnxruntime, which does not use tinydancer's kernels, so the two embedding rows
+    are timed once (their names say so) and the rest on every ISA; the routing rows' peer text is their
+    share of the total on each ISA.
+
+    Args:
+        seed: seeds the prompts.
+        prompts: prompts the one-prompt latency is the median over, >= 1.
+        batch: prompts in the throughput call, >= 1.
+
+    Raises:
+        InvalidInputError: ``prompts`` or ``batch`` below 1.
+        ModelError: the default embedder's model or tokenizer file is missing or damaged (see
+            :class:`~tinydancer.embed.Embedder`).
+    """
+    from tinydancer import embed
+    from tinydancer.errors import MissingExtraError
+    from tinydancer.query_router.router import QueryRouter
+
+    prompts = checks.integer(prompts, "prompts", 1, error=InvalidInputError)
+    batch = checks.integer(batch, "batch", 1, error=InvalidInputError)
+    try:
+        embedder = embed.default_embedder()
+    except MissingExtraError:
+        return []
+    router = QueryRouter.default()
+    t = _TextInputs(router, embed, prompts, batch, seed)
+    threads = f"onnxruntime, {embedder.threads} thread{'s' if embedder.threads != 1 else ''}"
+
+    def one_text() -> list[Callable[[], object]]:
+        return [(lambda p=p: router.route_text(p)) for p in t.one]
+
+    def one_embed() -> list[Callable[[], object]]:
+        return [(lambda p=p: embed.embed(p)) for p in t.one]
+
+    def one_route() -> list[Callable[[], object]]:
+        E, lengths = t.vectors("one")
+        return [(lambda v=v, n=int(n): router.route(v, prompt_length=n)) for v, n in zip(E, lengths)]
+
+    def many_route() -> list[Callable[[], object]]:
+        E, lengths = t.vectors("many")
+        return [lambda: router.route_batch(E, prompt_length=lengths)]
+
+    def one_total(row: list[Timing]) -> str:
+        t.remember("one", row)
+        return f"median of {prompts:,} prompts, one call each"
+
+    def many_total(row: list[Timing]) -> str:
+        t.remember("many", row)
+        return _per_second(batch, row, True)
+
+    n = f"{batch:,}"
+    return [
+        (f"{TEXT_ROW}, one short prompt", PerCall(one_text, warm=t.warm_one, describe=one_total), ""),
+        ("  embed(prompt) alone (onnxruntime: once, no ISA)",
+         PerCall(one_embed, warm=t.warm_one, per_isa=False, describe=lambda row: threads), ""),
+        ("  QueryRouter.route alone", PerCall(one_route, describe=lambda row: t.share("one", row)), ""),
+        (f"{TEXT_ROW}s, {n} short prompts",
+         PerCall(lambda: [lambda: router.route_texts(t.many)], warm=t.warm_many, describe=many_total), ""),
+        ("  embed(prompts) alone (onnxruntime: once, no ISA)",
+         PerCall(lambda: [lambda: embed.embed(t.many)], warm=t.warm_many, per_isa=False,
+                 describe=lambda row: f"{_per_second(batch, row, False)}; batches of {embedder.batch_size}"), ""),
+        ("  QueryRouter.route_batch alone", PerCall(many_route, describe=lambda row: t.share("many", row)), ""),
+    ]
+
+
 class OneThread:
     """A call that is timed with BLAS and OpenMP held to one thread (through threadpoolctl's ``controller``).
 
@@ -378,7 +628,7 @@ def _one_thread_scope() -> AbstractContextManager[object]:
 
 GROUPS: dict[str, Callable[[], list[Benchmark]]] = {
     "routing": routing_benchmarks, "kernels": kernel_benchmarks, "model": model_benchmarks,
-    "query": query_benchmarks,
+    "query": query_benchmarks, "text": text_benchmarks,
 }
 
 
@@ -386,7 +636,8 @@ def make_benchmarks(groups: Iterable[str] = ("kernels",)) -> list[Benchmark]:
     """The benchmarks of ``groups``, in order, with their inputs built.
 
     Args:
-        groups: any of ``"routing"``, ``"kernels"``, ``"model"`` and ``"query"``.
+        groups: any of ``"routing"``, ``"kernels"``, ``"model"``, ``"query"`` and ``"text"`` (which has no
+            rows when the ``[embed]`` extra is not installed).
 
     Raises:
         InvalidInputError: an unknown group.
@@ -415,7 +666,8 @@ def measure(benchmarks: Iterable[Benchmark], isas: Sequence[str] | None = None, 
     """Time each benchmark on every ISA in turn and yield its row as soon as it is measured.
 
     The arguments are checked before anything runs; the active ISA is restored before each row is yielded
-    (and if timing fails).
+    (and if timing fails). A call's hooks (see the module's docstring) choose how it is timed, whether once
+    or per ISA, and its row's peer text.
 
     Args:
         benchmarks: what :func:`make_benchmarks` returned.
@@ -437,15 +689,25 @@ def _rows(benchmarks: list[Benchmark], isas: list[str], repeats: int, target_s: 
     for name, fn, reference in benchmarks:
         before = kernels.active_isa()
         scope = getattr(fn, "scope", None)
+        timing = getattr(fn, "timing", None)
+        per_isa = getattr(fn, "per_isa", True)
         row = []
         try:
             with scope() if scope is not None else nullcontext():
-                for isa in isas:
-                    kernels.set_isa(isa)
-                    median, low, high = time_call(fn, repeats=repeats, target_s=target_s)
-                    row.append(Timing(name, isa, median, low, high, reference))
+                for isa in isas if per_isa else isas[:1]:
+                    if per_isa:  # else timed once, on the ISA that is active: it runs no kernel of ours
+                        kernels.set_isa(isa)
+                    figures = timing(repeats) if timing is not None else time_call(fn, repeats=repeats,
+                                                                                    target_s=target_s)
+                    row.append(Timing(name, isa, *figures, reference))
         finally:
             kernels.set_isa(before)
+        if not per_isa:
+            row = [dataclasses.replace(row[0], isa=isa) for isa in isas]
+        describe = getattr(fn, "describe", None)
+        if describe is not None:
+            text = describe(row)
+            row = [dataclasses.replace(t, reference=text) for t in row]
         yield row
 
 
@@ -456,7 +718,7 @@ def run(isas: list[str] | None = None, *, repeats: int = 7, target_s: float = 0.
     Args:
         isas: the ISAs to run on (default: all available).
         repeats, target_s: as for :func:`time_call`.
-        groups: any of ``"kernels"``, ``"model"``, ``"routing"`` and ``"query"``.
+        groups: any of ``"kernels"``, ``"model"``, ``"routing"``, ``"query"`` and ``"text"``.
 
     Returns:
         One :class:`Timing` per benchmark and ISA, benchmark by benchmark, in the groups' order.
@@ -494,7 +756,9 @@ def training_epoch_seconds(n: int = 10_000, repeats: int = 3) -> float:
 
 
 def format_ns(ns: float) -> str:
-    """``ns`` nanoseconds as ns, us or ms with a readable number of digits."""
+    """``ns`` nanoseconds as ns, us, ms or s with a readable number of digits."""
+    if ns >= 1e9:
+        return f"{ns / 1e9:.2f} s"
     if ns >= 1e6:
         return f"{ns / 1e6:.2f} ms"
     if ns >= 1e3:

@@ -1,6 +1,7 @@
-"""``tinydancer bench``: the benchmark table (candidate routing, kernels, model, query routing) on every
-available ISA, and the time of one training epoch. Each row is printed as soon as it is measured on every
-ISA."""
+"""``tinydancer bench``: the benchmark table (candidate routing, kernels, model, query routing, text to
+decision) on every available ISA, and the time of one training epoch. Each row is printed as soon as it is
+measured on every ISA. The text group needs the ``[embed]`` extra; without it the group prints a note
+instead of its rows."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import argparse
 
 from tinydancer.cli.options import positive_float, positive_int
 
-HELP = "time routing, the kernels, the model and the query router on every available ISA"
+HELP = "time routing, the kernels, the model, the query router and text to decision on every available ISA"
 DESCRIPTION = None
 
 # Every ISA tinydancer knows (``kernels.set_isa`` accepts these names); one that this machine cannot run is
 # refused with its own error when the command runs. Listed here so that ``--help`` imports no kernels.
 ISA_NAMES = ("scalar", "avx2", "avx512", "neon")
-GROUPS = ("routing", "kernels", "model", "query")
+GROUPS = ("routing", "kernels", "model", "query", "text")
+MISSING_EMBED = ('(the [embed] extra is not installed: no text-to-decision rows; '
+                 'pip install "tinydancer[embed]")')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="approximate length of one repeat, > 0 (default 0.05)")
     parser.add_argument("--no-training", action="store_true", help="skip the training-epoch timing")
     parser.add_argument("--group", action="append", choices=GROUPS,
-                        help="only this group (repeatable; default: all)")
+                        help="only this group (repeatable; default: all; text needs the [embed] extra)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,11 +52,14 @@ def run(args: argparse.Namespace) -> int:
           flush=True)
     cases = benchmarks.make_benchmarks(groups)
     layout = benchmarks.TableLayout.for_names([name for name, _, _ in cases], isas)
-    print(layout.header(), flush=True)
+    if cases:  # none when the only group is text and the [embed] extra is missing
+        print(layout.header(), flush=True)
     for row in benchmarks.measure(cases, isas, repeats=args.repeats, target_s=args.seconds):
         print(layout.row(row), flush=True)
     if "query" in groups and not any(name.startswith(benchmarks.SKLEARN_ROW) for name, _, _ in cases):
         print("(scikit-learn is not installed: no LogisticRegression.predict_proba rows)", flush=True)
+    if "text" in groups and not any(name.startswith(benchmarks.TEXT_ROW) for name, _, _ in cases):
+        print(MISSING_EMBED, flush=True)
     if not args.no_training:
         seconds = benchmarks.training_epoch_seconds()
         print(f"\ntraining, one epoch over 10,000 examples (input 5, hidden 8, batch 32): {seconds * 1e3:.0f} ms")
