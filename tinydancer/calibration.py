@@ -408,12 +408,12 @@ def _log_binomial_cdf(k: np.ndarray, n: np.ndarray, p: float) -> np.ndarray:
     shape = k.shape
     k, n = k.ravel(), n.ravel()
     out = np.where(k >= n, 0.0, -np.inf)  # certain, or impossible (k < 0)
-    todo = (k >= 0) & (k < n)
-    if todo.any():
-        lf = _log_factorials(int(n[todo].max()))
+    pending = (k >= 0) & (k < n)
+    if pending.any():
+        lf = _log_factorials(int(n[pending].max()))
         mode = np.minimum(np.floor((n + 1) * p).astype(np.int64), n)
-        lower = todo & (k < mode)  # terms fall from k down: sum them
-        upper = todo & (k >= mode)  # terms fall from k + 1 up: the cdf is one minus their sum
+        lower = pending & (k < mode)  # terms fall from k down: sum them
+        upper = pending & (k >= mode)  # terms fall from k + 1 up: the cdf is one minus their sum
         if lower.any():
             out[lower] = _log_tail_sum(k[lower], n[lower], -1, p, lf)
         if upper.any():
