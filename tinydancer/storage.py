@@ -1,0 +1,668 @@
+"""The routing database: candidates and routing decisions in SQLite, through the standard ``sqlite3`` module.
+
+:class:`Storage` keeps the crate's operations and names (``insert_candidate``, ``get_candidate``,
+``query_candidates``, ``increment_access_count``, ``record_routing``, ``get_statistics``) and adds a true
+top-k ``search`` by cosine similarity, run by the kernels over the embeddings held in memory.
+
+How the file is used:
+
+- WAL journal mode; ``synchronous=NORMAL`` by default (a commit survives the process being killed, but not
+  a power cut), ``"full"`` on request (a commit also survives a power cut); a busy timeout; every write is
+  one ``BEGIN IMMEDIATE`` transaction, so writers queue for the lock instead of failing half-way.
+- The schema carries a version (``PRAGMA user_version``) and an application id (``PRAGMA application_id``)
+  that marks the file as ours. Opening applies the missing migration steps; a newer version is refused.
+- An existing file is first inspected through a read-only connection; a file that is not SQLite, is
+  damaged, or holds another program's tables is refused and left byte-for-byte unchanged.
+- Only a regular file, or a path that does not exist yet in an existing folder, is opened.
+- Every embedding (candidates and logged queries) must have the database's one dimension, fixed by the
+  first embedding stored; embeddings are float32 BLOBs, metadata is JSON.
+
+One :class:`Storage` may be shared by threads (a lock guards its connection), and several processes may
+write one file (SQLite's locks order them). A :class:`Storage` inherited by a child through ``fork()``
+refuses every use there: open a new one in the child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from os import PathLike
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from tinydancer import checks, kernels
+from tinydancer.candidates import Candidate, CandidateBatch
+from tinydancer.errors import (
+    ConfigError,
+    InvalidInputError,
+    StorageBusyError,
+    StorageCorruptError,
+    StorageError,
+    StorageFullError,
+    StorageReadOnlyError,
+)
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "RoutingStatistics", "Storage"]
+
+PathArg = str | PathLike[str]
+
+APPLICATION_ID = 0x54446E63  # "TDnc": PRAGMA application_id of every tinydancer database
+"""The ``PRAGMA application_id`` that marks a SQLite file as a tinydancer database."""
+
+# Migration steps: _MIGRATIONS[v] takes a database at version v - 1 to version v. Version 0 is an empty
+# file. Steps run in one write transaction with the new user_version, so a file is at one version or the next.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        f"PRAGMA application_id = {APPLICATION_ID}",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # seq orders insertion; candidates are never deleted, so the in-memory index only ever appends.
+        """CREATE TABLE candidates (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            embedding BLOB NOT NULL,
+            dim INTEGER NOT NULL,
+            metadata TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            access_count INTEGER NOT NULL,
+            success_rate REAL NOT NULL)""",
+        "CREATE INDEX candidates_created_at ON candidates (created_at)",
+        """CREATE TABLE routing_decisions (
+            seq INTEGER PRIMARY KEY,
+            candidate_id TEXT NOT NULL,
+            query_embedding BLOB NOT NULL,
+            dim INTEGER NOT NULL,
+            confidence REAL NOT NULL,
+            use_lightweight INTEGER NOT NULL,
+            uncertainty REAL NOT NULL,
+            inference_time_us REAL NOT NULL,
+            recorded_at REAL NOT NULL)""",
+    ),
+}
+SCHEMA_VERSION = max(_MIGRATIONS)
+"""The schema version this tinydancer writes; a database with a higher one is refused."""
+
+_SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
+
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
+
+_CANDIDATE_COLUMNS = "id, embedding, dim, metadata, created_at, access_count, success_rate"
+
+# Connections inherited through fork() are kept here, never closed: closing one in the child could
+# disturb the parent's use of the same file.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingStatistics:
+    """What :meth:`Storage.get_statistics` reports about the logged routing decisions.
+
+    Inference times are in microseconds; with no decision logged the average and percentiles are 0.0.
+    Percentiles interpolate linearly between the two nearest logged values (NumPy's default).
+    """
+
+    total_routes: int
+    lightweight_routes: int
+    powerful_routes: int
+    avg_inference_time_us: float
+    p50_inference_time_us: float
+    p95_inference_time_us: float
+    p99_inference_time_us: float
+    total_candidates: int
+
+    def as_dict(self) -> dict[str, int | float]:
+        """The statistics as a plain dict (for JSON)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class Storage:
+    """Candidates and routing decisions in one SQLite file (or in memory).
+
+    Args:
+        path: the database file, or ``":memory:"`` for a private in-memory database. A file that does
+            not exist is created (its folder must exist).
+        synchronous: ``"normal"`` (default: commits survive a killed process, not a power cut) or
+            ``"full"`` (commits also survive a power cut, at the cost of an fsync each).
+        read_only: open without writing anything to the database file (an existing tinydancer database
+            only); every write raises :class:`~tinydancer.errors.StorageReadOnlyError`. In WAL mode
+            SQLite may still create the ``-wal`` and ``-shm`` files beside it, as any reader does.
+        busy_timeout: seconds to wait for another writer's lock before raising
+            :class:`~tinydancer.errors.StorageBusyError`.
+
+    Raises:
+        ConfigError: a bad ``synchronous``, ``read_only`` or ``busy_timeout``.
+        StorageError: the path is not a regular file (a folder, a FIFO, a device), its folder does not
+            exist, or the database's schema version is newer than this tinydancer's.
+        StorageCorruptError: the file is not SQLite, is damaged, or holds another program's tables. The
+            file is left byte-for-byte unchanged.
+        StorageReadOnlyError: ``read_only=True`` and the file holds no tinydancer schema yet.
+
+    Every method commits before it returns (``flush`` has nothing left to wait for). Writes that fail
+    roll back whole: a list of candidates is stored entirely or not at all.
+    """
+
+    def __init__(self, path: PathArg, *, synchronous: str = "normal", read_only: bool = False,
+                 busy_timeout: float = 5.0) -> None:
+        if not isinstance(synchronous, str) or synchronous.lower() not in _SYNCHRONOUS:
+            raise ConfigError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
+        self._read_only = checks.flag(read_only, "read_only")
+        self._busy_timeout = checks.real(busy_timeout, "busy_timeout", 0.0)
+        self._synchronous = _SYNCHRONOUS[synchronous.lower()]
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        self._closed = False
+        self._dim: int | None = None  # the database's embedding dimension, once one is stored
+        # The in-memory search index: rows [0, _count) of _matrix/_norms hold candidates _seqs[:_count].
+        self._index_loaded = False
+        self._matrix = np.empty((0, 0), np.float32)
+        self._norms = np.empty(0, np.float32)
+        self._seqs = np.empty(0, np.int64)
+        self._count = 0
+        self._last_seq = 0
+        self._data_version: int | None = None
+
+        given = path if isinstance(path, str) else os.fspath(path)
+        if not isinstance(given, str):
+            raise ConfigError(f"path must be a str or os.PathLike[str], got {type(path).__name__}")
+        self._path = given
+        if given == ":memory:":
+            if self._read_only:
+                raise StorageReadOnlyError(":memory: cannot be opened read-only (it would always be empty)")
+            self._conn = self._connect(":memory:", uri=False)
+            self._prepare()
+            return
+        exists = _check_path(given)
+        if exists:
+            self._conn = self._inspect(given)
+            if self._read_only:
+                return
+            self._conn.close()
+        elif self._read_only:
+            raise StorageError(f"{given}: does not exist (read_only=True opens existing databases only)")
+        self._conn = self._connect(_uri(given, "rw" if exists else "rwc"), uri=True)
+        self._prepare()
+
+    # -- opening ------------------------------------------------------------------------------------------
+
+    def _connect(self, target: str, uri: bool) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(target, timeout=self._busy_timeout, isolation_level=None,
+                                   check_same_thread=False, uri=uri)
+        except sqlite3.Error as exc:
+            raise _storage_error(exc, self._path) from exc
+        return conn
+
+    def _inspect(self, path: str) -> sqlite3.Connection:
+        """A read-only connection to ``path``, after checking the file holds our schema (or none at all)."""
+        conn = self._connect(_uri(path, "ro"), uri=True)
+        try:
+            version, ours, tables = _schema_of(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _storage_error(exc, path) from exc
+        try:
+            _check_schema(path, version, ours, tables, self._read_only)
+        except StorageError:
+            conn.close()
+            raise
+        return conn
+
+    def _prepare(self) -> None:
+        """Set the connection's pragmas and bring the schema to SCHEMA_VERSION."""
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() not in ("wal", "memory"):
+                raise StorageError(f"{self._path}: SQLite could not switch the journal to WAL mode (got {mode})")
+            self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Checked again under the write lock: another process may have set the file up meanwhile.
+                version, ours, tables = _schema_of(self._conn)
+                _check_schema(self._path, version, ours, tables, False)
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        self._conn.execute(statement)
+                if version != SCHEMA_VERSION:
+                    self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise _storage_error(exc, self._path) from exc
+        except StorageError:
+            self._conn.close()
+            raise
+
+    # -- the connection, guarded ---------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if os.getpid() != self._pid:
+            raise StorageError(
+                f"{self._path}: this Storage was opened in process {self._pid} and cannot be used in process "
+                f"{os.getpid()} after fork(); open a new Storage in the child"
+            )
+        if self._closed:
+            raise StorageError(f"{self._path}: the Storage is closed")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._check_usable()
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise _storage_error(exc, self._path) from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction, committed when the block ends, rolled back on any error."""
+        with self._lock:
+            self._check_usable()
+            if self._read_only:
+                raise StorageReadOnlyError(f"{self._path}: opened with read_only=True")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            except sqlite3.Error as exc:
+                raise _storage_error(exc, self._path) from exc
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:  # SQLite may already have rolled back (a full disk, say)
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    def _stored_dim(self, conn: sqlite3.Connection) -> int | None:
+        if self._dim is None:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
+            if row is not None:
+                self._dim = int(row[0])
+        return self._dim
+
+    def _claim_dim(self, conn: sqlite3.Connection, dim: int, name: str) -> int | None:
+        """Check ``dim`` against the database's dimension (inside a write); when none is stored yet, store
+        ``dim`` and return it (to be remembered once the transaction commits)."""
+        stored = self._stored_dim(conn)
+        if stored is None:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('dim', ?)", (str(dim),))
+            return dim
+        if dim != stored:
+            raise InvalidInputError(f"{name} has dimension {dim}, but this database stores dimension {stored}")
+        return None
+
+    # -- candidates ----------------------------------------------------------------------------------------
+
+    def insert_candidate(self, candidate: Candidate) -> None:
+        """Store one candidate (see :meth:`insert_candidates`)."""
+        self.insert_candidates([candidate])
+
+    def insert_candidates(self, candidates: Sequence[Candidate]) -> None:
+        """Store ``candidates`` (a list or tuple of :class:`~tinydancer.candidates.Candidate`) in one
+        transaction: all of them, or none.
+
+        Raises:
+            InvalidInputError: an element is not a Candidate, a field is bad (a NaN embedding, say), the
+                embeddings differ in dimension from each other or from the database's, metadata cannot be
+                written as JSON, or an id is repeated or already stored. Nothing is written.
+            StorageReadOnlyError, StorageFullError, StorageBusyError, StorageError: the write failed;
+                nothing of it is stored.
+        """
+        if not isinstance(candidates, (list, tuple)):
+            raise InvalidInputError(f"candidates must be a list or tuple of Candidate, got {type(candidates).__name__}")
+        batch = CandidateBatch.from_candidates(candidates)  # checks every field, names it
+        n = len(batch)
+        if n == 0:
+            return
+        if len(set(batch.ids)) != n:
+            raise InvalidInputError("candidates holds the same id more than once")
+        metadata = [_json(c.metadata, f"candidates[{i}].metadata") for i, c in enumerate(candidates)]
+        emb = batch.embeddings
+        dim = batch.dim
+        with self._lock:  # the index must take our rows before another thread's catch-up could
+            with self._writing() as conn:
+                claimed = self._claim_dim(conn, dim, "candidates[0].embedding")
+                self._catch_up(conn)  # others' rows first, so ours follow them in the index
+                first = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM candidates").fetchone()[0] + 1
+                rows = [
+                    (first + i, batch.ids[i], emb[i].tobytes(), dim, metadata[i], float(batch.created_at[i]),
+                     int(batch.access_count[i]), float(batch.success_rate[i]))
+                    for i in range(n)
+                ]
+                try:
+                    conn.executemany(
+                        f"INSERT INTO candidates (seq, {_CANDIDATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                except sqlite3.IntegrityError:
+                    taken = _already_stored(conn, batch.ids)
+                    raise InvalidInputError(f"candidate id {taken!r} is already stored") from None
+            if claimed is not None:
+                self._dim = claimed
+            if self._index_loaded:
+                self._append(np.arange(first, first + n, dtype=np.int64), emb, batch.norms)
+
+    def get_candidate(self, id: str) -> Candidate | None:
+        """The candidate stored under ``id``, or None."""
+        if not isinstance(id, str):
+            raise InvalidInputError(f"id must be a str, got {type(id).__name__}")
+        with self._reading() as conn:
+            row = conn.execute(f"SELECT {_CANDIDATE_COLUMNS} FROM candidates WHERE id = ?", (id,)).fetchone()
+        return None if row is None else _candidate(row)
+
+    def query_candidates(self, limit: int) -> list[Candidate]:
+        """At most ``limit`` candidates, newest ``created_at`` first (the later inserted first on ties)."""
+        limit = checks.integer(limit, "limit", 0, error=InvalidInputError)
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_CANDIDATE_COLUMNS} FROM candidates ORDER BY created_at DESC, seq DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [_candidate(row) for row in rows]
+
+    def increment_access_count(self, id: str) -> None:
+        """Add one to the access count of candidate ``id``.
+
+        Raises:
+            InvalidInputError: no candidate has this id (nothing is written).
+        """
+        if not isinstance(id, str):
+            raise InvalidInputError(f"id must be a str, got {type(id).__name__}")
+        with self._writing() as conn:
+            if conn.execute("UPDATE candidates SET access_count = access_count + 1 WHERE id = ?", (id,)).rowcount != 1:
+                raise InvalidInputError(f"id {id!r} names no stored candidate")
+
+    # -- search ----------------------------------------------------------------------------------------------
+
+    def search(self, query_embedding: ArrayLike, k: int) -> list[tuple[Candidate, float]]:
+        """The ``k`` stored candidates most similar to ``query_embedding`` by cosine similarity, highest
+        first, each with its similarity (ties: the earlier inserted first).
+
+        Exact, not approximate: every stored embedding is scored by
+        :func:`~tinydancer.kernels.cosine_batch`. The embeddings are held in memory as one float32 matrix,
+        read from SQLite once and then kept in step: rows this Storage inserts are appended as they are
+        committed, and rows other connections committed are read (only those) when SQLite's
+        ``data_version`` says the file changed.
+
+        Raises:
+            InvalidInputError: the query is not a finite 1-D vector, has another dimension than the stored
+                embeddings, or ``k`` is not an int >= 0.
+        """
+        query = kernels.as_vector(query_embedding, "query_embedding")
+        k = checks.integer(k, "k", 0, error=InvalidInputError)
+        with self._reading() as conn:
+            self._refresh(conn)
+            n = self._count
+            if n == 0 or k == 0:
+                return []
+            if query.shape[0] != self._matrix.shape[1]:
+                raise InvalidInputError(
+                    f"query_embedding has dimension {query.shape[0]}, but this database stores dimension "
+                    f"{self._matrix.shape[1]}"
+                )
+            scores = kernels.cosine_batch(query, self._matrix[:n], self._norms[:n])
+            if k < n:
+                top = np.argpartition(-scores, k - 1)[:k]
+            else:
+                top = np.arange(n)
+            # highest score first, then the lower position (the earlier inserted)
+            top = top[np.lexsort((top, -scores[top]))]
+            seqs = [int(s) for s in self._seqs[top]]
+            marks = ",".join("?" * len(seqs))
+            found = {row[0]: _candidate(row[1:]) for row in conn.execute(
+                f"SELECT seq, {_CANDIDATE_COLUMNS} FROM candidates WHERE seq IN ({marks})", seqs)}
+        return [(found[s], float(scores[i])) for s, i in zip(seqs, top)]
+
+    def _refresh(self, conn: sqlite3.Connection) -> None:
+        """Bring the in-memory index up to date (under the lock)."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if self._index_loaded and version == self._data_version:
+            return  # no other connection committed since the last look
+        self._catch_up(conn, force=True)
+        self._data_version = version
+
+    def _catch_up(self, conn: sqlite3.Connection, force: bool = False) -> None:
+        """Append the candidates stored after the index's last row (others' inserts)."""
+        if not (self._index_loaded or force):
+            return
+        rows = conn.execute(
+            "SELECT seq, embedding, dim FROM candidates WHERE seq > ? ORDER BY seq", (self._last_seq,)).fetchall()
+        self._index_loaded = True
+        if not rows:
+            return
+        dim = rows[0][2]
+        seqs = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        emb = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
+        self._append(seqs, emb, kernels.l2_norms(emb))
+
+    def _append(self, seqs: NDArray[np.int64], emb: NDArray[np.float32], norms: NDArray[np.float32]) -> None:
+        n, dim = self._count, emb.shape[1]
+        need = n + emb.shape[0]
+        if self._matrix.shape[1] != dim and n == 0:
+            self._matrix = np.empty((0, dim), np.float32)
+        if need > self._matrix.shape[0]:  # grow by doubling
+            cap = max(need, 2 * self._matrix.shape[0], 64)
+            matrix = np.empty((cap, dim), np.float32)
+            matrix[:n] = self._matrix[:n]
+            self._matrix = matrix
+            self._norms = np.concatenate([self._norms[:n], np.empty(cap - n, np.float32)])
+            self._seqs = np.concatenate([self._seqs[:n], np.empty(cap - n, np.int64)])
+        self._matrix[n:need] = emb
+        self._norms[n:need] = norms
+        self._seqs[n:need] = seqs
+        self._count = need
+        self._last_seq = int(seqs[-1])
+
+    # -- routing decisions -----------------------------------------------------------------------------------
+
+    def record_routing(self, candidate_id: str, query_embedding: ArrayLike, confidence: float,
+                       use_lightweight: bool, uncertainty: float, inference_time_us: float) -> None:
+        """Log one routing decision (committed when this returns).
+
+        ``candidate_id`` need not name a stored candidate (requests may carry their own candidates).
+
+        Raises:
+            InvalidInputError: a bad value (a NaN or wrong-dimension query embedding, a confidence or
+                uncertainty outside [0, 1], a negative time, a non-bool ``use_lightweight``). Nothing is
+                written.
+        """
+        if not isinstance(candidate_id, str):
+            raise InvalidInputError(f"candidate_id must be a str, got {type(candidate_id).__name__}")
+        query = kernels.as_vector(query_embedding, "query_embedding")
+        row = (
+            candidate_id,
+            query.tobytes(),
+            int(query.shape[0]),
+            checks.unit_interval(confidence, "confidence"),
+            int(checks.flag(use_lightweight, "use_lightweight", error=InvalidInputError)),
+            checks.unit_interval(uncertainty, "uncertainty"),
+            checks.real(inference_time_us, "inference_time_us", 0.0, error=InvalidInputError),
+            time.time(),
+        )
+        with self._lock:
+            with self._writing() as conn:
+                claimed = self._claim_dim(conn, row[2], "query_embedding")
+                conn.execute(
+                    "INSERT INTO routing_decisions (candidate_id, query_embedding, dim, confidence, use_lightweight,"
+                    " uncertainty, inference_time_us, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+            if claimed is not None:
+                self._dim = claimed
+
+    def get_statistics(self) -> RoutingStatistics:
+        """Counts and inference-time figures over every logged routing decision (see
+        :class:`RoutingStatistics`), read in one consistent snapshot."""
+        with self._reading() as conn:
+            conn.execute("BEGIN")  # one read transaction: the counts and the times agree
+            try:
+                total, light = conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(use_lightweight), 0) FROM routing_decisions").fetchone()
+                times = np.fromiter(
+                    (r[0] for r in conn.execute("SELECT inference_time_us FROM routing_decisions")), np.float64)
+                candidates = conn.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
+        if times.size:
+            avg = float(times.mean())
+            p50, p95, p99 = (float(v) for v in np.percentile(times, [50, 95, 99]))
+        else:
+            avg = p50 = p95 = p99 = 0.0
+        return RoutingStatistics(int(total), int(light), int(total - light), avg, p50, p95, p99, int(candidates))
+
+    # -- lifetime --------------------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Return once everything recorded before the call is committed.
+
+        Every method of this class commits before it returns, so there is never anything pending: this
+        only checks the Storage is usable. Committed means it survives this process being killed; with
+        ``synchronous="full"`` it also survives a power cut.
+        """
+        with self._lock:
+            self._check_usable()
+
+    def close(self) -> None:
+        """Close the connection. Calling it again does nothing. In a child process after ``fork()`` the
+        inherited connection is left untouched (closing it could disturb the parent's)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if os.getpid() != self._pid:
+                _INHERITED.append(self._conn)
+                return
+            self._conn.close()
+
+    @property
+    def path(self) -> str:
+        """The path given (or ``":memory:"``)."""
+        return self._path
+
+    @property
+    def read_only(self) -> bool:
+        """Whether writes are refused."""
+        return self._read_only
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("read-only" if self._read_only else "open")
+        return f"Storage({self._path!r}, {state})"
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------
+
+_KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_path(path: str) -> bool:
+    """Whether ``path`` exists (as a regular file); raise StorageError for anything else that cannot be opened."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise StorageError(f"{path}: the folder {folder} does not exist") from None
+        return False
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot be checked ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+        raise StorageError(f"{path}: is {kind}, not a regular file; it was left untouched")
+    return True
+
+
+def _uri(path: str, mode: str) -> str:
+    return f"file:{urllib.parse.quote(os.path.abspath(path))}?mode={mode}"
+
+
+def _schema_of(conn: sqlite3.Connection) -> tuple[int, bool, list[str]]:
+    """(user_version, whether the application id is ours, the names in sqlite_master)."""
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    app = conn.execute("PRAGMA application_id").fetchone()[0]
+    return version, app == APPLICATION_ID, tables
+
+
+def _check_schema(path: str, version: int, ours: bool, tables: list[str], read_only: bool) -> None:
+    if not ours:
+        if tables or version != 0:
+            raise StorageCorruptError(
+                f"{path}: is an SQLite database of another program (not a tinydancer database); "
+                "it was left untouched")
+        if read_only:
+            raise StorageReadOnlyError(f"{path}: holds no tinydancer schema yet, and read_only=True cannot create it")
+        return
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"{path}: was written by a newer tinydancer (schema version {version}; this one reads versions up "
+            f"to {SCHEMA_VERSION}). Upgrade tinydancer to open it; the file was left untouched")
+    if version < SCHEMA_VERSION and read_only:
+        raise StorageReadOnlyError(
+            f"{path}: has schema version {version} and needs migrating to {SCHEMA_VERSION}, which read_only=True forbids")
+
+
+def _storage_error(exc: sqlite3.Error, path: str) -> StorageError:
+    """The StorageError subclass for an sqlite3 error."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    message = f"{path}: {exc}"
+    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return StorageBusyError(f"{message} (still locked by another connection after the busy timeout)")
+    if primary == _SQLITE_FULL:
+        return StorageFullError(f"{message}; earlier commits are kept")
+    if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return StorageCorruptError(f"{message}; the file was left untouched")
+    if primary == _SQLITE_READONLY:
+        return StorageReadOnlyError(message)
+    return StorageError(message)
+
+
+def _json(value: dict[str, Any], name: str) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} cannot be stored as JSON ({exc})") from None
+
+
+def _already_stored(conn: sqlite3.Connection, ids: Sequence[str]) -> str:
+    for i in ids:
+        if conn.execute("SELECT 1 FROM candidates WHERE id = ?", (i,)).fetchone() is not None:
+            return i
+    return ids[0]
+
+
+def _candidate(row: Sequence[Any]) -> Candidate:
+    id_, blob, dim, metadata, created_at, access_count, success_rate = row
+    embedding = np.frombuffer(blob, np.float32).copy()
+    if embedding.shape[0] != dim:
+        raise StorageCorruptError(f"candidate {id_!r}: its embedding holds {embedding.shape[0]} values, not {dim}")
+    return Candidate(id_, embedding, json.loads(metadata), created_at, access_count, success_rate)
