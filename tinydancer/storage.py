@@ -146,7 +146,9 @@ class Storage:
         StorageError: the path is not a regular file (a folder, a FIFO, a device), its folder does not
             exist, or the database's schema version is newer than this tinydancer's.
         StorageCorruptError: the file is not SQLite, is damaged, or holds another program's tables. The
-            file is left byte-for-byte unchanged.
+            file is left byte-for-byte unchanged. Opening reads the header and the schema only (a full
+            ``PRAGMA integrity_check`` would read every page): damage elsewhere raises this error from the
+            first method that reads the damaged pages.
         StorageReadOnlyError: ``read_only=True`` and the file holds no tinydancer schema yet.
 
     Every method commits before it returns (``flush`` has nothing left to wait for). Writes that fail
@@ -227,6 +229,9 @@ class Storage:
             if mode.lower() not in ("wal", "memory"):
                 raise StorageError(f"{self._path}: SQLite could not switch the journal to WAL mode (got {mode})")
             self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            version, ours, _ = _schema_of(self._conn)
+            if ours and version == SCHEMA_VERSION:
+                return  # up to date: no write transaction, so opening never waits for a writer
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 # Checked again under the write lock: another process may have set the file up meanwhile.
@@ -640,7 +645,7 @@ def _storage_error(exc: sqlite3.Error, path: str) -> StorageError:
     if primary == _SQLITE_FULL:
         return StorageFullError(f"{message}; earlier commits are kept")
     if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
-        return StorageCorruptError(f"{message}; the file was left untouched")
+        return StorageCorruptError(f"{message} (the file is damaged or not SQLite; it is never repaired)")
     if primary == _SQLITE_READONLY:
         return StorageReadOnlyError(message)
     return StorageError(message)
