@@ -508,7 +508,9 @@ KILLED_WRITER = textwrap.dedent("""
 
 def test_a_killed_writer_loses_nothing_acknowledged(tmp_path):
     path = tmp_path / "r.db"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    # started outside the source tree, which would shadow the installed package (it has no compiled kernels)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
     acknowledged = 0
     try:
         for line in proc.stdout:
