@@ -126,6 +126,21 @@ class RoutingStatistics:
         """The statistics as a plain dict (for JSON)."""
         return {name: getattr(self, name) for name in self.__slots__}
 
+    def estimated_saving(self, strong_cost: float, weak_cost: float) -> float:
+        """The share of the bill saved against sending every logged decision to the powerful model, at these
+        per-call costs (same tokens per call assumed): ``1 - (powerful * strong + lightweight * weak) /
+        (total * strong)``; 0.0 with nothing logged.
+
+        Raises:
+            InvalidInputError: a cost that is not a finite number >= 0, or a strong cost of 0.
+        """
+        strong = checks.real(strong_cost, "strong_cost", 0.0, low_open=True, error=InvalidInputError)
+        weak = checks.real(weak_cost, "weak_cost", 0.0, error=InvalidInputError)
+        if not self.total_routes:
+            return 0.0
+        spent = self.powerful_routes * strong + self.lightweight_routes * weak
+        return 1.0 - spent / (self.total_routes * strong)
+
 
 class Storage:
     """Candidates and routing decisions in one SQLite file (or in memory).
