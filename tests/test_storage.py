@@ -145,7 +145,7 @@ def test_file_persists_with_wal_and_version(tmp_path, rng):
         assert st.get_statistics().total_routes == 1
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
 
 
@@ -181,13 +181,13 @@ def test_migrations_step_by_step(tmp_path, rng, monkeypatch):
     with Storage(path) as st:
         st.insert_candidate(make(0, rng))
     steps = dict(storage_module._MIGRATIONS)
-    steps[2] = ("ALTER TABLE candidates ADD COLUMN note TEXT",)
+    steps[3] = ("ALTER TABLE candidates ADD COLUMN note TEXT",)
     monkeypatch.setattr(storage_module, "_MIGRATIONS", steps)
-    monkeypatch.setattr(storage_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(storage_module, "SCHEMA_VERSION", 3)
     with Storage(path) as st:
         assert st.get_candidate("c0") is not None
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         assert "note" in [r[1] for r in conn.execute("PRAGMA table_info(candidates)")]
 
 
@@ -530,3 +530,51 @@ def test_a_killed_writer_loses_nothing_acknowledged(tmp_path):
         assert s.total_routes >= acknowledged
         assert s.total_candidates >= 5 * acknowledged
         assert all(st.get_candidate(f"k{i}-4") is not None for i in range(acknowledged))
+
+
+def test_a_version_1_database_is_migrated_with_its_data(tmp_path, rng, monkeypatch):
+    path = tmp_path / "r.db"
+    with monkeypatch.context() as m:  # a file as the first schema wrote it
+        m.setattr(storage_module, "_MIGRATIONS", {1: storage_module._MIGRATIONS[1]})
+        m.setattr(storage_module, "SCHEMA_VERSION", 1)
+        with Storage(path) as st:
+            st.insert_candidate(make(0, rng))
+    with sqlite3.connect(path) as conn:  # a decision as the first schema stored it
+        conn.execute("INSERT INTO routing_decisions (candidate_id, query_embedding, dim, confidence, use_lightweight,"
+                     " uncertainty, inference_time_us, recorded_at) VALUES ('c0', ?, ?, 0.9, 1, 0.05, 10.0, 0.0)",
+                     (rng.standard_normal(DIM).astype(np.float32).tobytes(), DIM))
+    conn.close()
+    with pytest.raises(StorageReadOnlyError, match="needs migrating"):
+        Storage(path, read_only=True)
+    with Storage(path) as st:
+        assert st.get_candidate("c0") is not None and st.get_statistics().total_routes == 1
+        rid = st.record_routing("c0", rng.standard_normal(DIM), 0.8, False, 0.4, 12.0)
+        st.record_outcome(rid, True)
+        assert st.get_statistics().outcomes == 1
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
+
+
+def test_request_ids_and_outcomes(tmp_path, rng):
+    with Storage(tmp_path / "r.db") as st:
+        rid = st.record_routing("c0", rng.standard_normal(DIM), 0.9, True, 0.05, 10.0)
+        assert isinstance(rid, str) and len(rid) == 32
+        assert st.record_routing("c1", rng.standard_normal(DIM), 0.7, False, 0.5, 9.0, request_id="req-7") == "req-7"
+        st.record_routing("c2", rng.standard_normal(DIM), 0.95, True, 0.02, 9.0, request_id="req-7")
+        st.record_outcome(rid, True)
+        st.record_outcome("req-7", False, candidate_id="c2")
+        st.record_outcome("req-7", True)
+        s = st.get_statistics()
+        assert (s.outcomes, s.good_outcomes) == (3, 2)
+        for call, message in [
+            (lambda: st.record_outcome("nope", True), "no logged decision has request id 'nope'"),
+            (lambda: st.record_outcome("req-7", True, candidate_id="c0"), "and candidate id 'c0'"),
+            (lambda: st.record_outcome("req-7", 1), "good"),
+            (lambda: st.record_outcome("", True), "request_id"),
+            (lambda: st.record_routing("c0", rng.standard_normal(DIM), 0.5, True, 0.1, 1.0, request_id=""),
+             "request_id"),
+        ]:
+            with pytest.raises(InvalidInputError, match=message):
+                call()
+        assert st.get_statistics().outcomes == 3  # nothing written by the refused calls

@@ -31,6 +31,7 @@ import stat
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,6 +89,17 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             inference_time_us REAL NOT NULL,
             recorded_at REAL NOT NULL)""",
     ),
+    # Request ids on decisions, and the outcomes reported for them (was the lightweight answer good enough?).
+    2: (
+        "ALTER TABLE routing_decisions ADD COLUMN request_id TEXT",
+        "CREATE INDEX routing_decisions_request ON routing_decisions (request_id, candidate_id)",
+        """CREATE TABLE outcomes (
+            seq INTEGER PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            candidate_id TEXT,
+            good INTEGER NOT NULL,
+            recorded_at REAL NOT NULL)""",
+    ),
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 """The schema version this tinydancer writes; a database with a higher one is refused."""
@@ -110,7 +122,9 @@ class RoutingStatistics:
     """What :meth:`Storage.get_statistics` reports about the logged routing decisions.
 
     Inference times are in microseconds; with no decision logged the average and percentiles are 0.0.
-    Percentiles interpolate linearly between the two nearest logged values (NumPy's default).
+    Percentiles interpolate linearly between the two nearest logged values (NumPy's default). ``outcomes``
+    counts the outcomes reported with :meth:`Storage.record_outcome`, ``good_outcomes`` those where the
+    lightweight answer was good enough.
     """
 
     total_routes: int
@@ -121,6 +135,8 @@ class RoutingStatistics:
     p95_inference_time_us: float
     p99_inference_time_us: float
     total_candidates: int
+    outcomes: int
+    good_outcomes: int
 
     def as_dict(self) -> dict[str, int | float]:
         """The statistics as a plain dict (for JSON)."""
@@ -493,10 +509,16 @@ class Storage:
     # -- routing decisions -----------------------------------------------------------------------------------
 
     def record_routing(self, candidate_id: str, query_embedding: ArrayLike, confidence: float,
-                       use_lightweight: bool, uncertainty: float, inference_time_us: float) -> None:
+                       use_lightweight: bool, uncertainty: float, inference_time_us: float, *,
+                       request_id: str | None = None) -> str:
         """Log one routing decision (committed when this returns).
 
         ``candidate_id`` need not name a stored candidate (requests may carry their own candidates).
+        ``request_id`` ties the decisions of one request together and to the outcome reported later with
+        :meth:`record_outcome`; without one, a new random id is made.
+
+        Returns:
+            The request id.
 
         Raises:
             InvalidInputError: a bad value (a NaN or wrong-dimension query embedding, a confidence or
@@ -505,6 +527,10 @@ class Storage:
         """
         if not isinstance(candidate_id, str):
             raise InvalidInputError(f"candidate_id must be a str, got {type(candidate_id).__name__}")
+        if request_id is None:
+            request_id = uuid.uuid4().hex
+        elif not isinstance(request_id, str) or not request_id:
+            raise InvalidInputError(f"request_id must be a non-empty str or None, got {request_id!r}")
         query = kernels.as_vector(query_embedding, "query_embedding")
         row = (
             candidate_id,
@@ -515,15 +541,46 @@ class Storage:
             checks.unit_interval(uncertainty, "uncertainty"),
             checks.real(inference_time_us, "inference_time_us", 0.0, error=InvalidInputError),
             time.time(),
+            request_id,
         )
         with self._lock:
             with self._writing() as conn:
                 claimed = self._claim_dim(conn, row[2], "query_embedding")
                 conn.execute(
                     "INSERT INTO routing_decisions (candidate_id, query_embedding, dim, confidence, use_lightweight,"
-                    " uncertainty, inference_time_us, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+                    " uncertainty, inference_time_us, recorded_at, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row)
             if claimed is not None:
                 self._dim = claimed
+        return request_id
+
+    def record_outcome(self, request_id: str, good: bool, *, candidate_id: str | None = None) -> None:
+        """Report whether the lightweight answer was good enough for a logged request (committed when this
+        returns). With ``candidate_id``, for that candidate of the request; without, for the request as a
+        whole (a query router's decision).
+
+        Raises:
+            InvalidInputError: ``good`` is not a bool, or no logged decision has this request id (and
+                candidate id, when given). Nothing is written.
+        """
+        if not isinstance(request_id, str) or not request_id:
+            raise InvalidInputError(f"request_id must be a non-empty str, got {request_id!r}")
+        if candidate_id is not None and not isinstance(candidate_id, str):
+            raise InvalidInputError(f"candidate_id must be a str or None, got {type(candidate_id).__name__}")
+        verdict = int(checks.flag(good, "good", error=InvalidInputError))
+        with self._lock:
+            with self._writing() as conn:
+                if candidate_id is None:
+                    known = conn.execute("SELECT 1 FROM routing_decisions WHERE request_id = ? LIMIT 1",
+                                         (request_id,)).fetchone()
+                else:
+                    known = conn.execute("SELECT 1 FROM routing_decisions WHERE request_id = ? AND candidate_id = ?"
+                                         " LIMIT 1", (request_id, candidate_id)).fetchone()
+                if known is None:
+                    which = "" if candidate_id is None else f" and candidate id {candidate_id!r}"
+                    raise InvalidInputError(f"no logged decision has request id {request_id!r}{which}")
+                conn.execute("INSERT INTO outcomes (request_id, candidate_id, good, recorded_at) VALUES (?, ?, ?, ?)",
+                             (request_id, candidate_id, verdict, time.time()))
 
     def get_statistics(self) -> RoutingStatistics:
         """Counts and inference-time figures over every logged routing decision (see
@@ -536,6 +593,7 @@ class Storage:
                 times = np.fromiter(
                     (r[0] for r in conn.execute("SELECT inference_time_us FROM routing_decisions")), np.float64)
                 candidates = conn.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
+                outcomes, good = conn.execute("SELECT COUNT(*), COALESCE(SUM(good), 0) FROM outcomes").fetchone()
             finally:
                 conn.execute("COMMIT")
         if times.size:
@@ -543,7 +601,8 @@ class Storage:
             p50, p95, p99 = (float(v) for v in np.percentile(times, [50, 95, 99]))
         else:
             avg = p50 = p95 = p99 = 0.0
-        return RoutingStatistics(int(total), int(light), int(total - light), avg, p50, p95, p99, int(candidates))
+        return RoutingStatistics(int(total), int(light), int(total - light), avg, p50, p95, p99, int(candidates),
+                                 int(outcomes), int(good))
 
     # -- lifetime --------------------------------------------------------------------------------------------
 

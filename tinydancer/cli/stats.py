@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.database}: {total} routing decisions, {stats.total_candidates} stored candidates")
     print(f"  lightweight  {stats.lightweight_routes:>10}  ({share:.1%})")
     print(f"  powerful     {stats.powerful_routes:>10}")
+    print(f"  outcomes reported: {stats.outcomes}, the lightweight answer good enough in {stats.good_outcomes}")
     print(f"  inference time, us: mean {stats.avg_inference_time_us:.2f}, p50 {stats.p50_inference_time_us:.2f}, "
           f"p95 {stats.p95_inference_time_us:.2f}, p99 {stats.p99_inference_time_us:.2f}")
     print(f"  estimated saving against the powerful model alone: {saving:.1%} (costs per call: powerful "
