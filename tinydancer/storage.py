@@ -150,12 +150,10 @@ class RoutingStatistics:
         Raises:
             InvalidInputError: a cost that is not a finite number >= 0, or a strong cost of 0.
         """
-        strong = checks.real(strong_cost, "strong_cost", 0.0, low_open=True, error=InvalidInputError)
-        weak = checks.real(weak_cost, "weak_cost", 0.0, error=InvalidInputError)
-        if not self.total_routes:
-            return 0.0
-        spent = self.powerful_routes * strong + self.lightweight_routes * weak
-        return 1.0 - spent / (self.total_routes * strong)
+        from tinydancer.evaluation.metrics import cost_saving
+
+        share = self.powerful_routes / self.total_routes if self.total_routes else 1.0  # nothing logged: 0.0
+        return cost_saving(share, strong_cost, weak_cost)
 
 
 class Storage:

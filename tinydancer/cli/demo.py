@@ -4,6 +4,7 @@ time of each ``route()`` call and how many candidates can go to the lightweight 
 from __future__ import annotations
 
 import argparse
+import math
 
 from tinydancer.cli.options import non_negative_int, positive_float
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
           f"({model.cell.W.kind} weights, {model.size_bytes()} bytes), kernels: {kernels.active_isa()}")
     print(f"lightweight when confidence >= {config.confidence_threshold} and uncertainty <= "
           f"{config.max_uncertainty}, that is confidence >= {config.effective_threshold:g}; recency halves every "
-          f"{_duration(0.693147180559945 / features.recency_decay)}\n")
+          f"{_duration(math.log(2.0) / features.recency_decay)}\n")
     total = light = 0
     for item in demo_requests():
         response = router.route(item.request)

@@ -501,7 +501,7 @@ def _matrix(value: ArrayLike, name: str, dim: int | None) -> NDArray[np.float32]
         a = np.asarray(value)
     except (TypeError, ValueError):
         raise InvalidInputError(f"{name} must be a 2-D array of numbers") from None
-    if a.dtype.kind not in "fiub" or a.dtype.kind == "b":
+    if a.dtype.kind not in "fiu":
         raise InvalidInputError(f"{name} must hold real numbers, got dtype {a.dtype}")
     if a.ndim != 2:
         raise InvalidInputError(f"{name} must be 2-D (N, D), got shape {a.shape}")
