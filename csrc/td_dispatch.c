@@ -503,8 +503,19 @@ int td_route_candidates(const td_fastgrnn *m, const td_feature_config *cfg, cons
                         const int64_t *access_count, const float *success_rate, const float *metadata_overlap,
                         double now, float confidence_threshold, float max_uncertainty, float *scores,
                         float *uncertainty, uint8_t *lightweight, int32_t *order, int32_t *scratch) {
+    return td_route_candidates_ex(m, cfg, query, dim, embeddings, embedding_norms, n, created_at, access_count,
+                                  success_rate, metadata_overlap, now, confidence_threshold, max_uncertainty, scores,
+                                  uncertainty, lightweight, order, scratch, NULL);
+}
+
+int td_route_candidates_ex(const td_fastgrnn *m, const td_feature_config *cfg, const float *query, size_t dim,
+                           const float *embeddings, const float *embedding_norms, size_t n, const double *created_at,
+                           const int64_t *access_count, const float *success_rate, const float *metadata_overlap,
+                           double now, float confidence_threshold, float max_uncertainty, float *scores,
+                           float *uncertainty, uint8_t *lightweight, int32_t *order, int32_t *scratch,
+                           float *features_out) {
     int rc = td_score_candidates(m, cfg, query, dim, embeddings, embedding_norms, n, created_at, access_count,
-                                 success_rate, metadata_overlap, now, NULL, scores);
+                                 success_rate, metadata_overlap, now, features_out, scores);
     if (rc != 0) return rc;
     for (size_t i = 0; i < n; ++i) {
         float p = scores[i], u;

@@ -242,6 +242,15 @@ int td_route_candidates(const td_fastgrnn *m, const td_feature_config *cfg, cons
                         double now, float confidence_threshold, float max_uncertainty, float *scores,
                         float *uncertainty, uint8_t *lightweight, int32_t *order, int32_t *scratch);
 
+/* td_route_candidates that also writes the model's input, the weighted features (n x 5), to features_out
+ * (which may be NULL): what a routing log keeps for retraining. */
+int td_route_candidates_ex(const td_fastgrnn *m, const td_feature_config *cfg, const float *query, size_t dim,
+                           const float *embeddings, const float *embedding_norms, size_t n, const double *created_at,
+                           const int64_t *access_count, const float *success_rate, const float *metadata_overlap,
+                           double now, float confidence_threshold, float max_uncertainty, float *scores,
+                           float *uncertainty, uint8_t *lightweight, int32_t *order, int32_t *scratch,
+                           float *features_out);
+
 #ifdef __cplusplus
 }
 #endif

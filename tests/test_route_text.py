@@ -77,7 +77,8 @@ def test_a_router_of_another_dimension_cannot_route_text():
 def test_cli_route_text(fake, capsys):
     assert cli.main(["route", "--text", "What is the capital of France?"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"use_lightweight", "confidence", "uncertainty", "expected_gain", "threshold", "certified"}
+    assert set(out) == {"use_lightweight", "confidence", "uncertainty", "expected_gain", "threshold", "certified",
+                        "request_id"}
     assert out["certified"] is True and 0.0 <= out["confidence"] <= 1.0
 
 

@@ -539,7 +539,7 @@ def test_close_and_context_manager(rng):
     "kwargs",
     [dict(confidence_threshold=1.5), dict(max_uncertainty=-0.1), dict(circuit_breaker_threshold=0),
      dict(circuit_breaker_timeout=float("nan")), dict(enable_quantization="yes"), dict(feature_config={}),
-     dict(database_path="routing.db")],
+     dict(database_path=3), dict(log_queue_size=0), dict(log_full_wait=-1.0)],
 )
 def test_bad_config(kwargs):
     with pytest.raises(ConfigError):

@@ -145,7 +145,7 @@ def test_file_persists_with_wal_and_version(tmp_path, rng):
         assert st.get_statistics().total_routes == 1
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
 
 
@@ -181,13 +181,13 @@ def test_migrations_step_by_step(tmp_path, rng, monkeypatch):
     with Storage(path) as st:
         st.insert_candidate(make(0, rng))
     steps = dict(storage_module._MIGRATIONS)
-    steps[3] = ("ALTER TABLE candidates ADD COLUMN note TEXT",)
+    steps[4] = ("ALTER TABLE candidates ADD COLUMN note TEXT",)
     monkeypatch.setattr(storage_module, "_MIGRATIONS", steps)
-    monkeypatch.setattr(storage_module, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(storage_module, "SCHEMA_VERSION", 4)
     with Storage(path) as st:
         assert st.get_candidate("c0") is not None
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
         assert "note" in [r[1] for r in conn.execute("PRAGMA table_info(candidates)")]
 
 

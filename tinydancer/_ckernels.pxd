@@ -101,3 +101,9 @@ cdef extern from "td_kernels.h" nogil:
                             const float *metadata_overlap, double now, float confidence_threshold,
                             float max_uncertainty, float *scores, float *uncertainty, uint8_t *lightweight,
                             int32_t *order, int32_t *scratch)
+    int td_route_candidates_ex(const td_fastgrnn *m, const td_feature_config *cfg, const float *query, size_t dim,
+                               const float *embeddings, const float *embedding_norms, size_t n,
+                               const double *created_at, const int64_t *access_count, const float *success_rate,
+                               const float *metadata_overlap, double now, float confidence_threshold,
+                               float max_uncertainty, float *scores, float *uncertainty, uint8_t *lightweight,
+                               int32_t *order, int32_t *scratch, float *features_out)

@@ -204,6 +204,8 @@ class RouteResult:
     def order(self) -> NDArray[np.int32]: ...
     @property
     def lightweight(self) -> NDArray[np.bool_]: ...
+    @property
+    def features(self) -> NDArray[np.float32] | None: ...
     def __len__(self) -> int: ...
 
 class RoutePass:
@@ -217,9 +219,18 @@ class RoutePass:
         weights: FeatureWeights,
         confidence_threshold: float = 0.85,
         max_uncertainty: float = 0.15,
+        failure_values: ArrayLike | None = None,
+        failure_count: int = 0,
     ) -> None: ...
+    @property
+    def calibrated(self) -> bool: ...
     def route(
-        self, query: ArrayLike, candidates: CandidateColumns, now: float, metadata_overlap: ArrayLike | None = None
+        self,
+        query: ArrayLike,
+        candidates: CandidateColumns,
+        now: float,
+        metadata_overlap: ArrayLike | None = None,
+        keep_features: bool = False,
     ) -> RouteResult: ...
 
 class QueryPass:

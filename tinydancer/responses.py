@@ -96,7 +96,8 @@ class RoutingResponse:
         InvalidInputError: the arrays do not have one length and the right dtypes.
     """
 
-    __slots__ = ("_result", "_ids", "_inference_time_us", "_feature_time_us", "_fallback_reason", "_decisions")
+    __slots__ = ("_result", "_ids", "_inference_time_us", "_feature_time_us", "_fallback_reason", "_decisions",
+                 "_request_id")
 
     _result: RouteResult
     _ids: Sequence[str] | NDArray[Any]
@@ -104,6 +105,7 @@ class RoutingResponse:
     _feature_time_us: float
     _fallback_reason: str | None
     _decisions: list[RoutingDecision] | None
+    _request_id: str | None
 
     def __init__(
         self,
@@ -115,6 +117,7 @@ class RoutingResponse:
         inference_time_us: float,
         feature_time_us: float,
         fallback_reason: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         self._result = RouteResult.from_arrays(confidence, uncertainty, use_lightweight, order)
         self._ids = ids
@@ -122,6 +125,7 @@ class RoutingResponse:
         self._feature_time_us = feature_time_us
         self._fallback_reason = fallback_reason
         self._decisions = None
+        self._request_id = request_id
 
     @classmethod
     def from_result(
@@ -131,6 +135,7 @@ class RoutingResponse:
         inference_time_us: float,
         feature_time_us: float,
         fallback_reason: str | None = None,
+        request_id: str | None = None,
     ) -> RoutingResponse:
         """A response around the results of a routing pass (not copied); ``ids`` in input order."""
         self = _new_object(cls)
@@ -140,11 +145,12 @@ class RoutingResponse:
         self._feature_time_us = feature_time_us
         self._fallback_reason = fallback_reason
         self._decisions = None
+        self._request_id = request_id
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (RoutingResponse.from_result, (self._result, self._ids, self._inference_time_us,
-                                              self._feature_time_us, self._fallback_reason))
+                                              self._feature_time_us, self._fallback_reason, self._request_id))
 
     @classmethod
     def fallback(
@@ -153,13 +159,14 @@ class RoutingResponse:
         reason: str,
         inference_time_us: float,
         feature_time_us: float = 0.0,
+        request_id: str | None = None,
     ) -> RoutingResponse:
         """The all-powerful response: every candidate ``use_lightweight=False``, confidence 0.0,
         uncertainty 1.0, in input order, with ``fell_back`` True and ``fallback_reason`` = ``reason``."""
         n = len(ids)
         result = RouteResult.from_arrays(np.zeros(n, np.float32), np.ones(n, np.float32), np.zeros(n, np.bool_),
                                          np.arange(n, dtype=np.int32))
-        return cls.from_result(result, ids, inference_time_us, feature_time_us, str(reason))
+        return cls.from_result(result, ids, inference_time_us, feature_time_us, str(reason), request_id)
 
     # -- decisions ---------------------------------------------------------------------------------------
 
@@ -278,6 +285,12 @@ class RoutingResponse:
         return self._fallback_reason
 
     @property
+    def request_id(self) -> str | None:
+        """The id under which the router logged this request (give it to ``record_outcome``); None when the
+        router has no database."""
+        return self._request_id
+
+    @property
     def fell_back(self) -> bool:
         """True when the router fell back (model error, non-finite output, open circuit breaker)."""
         return self._fallback_reason is not None
@@ -296,6 +309,7 @@ class RoutingResponse:
             "feature_time_us": float(self._feature_time_us),
             "fell_back": self.fell_back,
             "fallback_reason": self._fallback_reason,
+            "request_id": self._request_id,
         }
 
     def __repr__(self) -> str:

@@ -32,7 +32,12 @@ from tinydancer.errors import (ConfigError, InvalidInputError, ModelError, Model
 from tinydancer.features import FeatureConfig
 from tinydancer.metadata import metadata_overlap
 from tinydancer.model import FastGRNN, load_model
+from tinydancer import feedback
+from tinydancer.calibration import Calibration
+from tinydancer.decision_log import CANDIDATES as _CANDIDATES
+from tinydancer.decision_log import DecisionLog
 from tinydancer.responses import RoutingResponse
+from tinydancer.storage import Storage
 
 __all__ = ["MODEL_FAILURES", "SMOKE_PROBES", "RouterConfig", "Router", "default_model_path"]
 
@@ -75,6 +80,7 @@ def _file_signature(path: str) -> tuple[int, int, int, int] | None:
 
 
 OnChange = Callable[[str, "BaseException | None"], None]
+_Serving = tuple[FastGRNN, kernels.RoutePass, float, "Calibration | None"]
 
 
 def _watch(router_ref: weakref.ref[Router], stop: threading.Event, interval: float,
@@ -111,8 +117,13 @@ class RouterConfig:
         circuit_breaker_threshold: consecutive model failures that open it.
         circuit_breaker_timeout: seconds before an open breaker lets probes through.
         enable_quantization: run the model with int8 weights (outputs within 0.02 of float32).
-        database_path: routing logs in SQLite; not available in this version, so it must stay None.
+        database_path: log every decision to this SQLite database (:class:`~tinydancer.storage.Storage`),
+            through a background writer (:class:`~tinydancer.decision_log.DecisionLog`); None: no log.
         feature_config: feature weights and recency decay (default :class:`FeatureConfig`).
+        log_queue_size: requests the log's queue holds before :meth:`Router.route` drops their decisions
+            (counted in ``metrics()["log_dropped"]``).
+        log_full_wait: seconds :meth:`Router.route` waits for room in a full log queue before dropping
+            (default 0: routing never waits for the disk).
     """
 
     model_path: str | PathLike[str] | None = None
@@ -124,6 +135,8 @@ class RouterConfig:
     enable_quantization: bool = True
     database_path: str | PathLike[str] | None = None
     feature_config: FeatureConfig | None = field(default=None)
+    log_queue_size: int = 100_000
+    log_full_wait: float = 0.0
 
     def __post_init__(self) -> None:
         checks.real(self.confidence_threshold, "confidence_threshold", 0.0, 1.0)
@@ -134,8 +147,10 @@ class RouterConfig:
         checks.flag(self.enable_quantization, "enable_quantization")
         if self.feature_config is not None and not isinstance(self.feature_config, FeatureConfig):
             raise ConfigError(f"feature_config must be a FeatureConfig, got {type(self.feature_config).__name__}")
-        if self.database_path is not None:
-            raise ConfigError("database_path: routing logs in SQLite are not available in this version; leave it None")
+        if self.database_path is not None and not isinstance(self.database_path, (str, PathLike)):
+            raise ConfigError(f"database_path must be a str, os.PathLike or None, got {type(self.database_path).__name__}")
+        checks.integer(self.log_queue_size, "log_queue_size", 1)
+        checks.real(self.log_full_wait, "log_full_wait", 0.0)
 
     @property
     def effective_threshold(self) -> float:
@@ -153,14 +168,28 @@ class Router:
         config: a :class:`RouterConfig` (default: the shipped model, the crate's thresholds).
         clock: unix seconds, read once per request for recency (default ``time.time``).
         monotonic: the circuit breaker's clock (default ``time.monotonic``).
+        storage: an open :class:`~tinydancer.storage.Storage` to log decisions to (shared: the router
+            flushes it but does not close it); instead of ``config.database_path``.
 
     Thread-safe: any number of threads may call :meth:`route` at once (the kernels release the GIL for
     large requests), and :meth:`reload_model` swaps the model atomically. :meth:`watch_model` reloads the
     model whenever its file changes.
+
+    With a database, every decision of every request is logged (see
+    :mod:`~tinydancer.decision_log`): each candidate's weighted features (the model's input), confidence,
+    threshold, decision and uncertainty, under the request id the response carries
+    (:attr:`RoutingResponse.request_id <tinydancer.responses.RoutingResponse.request_id>`). Report what
+    happened with :meth:`record_outcome`; retrain and calibrate from it with ``tinydancer train --from-db``
+    and :meth:`calibrate`.
+
+    Uncertainty: uncalibrated, it is the crate's heuristic ``1 - 2 |confidence - 0.5|``, a distance from
+    0.5 that promises nothing. After :meth:`calibrate` (or with a model file that carries a calibration),
+    a candidate goes to the lightweight model when its confidence reaches the certified threshold, and its
+    uncertainty is the calibration's conformal p-value (see :class:`~tinydancer.calibration.Calibration`).
     """
 
     def __init__(self, config: RouterConfig | None = None, *, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, storage: Storage | None = None) -> None:
         self.config = config if config is not None else RouterConfig()
         if not isinstance(self.config, RouterConfig):
             raise ConfigError(f"config must be a RouterConfig, got {type(config).__name__}")
@@ -178,12 +207,19 @@ class Router:
         self._watch_lock = threading.Lock()  # starts and stops the watcher (never held while reloading)
         self._source = self._resolve(self.config.model_path)
         self._source_signature = _file_signature(self._source)  # read before loading: a later change shows
-        self._serving = self._bind(self._load(self._source))
+        self._serving = self._bind(*self._load(self._source))
         self._breaker = (CircuitBreaker(failure_threshold=self.config.circuit_breaker_threshold,
                                         recovery_timeout=self.config.circuit_breaker_timeout, clock=monotonic,
                                         failures=MODEL_FAILURES)
                          if self.config.enable_circuit_breaker else None)
         self._closed = False
+        if storage is not None and self.config.database_path is not None:
+            raise ConfigError("give either config.database_path or storage, not both")
+        if storage is not None and not isinstance(storage, Storage):
+            raise ConfigError(f"storage must be a Storage, got {type(storage).__name__}")
+        database = storage if storage is not None else self.config.database_path
+        self._log = None if database is None else DecisionLog(
+            database, capacity=self.config.log_queue_size, full_wait=self.config.log_full_wait)
 
     @classmethod
     def default(cls) -> Router:
@@ -198,13 +234,13 @@ class Router:
     def _resolve(path: str | PathLike[str] | None) -> str:
         return default_model_path() if path is None else fspath(path)
 
-    def _load(self, where: str) -> FastGRNN:
-        """Load and check a candidate model completely, then score :data:`SMOKE_PROBES` with it; nothing is
-        swapped in here.
+    def _load(self, where: str) -> tuple[FastGRNN, Calibration | None]:
+        """Load and check a candidate model completely (with the calibration its file carries, if any), then
+        score :data:`SMOKE_PROBES` with it; nothing is swapped in here.
 
         Raises:
-            ModelError: the file cannot be loaded, is not a candidate model, or scores a probe as NaN or Inf
-                (:class:`~tinydancer.errors.ModelValueError`).
+            ModelError: the file cannot be loaded, is not a candidate model, carries a bad calibration, or
+                scores a probe as NaN or Inf (:class:`~tinydancer.errors.ModelValueError`).
         """
         model = load_model(where)
         if not isinstance(model, FastGRNN):
@@ -222,17 +258,61 @@ class Router:
             except InvalidInputError:
                 raise ModelValueError(f"{where}: the model scores the raw features {probe} (with this router's "
                                       "feature weights) as a non-finite value; it was not loaded") from None
-        return model
+        return model, feedback.read_calibration(where)
 
-    def _bind(self, model: FastGRNN) -> tuple[FastGRNN, kernels.RoutePass]:
-        """The model with its routing pass: swapped together, so a request sees one model."""
-        return model, kernels.RoutePass(model.cell, self._weights, self.config.confidence_threshold,
-                                        self.config.max_uncertainty)
+    def _bind(self, model: FastGRNN, calibration: Calibration | None) -> _Serving:
+        """The model with its calibration, routing pass and logged threshold: swapped together, so a request
+        sees one model."""
+        if calibration is None:
+            route_pass = kernels.RoutePass(model.cell, self._weights, self.config.confidence_threshold,
+                                           self.config.max_uncertainty)
+            return model, route_pass, self.config.effective_threshold, None
+        route_pass = kernels.RoutePass(model.cell, self._weights, calibration.threshold, 1.0,
+                                       failure_values=calibration.failure_values,
+                                       failure_count=calibration.failure_count)
+        return model, route_pass, calibration.threshold, calibration
 
     @property
     def model(self) -> FastGRNN:
         """The model serving now."""
         return self._serving[0]
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The serving model's calibration (None: uncalibrated, the crate's thresholds and heuristic)."""
+        return self._serving[3]
+
+    @property
+    def threshold(self) -> float:
+        """The confidence from which a candidate goes to the lightweight model: the calibration's certified
+        threshold (+inf when nothing was certified), else :attr:`RouterConfig.effective_threshold`."""
+        return self._serving[2]
+
+    def calibrate(self, database: str | PathLike[str] | Storage, *, target: float = 0.9, delta: float = 0.1,
+                  holdout: float = feedback.DEFAULT_HOLDOUT) -> Calibration:
+        """Certify a threshold for the serving model from logged outcomes, and route with it from now on.
+
+        The calibration examples are the logged candidate decisions with an outcome whose request falls in
+        the held-out share (``holdout``, by a hash of the request id: the part ``tinydancer train
+        --from-db`` leaves out). The serving model rescores their logged features, and Learn then Test
+        (:func:`~tinydancer.calibration.calibrate_lightweight_error`) picks the lowest threshold for which
+        at most ``1 - target`` of the lightweight-routed candidates had a bad outcome, with probability at
+        least ``1 - delta``.
+
+        Returns:
+            The :class:`~tinydancer.calibration.Calibration` now in use. When nothing could be certified,
+            no candidate goes to the lightweight model until the next calibration.
+
+        Raises:
+            InvalidInputError: bad settings, or no logged outcome in the held-out share.
+            StorageError: the database cannot be read.
+        """
+        with self._reload_lock:
+            model = self._serving[0]
+            examples = feedback.logged_examples(database, "candidate").split(holdout)[1]
+            calibration = feedback.calibrate_candidates(model, examples, target=target, delta=delta)
+            self._serving = self._bind(model, calibration)
+        return calibration
 
     def reload_model(self, path: str | PathLike[str] | None = None) -> None:
         """Load ``path`` (default: the configured model) and swap it in atomically once it is fully loaded
@@ -265,7 +345,7 @@ class Router:
 
     def _swap_in_locked(self, where: str, signature: tuple[int, int, int, int] | None) -> None:
         try:
-            serving = self._bind(self._load(where))
+            serving = self._bind(*self._load(where))
         except Exception as exc:
             self._counters.count_reload_failure()
             self._last_reload_error = f"{type(exc).__name__}: {exc}"
@@ -336,9 +416,10 @@ class Router:
             spent gathering fields: converting a list of Candidate objects and matching metadata (0.0 for
             a CandidateBatch without query metadata; the features themselves are computed with the model,
             in one C pass). Decisions are sorted by confidence, highest first (stable), each with
-            ``use_lightweight = confidence >= confidence_threshold and uncertainty <= max_uncertainty``. On a
-            model failure or an open circuit breaker, a fallback response: every candidate to the powerful
-            model, ``fell_back`` True and ``fallback_reason`` set.
+            ``use_lightweight = confidence >= confidence_threshold and uncertainty <= max_uncertainty``
+            (calibrated: ``confidence >= threshold``). On a model failure or an open circuit breaker, a
+            fallback response: every candidate to the powerful model, ``fell_back`` True and
+            ``fallback_reason`` set. With a database, ``request_id`` is the id the decisions were logged under.
 
         Raises:
             InvalidInputError: a malformed request (it does not count against the circuit breaker).
@@ -358,6 +439,7 @@ class Router:
         overlap = None
         feature_us = 0.0
         buffers = columns = None
+        log = self._log
         try:
             if type(candidates) is CandidateBatch:
                 columns = candidates.columns
@@ -373,27 +455,27 @@ class Router:
                     overlap = metadata_overlap(metadata, metadatas)
                 feature_us = (_perf_counter_ns() - start) / 1e3
             if not len(columns):
-                return self._respond(_NO_RESULT, ids, start, feature_us)
+                return self._respond(_NO_RESULT, ids, start, feature_us, log, 0.0, None)
             now = self._clock()
             if type(now) is not float or now - now != 0.0:  # a finite float passes inline; anything else is checked
                 now = checks.clock_reading(now)
             breaker = self._breaker
             if breaker is not None and not breaker.allow_request():
-                return self._fall_back(ids, "circuit breaker open", start, feature_us, rejected=True)
-            route_pass = self._serving[1]  # one read: this request sees one model, whatever reloads happen
+                return self._fall_back(ids, "circuit breaker open", start, feature_us, log, now, rejected=True)
+            serving = self._serving  # one read: this request sees one model, whatever reloads happen
             try:
-                result = route_pass.route(request.query_embedding, columns, now, overlap)
+                result = serving[1].route(request.query_embedding, columns, now, overlap, log is not None)
             except MODEL_FAILURES as exc:
                 if breaker is not None:
                     breaker.record_failure()
-                return self._fall_back(ids, f"model error: {exc}", start, feature_us, model_error=True)
+                return self._fall_back(ids, f"model error: {exc}", start, feature_us, log, now, model_error=True)
             except BaseException:  # anything else, KeyboardInterrupt included, is not the model's fault:
                 if breaker is not None:  # a probe spent here is given back, and the exception goes on
                     breaker.release()
                 raise
             if breaker is not None:
                 breaker.record_success()
-            return self._respond(result, ids, start, feature_us)
+            return self._respond(result, ids, start, feature_us, log, now, serving[2])
         except InvalidInputError:
             self._counters.count_invalid()
             raise
@@ -401,16 +483,56 @@ class Router:
             if buffers is not None and columns is not None:
                 buffers.append(columns)
 
-    def _respond(self, result: kernels.RouteResult, ids: Any, start: int, feature_us: float) -> RoutingResponse:
+    def _respond(self, result: kernels.RouteResult, ids: Any, start: int, feature_us: float,
+                 log: DecisionLog | None, now: float, threshold: float | None) -> RoutingResponse:
+        if log is None:
+            elapsed_us = (_perf_counter_ns() - start) / 1e3
+            self._counters.count_routed(result.n, result.lightweight_count, elapsed_us)
+            return _from_result(result, ids, elapsed_us, feature_us)
+        rid = log.new_id()
         elapsed_us = (_perf_counter_ns() - start) / 1e3
+        if result.n:
+            log.put((_CANDIDATES, rid, ids, result, False, threshold, elapsed_us, now))
         self._counters.count_routed(result.n, result.lightweight_count, elapsed_us)
-        return _from_result(result, ids, elapsed_us, feature_us)
+        return _from_result(result, ids, elapsed_us, feature_us, None, rid)
 
-    def _fall_back(self, ids: Any, reason: str, start: int, feature_us: float, *, rejected: bool = False,
-                   model_error: bool = False) -> RoutingResponse:
-        response = RoutingResponse.fallback(ids, reason, (_perf_counter_ns() - start) / 1e3, feature_us)
+    def _fall_back(self, ids: Any, reason: str, start: int, feature_us: float, log: DecisionLog | None,
+                   now: float, *, rejected: bool = False, model_error: bool = False) -> RoutingResponse:
+        rid = None if log is None else log.new_id()
+        response = RoutingResponse.fallback(ids, reason, (_perf_counter_ns() - start) / 1e3, feature_us, rid)
+        if log is not None:
+            log.put((_CANDIDATES, rid, ids, response.result, True, None, response.inference_time_us, now))
         self._counters.count_fallback(len(ids), rejected, model_error)
         return response
+
+    # ----------------------------------------------------------------------------------------------------
+    # Outcomes
+    # ----------------------------------------------------------------------------------------------------
+
+    def record_outcome(self, request_id: str, good: bool, *, candidate_id: str | None = None) -> None:
+        """Report whether the lightweight answer was good enough for a request this router logged (see
+        :meth:`Storage.record_outcome <tinydancer.storage.Storage.record_outcome>`); the request's
+        decisions are flushed first, so an outcome may follow its response at once.
+
+        Raises:
+            TinyDancerError: the router has no database.
+            InvalidInputError: a bad value, or no logged decision has this request id (and candidate id).
+        """
+        log = self._log
+        if log is None:
+            raise TinyDancerError("this router logs nothing (no database_path or storage): it has no outcomes")
+        log.flush()
+        log.storage.record_outcome(request_id, good, candidate_id=candidate_id)
+
+    def flush(self) -> None:
+        """Return once every decision logged before the call is committed (nothing to do without a
+        database).
+
+        Raises:
+            StorageError: decisions the database refused since the previous flush.
+        """
+        if self._log is not None:
+            self._log.flush()
 
     # ----------------------------------------------------------------------------------------------------
     # State
@@ -429,20 +551,30 @@ class Router:
         """Counters since the router was made: requests, candidates, lightweight decisions, fallbacks (and
         of those, open-breaker rejections and model errors), invalid requests, reloads and failed reloads
         (with the last failure's message), the mean time per routed request, the breaker's state, the model's
-        file, form and size, and whether the file is watched."""
+        file, form and size, whether the file is watched and whether the model is calibrated. With a
+        database, the log's counters too (see :meth:`DecisionLog.metrics
+        <tinydancer.decision_log.DecisionLog.metrics>`): rows written, requests pending, dropped and failed."""
         out: dict[str, Any] = self._counters.snapshot()
         model = self._serving[0]
         out.update(last_reload_error=self._last_reload_error,
                    circuit_breaker=None if self._breaker is None else self._breaker.state,
                    model_path=self._source, model_weights=model.cell.W.kind, model_size_bytes=model.size_bytes(),
-                   watching_model_file=self.watching)
+                   watching_model_file=self.watching, calibrated=self._serving[3] is not None)
+        if self._log is not None:
+            out.update(self._log.metrics())
         return out
 
     def close(self) -> None:
-        """Stop routing (later calls to :meth:`route` raise) and stop watching the model file. Closing twice
-        is fine."""
+        """Stop routing (later calls to :meth:`route` raise), stop watching the model file, and flush and
+        close the decision log (closing the database when the router opened it). Closing twice is fine.
+
+        Raises:
+            StorageError: decisions the database refused (the router is closed all the same).
+        """
         self._closed = True
         self.stop_watching()
+        if self._log is not None:
+            self._log.close()
 
     def __enter__(self) -> Router:
         return self

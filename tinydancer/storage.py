@@ -32,6 +32,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from tinydancer.errors import (
     StorageReadOnlyError,
 )
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "RoutingStatistics", "Storage"]
+__all__ = ["APPLICATION_ID", "DECISION_COLUMNS", "SCHEMA_VERSION", "RoutingStatistics", "Storage"]
 
 PathArg = str | PathLike[str]
 
@@ -100,6 +101,37 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             good INTEGER NOT NULL,
             recorded_at REAL NOT NULL)""",
     ),
+    # What retraining needs on every decision: its kind, the model's input (the weighted features of a
+    # candidate decision, the query embedding of a query decision), the threshold, and whether the router
+    # fell back. SQLite cannot relax NOT NULL in place, so the table is rebuilt with its rows.
+    3: (
+        """CREATE TABLE routing_decisions_3 (
+            seq INTEGER PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            candidate_id TEXT,
+            query_embedding BLOB,
+            embedding_dtype TEXT,
+            dim INTEGER,
+            features BLOB,
+            prompt_length REAL,
+            confidence REAL NOT NULL,
+            expected_gain REAL,
+            threshold REAL,
+            use_lightweight INTEGER NOT NULL,
+            uncertainty REAL NOT NULL,
+            fell_back INTEGER NOT NULL,
+            inference_time_us REAL NOT NULL,
+            recorded_at REAL NOT NULL)""",
+        """INSERT INTO routing_decisions_3 (seq, request_id, kind, candidate_id, query_embedding, embedding_dtype, dim,
+            confidence, use_lightweight, uncertainty, fell_back, inference_time_us, recorded_at)
+            SELECT seq, COALESCE(request_id, 'logged-' || seq), 'candidate', candidate_id, query_embedding, 'float32',
+            dim, confidence, use_lightweight, uncertainty, 0, inference_time_us, recorded_at FROM routing_decisions""",
+        "DROP TABLE routing_decisions",
+        "ALTER TABLE routing_decisions_3 RENAME TO routing_decisions",
+        "CREATE INDEX routing_decisions_request ON routing_decisions (request_id, candidate_id)",
+        "CREATE INDEX outcomes_request ON outcomes (request_id, candidate_id)",
+    ),
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 """The schema version this tinydancer writes; a database with a higher one is refused."""
@@ -112,6 +144,13 @@ _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
 
 _CANDIDATE_COLUMNS = "id, embedding, dim, metadata, created_at, access_count, success_rate"
 
+DECISION_COLUMNS = ("request_id", "kind", "candidate_id", "query_embedding", "embedding_dtype", "dim", "features",
+                    "prompt_length", "confidence", "expected_gain", "threshold", "use_lightweight", "uncertainty",
+                    "fell_back", "inference_time_us", "recorded_at")
+"""The columns of a logged decision, in the order the routers' background writer gives them."""
+_INSERT_DECISION = (f"INSERT INTO routing_decisions ({', '.join(DECISION_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(DECISION_COLUMNS))})")
+
 # Connections inherited through fork() are kept here, never closed: closing one in the child could
 # disturb the parent's use of the same file.
 _INHERITED: list[sqlite3.Connection] = []
@@ -122,9 +161,12 @@ class RoutingStatistics:
     """What :meth:`Storage.get_statistics` reports about the logged routing decisions.
 
     Inference times are in microseconds; with no decision logged the average and percentiles are 0.0.
-    Percentiles interpolate linearly between the two nearest logged values (NumPy's default). ``outcomes``
-    counts the outcomes reported with :meth:`Storage.record_outcome`, ``good_outcomes`` those where the
-    lightweight answer was good enough.
+    Percentiles interpolate linearly between the two nearest logged values (NumPy's default). A decision is
+    one candidate of a candidate router's request (each row carries its request's time) or one query of a
+    query router. ``query_routes`` counts the query decisions among ``total_routes``, ``fallback_routes``
+    the candidate decisions made without the model (it failed, or the circuit breaker was open).
+    ``outcomes`` counts the outcomes reported with :meth:`Storage.record_outcome`, ``good_outcomes`` those
+    where the lightweight answer was good enough.
     """
 
     total_routes: int
@@ -137,6 +179,8 @@ class RoutingStatistics:
     total_candidates: int
     outcomes: int
     good_outcomes: int
+    query_routes: int = 0
+    fallback_routes: int = 0
 
     def as_dict(self) -> dict[str, int | float]:
         """The statistics as a plain dict (for JSON)."""
@@ -203,6 +247,7 @@ class Storage:
         self._count = 0
         self._last_seq = 0
         self._data_version: int | None = None
+        self._logs: weakref.WeakSet[Any] = weakref.WeakSet()  # routers' logs writing here
 
         given = path if isinstance(path, str) else os.fspath(path)
         if not isinstance(given, str):
@@ -546,7 +591,8 @@ class Storage:
                 claimed = self._claim_dim(conn, row[2], "query_embedding")
                 conn.execute(
                     "INSERT INTO routing_decisions (candidate_id, query_embedding, dim, confidence, use_lightweight,"
-                    " uncertainty, inference_time_us, recorded_at, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " uncertainty, inference_time_us, recorded_at, request_id, kind, embedding_dtype, fell_back)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'candidate', 'float32', 0)",
                     row)
             if claimed is not None:
                 self._dim = claimed
@@ -580,14 +626,75 @@ class Storage:
                 conn.execute("INSERT INTO outcomes (request_id, candidate_id, good, recorded_at) VALUES (?, ?, ?, ?)",
                              (request_id, candidate_id, verdict, time.time()))
 
+    def _reserve_dim(self, dim: int, name: str) -> None:
+        """Check ``dim`` against the database's embedding dimension, storing it when none is stored yet.
+
+        Raises:
+            InvalidInputError: the database stores another dimension.
+        """
+        with self._lock:
+            if self._stored_dim_now() == dim:
+                return
+            with self._writing() as conn:
+                claimed = self._claim_dim(conn, dim, name)
+            if claimed is not None:
+                self._dim = claimed
+
+    def _stored_dim_now(self) -> int | None:
+        with self._reading() as conn:
+            return self._stored_dim(conn)
+
+    def _write_decisions(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert logged decisions (tuples in :data:`DECISION_COLUMNS` order, checked by their router) in one
+        transaction: all of them, or none."""
+        with self._writing() as conn:
+            conn.executemany(_INSERT_DECISION, rows)
+
+    def labelled_decisions(self, kind: str) -> list[tuple[Any, ...]]:
+        """The logged decisions of ``kind`` (``"candidate"`` or ``"query"``) that have an outcome, with the
+        latest outcome reported for each, in the order the decisions were logged.
+
+        An outcome with a candidate id labels that candidate's decision in its request; one without labels
+        every decision of its request. Candidate decisions without features (those of :meth:`record_routing`,
+        and fallbacks, where the model did not run) and query decisions without an embedding are left out.
+
+        Returns:
+            Tuples ``(request_id, candidate_id, model_input, dtype, prompt_length, confidence,
+            use_lightweight, good)``: ``model_input`` is the raw BLOB (5 float32 weighted features, or the
+            query embedding in ``dtype``, ``"float16"`` or ``"float32"``); ``good`` is 0 or 1.
+
+        Raises:
+            InvalidInputError: an unknown ``kind``.
+        """
+        if kind not in ("candidate", "query"):
+            raise InvalidInputError(f"kind must be 'candidate' or 'query', got {kind!r}")
+        column = "d.features" if kind == "candidate" else "d.query_embedding"
+        dtype = "'float32'" if kind == "candidate" else "d.embedding_dtype"
+        with self._reading() as conn:
+            conn.execute("BEGIN")
+            try:
+                rows = conn.execute(
+                    f"SELECT d.seq, d.request_id, d.candidate_id, {column}, {dtype}, d.prompt_length, d.confidence,"
+                    " d.use_lightweight, o.good FROM outcomes o JOIN routing_decisions d ON d.request_id = o.request_id"
+                    " AND (o.candidate_id IS NULL OR o.candidate_id = d.candidate_id)"
+                    f" WHERE d.kind = ? AND {column} IS NOT NULL AND d.fell_back = 0 ORDER BY o.seq",
+                    (kind,)).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        latest: dict[int, tuple[Any, ...]] = {}
+        for row in rows:  # in outcome order: a later outcome replaces an earlier one
+            latest[row[0]] = row[1:]
+        return [latest[seq] for seq in sorted(latest)]
+
     def get_statistics(self) -> RoutingStatistics:
         """Counts and inference-time figures over every logged routing decision (see
         :class:`RoutingStatistics`), read in one consistent snapshot."""
         with self._reading() as conn:
             conn.execute("BEGIN")  # one read transaction: the counts and the times agree
             try:
-                total, light = conn.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(use_lightweight), 0) FROM routing_decisions").fetchone()
+                total, light, queries, fallbacks = conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(use_lightweight), 0), COALESCE(SUM(kind = 'query'), 0),"
+                    " COALESCE(SUM(fell_back), 0) FROM routing_decisions").fetchone()
                 times = np.fromiter(
                     (r[0] for r in conn.execute("SELECT inference_time_us FROM routing_decisions")), np.float64)
                 candidates = conn.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
@@ -600,23 +707,46 @@ class Storage:
         else:
             avg = p50 = p95 = p99 = 0.0
         return RoutingStatistics(int(total), int(light), int(total - light), avg, p50, p95, p99, int(candidates),
-                                 int(outcomes), int(good))
+                                 int(outcomes), int(good), int(queries), int(fallbacks))
 
     # -- lifetime --------------------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Return once everything recorded before the call is committed.
+        """Return once everything recorded before the call is committed: this Storage's own methods commit
+        before they return, and the routers logging to it (:class:`~tinydancer.decision_log.DecisionLog`)
+        are flushed. Committed means it survives this process being killed; with ``synchronous="full"`` it
+        also survives a power cut.
 
-        Every method of this class commits before it returns, so there is never anything pending: this
-        only checks the Storage is usable. Committed means it survives this process being killed; with
-        ``synchronous="full"`` it also survives a power cut.
+        Raises:
+            StorageError: the Storage is closed or was opened in another process, or a router's log could
+                not write some decisions.
         """
         with self._lock:
             self._check_usable()
+            logs = list(self._logs)
+        for log in logs:  # without the lock: their writers need it
+            log.flush()
+
+    def _attach(self, log: Any) -> None:
+        with self._lock:
+            self._logs.add(log)
+
+    def _detach(self, log: Any) -> None:
+        with self._lock:
+            self._logs.discard(log)
 
     def close(self) -> None:
-        """Close the connection. Calling it again does nothing. In a child process after ``fork()`` the
-        inherited connection is left untouched (closing it could disturb the parent's)."""
+        """Flush the routers' logs to it, then close the connection. Calling it again does nothing. In a
+        child process after ``fork()`` the inherited connection is left untouched (closing it could disturb
+        the parent's)."""
+        if not self._closed and os.getpid() == self._pid:
+            with self._lock:
+                logs = list(self._logs)
+            for log in logs:
+                try:
+                    log.flush()
+                except StorageError:  # counted in the router's metrics(); closing goes on
+                    pass
         with self._lock:
             if self._closed:
                 return

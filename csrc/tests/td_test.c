@@ -701,6 +701,11 @@ static void test_rank_and_route(void) {
         CHECK(light[i] == (sc[i] >= 0.5f && u <= 0.9f), "route lightweight flag %d", i);
     }
     for (int i = 1; i < C; ++i) CHECK(sc[ord[i - 1]] >= sc[ord[i]], "route order %d", i);
+    float sc2[C], feats3[C * 5];
+    CHECK(td_route_candidates_ex(&m, &cfg, q, D, E, NULL, C, created, counts, success, NULL, 1e9, 0.5f, 0.9f, sc2,
+                                 unc, light, ord, scr, feats3) == 0, "route_ex refused a valid model");
+    CHECK(memcmp(feats, feats3, sizeof feats) == 0 && memcmp(sc, sc2, sizeof sc2) == 0,
+          "route_ex features or scores differ from score_candidates");
     bo = NAN;
     CHECK(td_route_candidates(&m, &cfg, q, D, E, NULL, C, created, counts, success, NULL, 1e9, 0.5f, 0.9f, sc, unc,
                               light, ord, scr) == 1, "a NaN score must be reported");

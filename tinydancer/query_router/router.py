@@ -24,8 +24,10 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from dataclasses import dataclass
 from importlib import resources
+from os import PathLike
 from typing import Any
 
 import numpy as np
@@ -33,10 +35,14 @@ from numpy.typing import ArrayLike, NDArray
 
 from tinydancer import checks, kernels
 from tinydancer.calibration import RISKS, Calibration, calibrate_lightweight_error, calibrate_quality_loss
-from tinydancer.errors import InvalidInputError, ModelSchemaError
+from tinydancer.decision_log import QUERY as _QUERY
+from tinydancer.decision_log import QUERY_BATCH as _QUERY_BATCH
+from tinydancer.decision_log import DecisionLog
+from tinydancer.errors import InvalidInputError, ModelSchemaError, TinyDancerError
 from tinydancer.model import FastGRNN, files
 from tinydancer.query_router import outcomes
 from tinydancer.query_router.ensemble import EnsembleConfig, merge, train_ensemble
+from tinydancer.storage import Storage
 
 __all__ = ["QueryDecision", "QueryDecisions", "QueryRouter", "DEFAULT_QUERY_MODEL", "RISKS", "default_query_model_path"]
 
@@ -44,6 +50,7 @@ DEFAULT_QUERY_MODEL = "query_router.safetensors"
 _METADATA_KEY = "query_router"
 _FAILURES = "calibration.failure_values"
 _VERSION = 1
+_perf_counter_ns = time.perf_counter_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,8 @@ class QueryDecision:
         threshold: the calibrated threshold the decision used.
         expected_gain: the strong model's expected quality gain over the lightweight one.
         certified: whether the threshold is certified (False: every query goes to the powerful model).
+        request_id: the id the router logged the decision under (give it to ``record_outcome``); None when
+            the router logs nothing.
     """
 
     use_lightweight: bool
@@ -65,22 +74,24 @@ class QueryDecision:
     threshold: float
     expected_gain: float
     certified: bool
+    request_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the fields (an uncertified threshold, +inf, as None)."""
         return {"use_lightweight": self.use_lightweight, "confidence": self.confidence,
                 "uncertainty": self.uncertainty, "expected_gain": self.expected_gain,
                 "threshold": self.threshold if math.isfinite(self.threshold) else None,
-                "certified": self.certified}
+                "certified": self.certified, "request_id": self.request_id}
 
 
 class QueryDecisions:
     """The verdicts on a batch of queries, as read-only arrays in input order (see :class:`QueryDecision`):
     ``use_lightweight``, ``confidence``, ``expected_gain`` and ``uncertainty``, with the batch's
-    ``threshold`` and ``certified``. ``uncertainty`` is computed when it is first read."""
+    ``threshold`` and ``certified``. ``uncertainty`` is computed when it is first read. ``request_ids``
+    holds each query's logged request id (``<batch id>.<position>``), or None when the router logs nothing."""
 
     __slots__ = ("use_lightweight", "confidence", "expected_gain", "threshold", "certified", "_calibration",
-                 "_uncertainty")
+                 "_uncertainty", "_batch_id")
 
     use_lightweight: NDArray[np.bool_]
     confidence: NDArray[np.float32]
@@ -89,7 +100,8 @@ class QueryDecisions:
     certified: bool
 
     def __init__(self, use_lightweight: NDArray[np.bool_], confidence: NDArray[np.float32],
-                 expected_gain: NDArray[np.float32], calibration: Calibration | None) -> None:
+                 expected_gain: NDArray[np.float32], calibration: Calibration | None,
+                 batch_id: str | None = None) -> None:
         init = object.__setattr__
         init(self, "use_lightweight", _frozen(use_lightweight))
         init(self, "confidence", _frozen(confidence))
@@ -98,6 +110,7 @@ class QueryDecisions:
         init(self, "certified", calibration is not None and bool(calibration.certified))
         init(self, "_calibration", calibration)
         init(self, "_uncertainty", None)
+        init(self, "_batch_id", batch_id)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"QueryDecisions is read-only: cannot set {name!r}")
@@ -119,10 +132,18 @@ class QueryDecisions:
     def __len__(self) -> int:
         return int(self.use_lightweight.shape[0])
 
+    @property
+    def request_ids(self) -> tuple[str, ...] | None:
+        """Each query's logged request id, in input order; None when the router logs nothing."""
+        base = self._batch_id
+        return None if base is None else tuple(f"{base}.{i}" for i in range(len(self)))
+
     def decision(self, i: int) -> QueryDecision:
         """Query ``i``'s verdict as a :class:`QueryDecision`."""
+        i = range(len(self))[i]
         return QueryDecision(bool(self.use_lightweight[i]), float(self.confidence[i]), float(self.uncertainty[i]),
-                             self.threshold, float(self.expected_gain[i]), self.certified)
+                             self.threshold, float(self.expected_gain[i]), self.certified,
+                             None if self._batch_id is None else f"{self._batch_id}.{i}")
 
     @property
     def lightweight_share(self) -> float:
@@ -163,9 +184,16 @@ class QueryRouter:
 
     Made by :meth:`fit`, :meth:`load` or :meth:`default`, not directly. Thread-safe: any number of threads
     may route while another calibrates; a route sees the old calibration or the new one.
+
+    With a database (:meth:`log_to`, or ``database=`` of :meth:`load` and :meth:`default`), every decision
+    of :meth:`route`, :meth:`route_batch`, :meth:`route_text` and :meth:`route_texts` is logged through a
+    background writer (:mod:`~tinydancer.decision_log`) with the query embedding in half precision
+    (:data:`~tinydancer.decision_log.EMBEDDING_DTYPE`), the prompt length when given, the confidence,
+    expected gain, threshold, decision and uncertainty, under the request id the decision carries. Report
+    outcomes with :meth:`record_outcome`; :meth:`close` (or ``with``) flushes the log.
     """
 
-    __slots__ = ("_model", "_pass", "_kind", "_dim", "_length", "_calibration", "_lock")
+    __slots__ = ("_model", "_pass", "_kind", "_dim", "_length", "_calibration", "_lock", "_log")
 
     def __init__(self, model: FastGRNN, kind: str, embedding_dim: int, length: tuple[float, float] | None,
                  calibration: Calibration | None) -> None:
@@ -177,6 +205,7 @@ class QueryRouter:
         self._length = length
         self._calibration = calibration
         self._lock = threading.Lock()
+        self._log: DecisionLog | None = None
 
     # -- making one ---------------------------------------------------------------------------------------
 
@@ -220,9 +249,82 @@ class QueryRouter:
         return cls(model, kind, dim, length, None)
 
     @classmethod
-    def default(cls) -> QueryRouter:
-        """The shipped default query model with its shipped calibration (see models/MODEL_CARD.md)."""
-        return cls.load(default_query_model_path())
+    def default(cls, *, database: str | PathLike[str] | Storage | None = None) -> QueryRouter:
+        """The shipped default query model with its shipped calibration (see models/MODEL_CARD.md), logging
+        to ``database`` when given (see :meth:`log_to`)."""
+        return cls.load(default_query_model_path(), database=database)
+
+    # -- the decision log ---------------------------------------------------------------------------------
+
+    def log_to(self, database: str | PathLike[str] | Storage, *, queue_size: int = 100_000,
+               full_wait: float = 0.0) -> None:
+        """Log every decision from now on to ``database`` (a path: the router opens and closes it; or an
+        open :class:`~tinydancer.storage.Storage`, shared and left open).
+
+        Args:
+            queue_size: requests the queue holds (a batch counts as one) before decisions are dropped and
+                counted in :meth:`metrics` (``log_dropped``).
+            full_wait: seconds a route waits for room in a full queue before dropping (default 0).
+
+        Raises:
+            TinyDancerError: the router already logs.
+            InvalidInputError: the database stores embeddings of another dimension.
+            StorageError: the database cannot be opened for writing.
+        """
+        if self._log is not None:
+            raise TinyDancerError("this query router already logs to a database")
+        log = DecisionLog(database, capacity=queue_size, full_wait=full_wait)
+        try:
+            log.storage._reserve_dim(self._dim, "this query router's embeddings")
+        except BaseException:
+            log.close()
+            raise
+        self._log = log
+
+    def record_outcome(self, request_id: str, good: bool) -> None:
+        """Report whether the lightweight answer was good enough for a query this router logged; the
+        query's decision is flushed first.
+
+        Raises:
+            TinyDancerError: the router logs nothing.
+            InvalidInputError: a bad value, or no logged decision has this request id.
+        """
+        log = self._log
+        if log is None:
+            raise TinyDancerError("this query router logs nothing (see log_to): it has no outcomes")
+        log.flush()
+        log.storage.record_outcome(request_id, good)
+
+    def flush(self) -> None:
+        """Return once every decision logged before the call is committed (nothing to do without a log).
+
+        Raises:
+            StorageError: decisions the database refused since the previous flush.
+        """
+        if self._log is not None:
+            self._log.flush()
+
+    def metrics(self) -> dict[str, Any]:
+        """The log's counters (see :meth:`DecisionLog.metrics <tinydancer.decision_log.DecisionLog.metrics>`);
+        empty without a log."""
+        return {} if self._log is None else self._log.metrics()
+
+    def close(self) -> None:
+        """Flush and close the decision log (and its database when the router opened it); the router can
+        still route, without logging. Closing twice is fine.
+
+        Raises:
+            StorageError: decisions the database refused (the log is closed all the same).
+        """
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
+
+    def __enter__(self) -> QueryRouter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- scoring ------------------------------------------------------------------------------------------
 
@@ -280,13 +382,32 @@ class QueryRouter:
             InvalidInputError: see :meth:`score`; a 2-D array (use :meth:`route_batch`), a missing or
                 extra ``prompt_length``.
         """
+        log = self._log
+        if log is not None:
+            return self._route_logged(log, embedding, prompt_length)
         score, gain = self._pass.scores(embedding, prompt_length)
         cal = self._calibration
         if cal is None:
-            return _decision(False, score, 1.0, math.inf, gain, False)
+            return _decision(False, score, 1.0, math.inf, gain, False, None)
         value = score if cal.risk == "lightweight_error" else gain  # what the risk ranks by
         return _decision(bool(cal.use_lightweight(value)), score, cal.uncertainty(value), cal.threshold, gain,
-                         cal.certified)
+                         cal.certified, None)
+
+    def _route_logged(self, log: DecisionLog, embedding: ArrayLike, prompt_length: float | None) -> QueryDecision:
+        start = _perf_counter_ns()
+        score, gain = self._pass.scores(embedding, prompt_length)
+        rid = log.new_id()
+        cal = self._calibration
+        if cal is None:
+            d = _decision(False, score, 1.0, math.inf, gain, False, rid)
+        else:
+            value = score if cal.risk == "lightweight_error" else gain
+            d = _decision(bool(cal.use_lightweight(value)), score, cal.uncertainty(value), cal.threshold, gain,
+                          cal.certified, rid)
+        copy = np.array(embedding, dtype=np.float32)  # the caller may reuse its array
+        log.put((_QUERY, rid, copy, None if prompt_length is None else float(prompt_length), d,
+                 (_perf_counter_ns() - start) / 1e3, log.clock()))
+        return d
 
     def route_batch(self, embeddings: ArrayLike, *, prompt_length: ArrayLike | None = None) -> QueryDecisions:
         """Decide for (N, D) query embeddings at once, as arrays (no per-query Python objects).
@@ -294,12 +415,21 @@ class QueryRouter:
         Raises:
             InvalidInputError: see :meth:`score`.
         """
+        log = self._log
+        start = _perf_counter_ns()
         score, gain = self._pass.scores_batch(embeddings, prompt_length)
         cal = self._calibration
+        rid = None if log is None else log.new_id()
         if cal is None:
-            return QueryDecisions(np.zeros(score.shape[0], np.bool_), score, gain, None)
-        use = cal.use_lightweight(score if cal.risk == "lightweight_error" else gain)  # what the risk ranks by
-        return QueryDecisions(use, score, gain, cal)
+            decisions = QueryDecisions(np.zeros(score.shape[0], np.bool_), score, gain, None, rid)
+        else:
+            use = cal.use_lightweight(score if cal.risk == "lightweight_error" else gain)  # what the risk ranks by
+            decisions = QueryDecisions(use, score, gain, cal, rid)
+        if log is not None:
+            lengths = None if prompt_length is None else np.array(prompt_length, dtype=np.float64).reshape(-1)
+            log.put((_QUERY_BATCH, rid, np.array(embeddings, dtype=np.float32), lengths, decisions,
+                     (_perf_counter_ns() - start) / 1e3, log.clock()))
+        return decisions
 
     def route_text(self, text: str, *, embedder: Any = None) -> QueryDecision:
         """Decide for one prompt: embed it with all-MiniLM-L6-v2 (:mod:`tinydancer.embed`, the ``[embed]``
@@ -413,8 +543,9 @@ class QueryRouter:
         files.save_file(files.ModelRecord(record.format, metadata, tensors), path)
 
     @classmethod
-    def load(cls, path: files.PathArg) -> QueryRouter:
-        """Read a query router file written by :meth:`save`, validated completely first.
+    def load(cls, path: files.PathArg, *, database: str | PathLike[str] | Storage | None = None) -> QueryRouter:
+        """Read a query router file written by :meth:`save`, validated completely first; log to
+        ``database`` when given (see :meth:`log_to`).
 
         Raises:
             ModelError: a :class:`~tinydancer.errors.ModelError` subclass for every bad file (missing, not a
@@ -429,7 +560,10 @@ class QueryRouter:
         tensors = dict(record.tensors)
         failures = tensors.pop(_FAILURES, None)
         model = FastGRNN.from_record(files.ModelRecord(record.format, record.metadata, tensors, where))
-        return cls(model, *_read_metadata(meta, model, failures, where))
+        router = cls(model, *_read_metadata(meta, model, failures, where))
+        if database is not None:
+            router.log_to(database)
+        return router
 
     def __repr__(self) -> str:
         cal = self._calibration
