@@ -551,8 +551,11 @@ def test_a_version_1_database_is_migrated_with_its_data(tmp_path, rng, monkeypat
         rid = st.record_routing("c0", rng.standard_normal(DIM), 0.8, False, 0.4, 12.0)
         st.record_outcome(rid, True)
         assert st.get_statistics().outcomes == 1
+        old = st._conn.execute("SELECT request_id, kind, embedding_dtype, fell_back FROM routing_decisions"
+                               " ORDER BY seq").fetchall()
+        assert old[0] == ("logged-1", "candidate", "float32", 0) and old[1][0] == rid
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
 
 
