@@ -42,7 +42,8 @@ def test_stats_table_and_json(database, capsys):
     before = database.read_bytes()
     assert cli.main(["stats", str(database)]) == 0
     out = capsys.readouterr().out
-    assert "10 routing decisions, 4 stored candidates" in out and "lightweight           7  (70.0%)" in out
+    assert "10 routing decisions (10 of candidates, 0 of queries), 4 stored candidates" in out
+    assert "lightweight           7  (70.0%)" in out and "of them 0 fallbacks" in out
     assert cli.main(["stats", str(database), "--json", "--price-strong", "10", "--price-weak", "1"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["total_routes"] == 10 and data["estimated_saving"] == pytest.approx(0.63)

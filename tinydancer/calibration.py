@@ -459,12 +459,12 @@ def binomial_tail(k: Any, n: Any, p: float) -> float | np.ndarray:
 
 
 def lightweight_error_p_values(score: Any, good_enough: Any, target: float, delta: float = 0.1, *,
-                               grid: Any = None) -> tuple[np.ndarray, np.ndarray]:
+                               grid: Any = None, min_routed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The thresholds :func:`calibrate_lightweight_error` tests, in its order, and their p-values.
 
     Args:
-        score, good_enough, target, delta, grid: as for :func:`calibrate_lightweight_error` (``delta`` decides
-            which strict candidates are passed over).
+        score, good_enough, target, delta, grid, min_routed: as for :func:`calibrate_lightweight_error`
+            (``delta`` and ``min_routed`` decide which strict candidates are passed over).
 
     Returns:
         ``(thresholds, p_values)``: the tested thresholds from the strictest (highest) to the most lenient,
@@ -476,7 +476,7 @@ def lightweight_error_p_values(score: Any, good_enough: Any, target: float, delt
     """
     s, bad, tau, grid_values = _lightweight_error_inputs(score, good_enough, target, grid)
     thresholds, routed, errors, _ = _lightweight_error_counts(s, bad, 1.0 - tau, _as_level(delta, "delta"),
-                                                              grid_values)
+                                                              grid_values, _min_routed(min_routed))
     return thresholds, np.exp(_log_binomial_cdf(errors, routed, 1.0 - tau))
 
 
@@ -490,13 +490,17 @@ def _lightweight_error_inputs(score: Any, good_enough: Any, target: Any,
     return s, labels == 0.0, _as_level(target, "target"), _as_grid(grid)
 
 
-def _lightweight_error_counts(s: np.ndarray, bad: np.ndarray, alpha: float, delta: float, grid: np.ndarray | None
-                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _min_routed(value: Any) -> int:
+    return int(checks.integer(value, "min_routed", 1, error=InvalidInputError))
+
+
+def _lightweight_error_counts(s: np.ndarray, bad: np.ndarray, alpha: float, delta: float, grid: np.ndarray | None,
+                              min_routed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The tested thresholds (highest first), the queries routed and the errors among them at each, and the
     failures' scores (highest first).
 
     Candidates that route so few queries that even no error could not reject them (P(Bin(m, alpha) = 0) =
-    (1 - alpha)^m > delta) are passed over.
+    (1 - alpha)^m > delta), or fewer than ``min_routed``, are passed over.
     """
     order = np.argsort(-s, kind="stable")
     ranked, ranked_bad = s[order], bad[order]
@@ -507,14 +511,14 @@ def _lightweight_error_counts(s: np.ndarray, bad: np.ndarray, alpha: float, delt
     else:
         thresholds = grid[::-1]
         routed = np.searchsorted(-ranked, -thresholds, side="right")  # queries with score >= t
-    keep = np.exp(routed * math.log1p(-alpha)) <= delta  # as _log_binomial_cdf computes it for 0 errors
+    keep = (np.exp(routed * math.log1p(-alpha)) <= delta) & (routed >= min_routed)  # as _log_binomial_cdf for 0 errors
     thresholds, routed = thresholds[keep], routed[keep]
     errors = errors_so_far[routed - 1] if routed.size else routed
     return thresholds, routed.astype(np.int64), errors.astype(np.int64), ranked[ranked_bad]
 
 
 def calibrate_lightweight_error(score: Any, good_enough: Any, target: float, delta: float = 0.1, *,
-                                grid: Any = None) -> Calibration:
+                                grid: Any = None, min_routed: int = 1) -> Calibration:
     """The most lenient score threshold whose lightweight error share is certified at most ``1 - target``.
 
     Queries with ``score >= t`` go to the lightweight model. The risk at t is R(t) = P(the lightweight
@@ -554,6 +558,12 @@ def calibrate_lightweight_error(score: Any, good_enough: Any, target: float, del
         grid: optional candidate thresholds chosen without looking at the calibration data (say
             ``np.linspace(0, 1, 201)``); tested from the highest down, passing over those that route fewer
             than m0 calibration queries. By default every distinct calibration score is a candidate.
+        min_routed: also pass over the candidates that route fewer than this many calibration queries (an
+            int >= 1 fixed without looking at the labels; the argument above holds with m0 replaced by
+            ``max(m0, min_routed)``). The walk stops at its first failed test, so one failure among the
+            few highest scores can end it almost at once; starting where a test sees more queries (say 1%
+            of them) makes it far less fragile, at the price of never certifying a threshold that routes
+            fewer.
 
     Returns:
         A :class:`Calibration` with risk ``"lightweight_error"``. When the first tested candidate is not
@@ -566,7 +576,8 @@ def calibrate_lightweight_error(score: Any, good_enough: Any, target: float, del
     """
     s, bad, tau, grid_values = _lightweight_error_inputs(score, good_enough, target, grid)
     level = _as_level(delta, "delta")
-    thresholds, routed, errors, failures = _lightweight_error_counts(s, bad, 1.0 - tau, level, grid_values)
+    thresholds, routed, errors, failures = _lightweight_error_counts(s, bad, 1.0 - tau, level, grid_values,
+                                                                     _min_routed(min_routed))
     p_values = np.exp(_log_binomial_cdf(errors, routed, 1.0 - tau))
     passed = _fixed_sequence(p_values, level)
     certified = passed > 0

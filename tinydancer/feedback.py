@@ -21,6 +21,7 @@ lightweight model, off the critical path, for some requests routed to the powerf
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from dataclasses import dataclass
 from os import PathLike
@@ -35,11 +36,15 @@ from tinydancer.errors import InvalidInputError, ModelSchemaError
 from tinydancer.model import FastGRNN, files
 from tinydancer.storage import Storage
 
-__all__ = ["CALIBRATION_KEY", "DEFAULT_HOLDOUT", "LoggedExamples", "calibrate_candidates", "logged_examples",
-           "read_calibration", "save_candidate_model"]
+__all__ = ["CALIBRATION_KEY", "DEFAULT_HOLDOUT", "MIN_ROUTED_SHARE", "LoggedExamples", "calibrate_candidates",
+           "logged_examples", "min_routed", "read_calibration", "save_candidate_model"]
 
 DEFAULT_HOLDOUT = 0.3
 """The share of requests held out for calibration (by a hash of the request id)."""
+
+MIN_ROUTED_SHARE = 0.01
+"""Calibration from logs starts its walk where a threshold routes at least this share of the held-out
+decisions (see ``min_routed`` of :func:`~tinydancer.calibration.calibrate_lightweight_error`)."""
 
 CALIBRATION_KEY = "candidate_calibration"
 """The metadata key of a candidate model file's calibration (JSON of :meth:`Calibration.to_dict`)."""
@@ -131,11 +136,18 @@ def logged_examples(database: str | PathLike[str] | Storage, kind: str) -> Logge
         np.fromiter((r[6] for r in rows), np.bool_, n))
 
 
+def min_routed(n: int) -> int:
+    """The ``min_routed`` of a calibration on ``n`` logged decisions: :data:`MIN_ROUTED_SHARE` of them,
+    rounded up (at least 1)."""
+    return max(1, math.ceil(MIN_ROUTED_SHARE * n))
+
+
 def calibrate_candidates(model: FastGRNN, examples: LoggedExamples, *, target: float = 0.9,
                          delta: float = 0.1) -> Calibration:
     """Certify a threshold for a candidate ``model`` on ``examples`` (candidate decisions held out from its
     training): the model rescores their logged features, then
-    :func:`~tinydancer.calibration.calibrate_lightweight_error`.
+    :func:`~tinydancer.calibration.calibrate_lightweight_error`, starting where a threshold routes
+    :func:`min_routed` of them.
 
     Raises:
         InvalidInputError: no examples, candidate examples of another kind, or bad ``target``/``delta``.
@@ -146,7 +158,7 @@ def calibrate_candidates(model: FastGRNN, examples: LoggedExamples, *, target: f
         raise InvalidInputError("no logged candidate decision with an outcome to calibrate on (in the held-out "
                                 "share); record outcomes with record_outcome first")
     scores = np.asarray(model.forward_batch(examples.inputs), dtype=np.float64).reshape(-1)
-    return calibrate_lightweight_error(scores, examples.good, target, delta)
+    return calibrate_lightweight_error(scores, examples.good, target, delta, min_routed=min_routed(len(examples)))
 
 
 def save_candidate_model(model: FastGRNN, calibration: Calibration | None, path: files.PathArg) -> None:

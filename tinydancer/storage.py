@@ -166,7 +166,9 @@ class RoutingStatistics:
     query router. ``query_routes`` counts the query decisions among ``total_routes``, ``fallback_routes``
     the candidate decisions made without the model (it failed, or the circuit breaker was open).
     ``outcomes`` counts the outcomes reported with :meth:`Storage.record_outcome`, ``good_outcomes`` those
-    where the lightweight answer was good enough.
+    where the lightweight answer was good enough; ``lightweight_outcomes`` and ``lightweight_good_outcomes``
+    the same for the decisions sent to the lightweight model (an outcome without a candidate id counts once
+    per decision of its request): how often the cheap answer that was actually used was good enough.
     """
 
     total_routes: int
@@ -181,6 +183,8 @@ class RoutingStatistics:
     good_outcomes: int
     query_routes: int = 0
     fallback_routes: int = 0
+    lightweight_outcomes: int = 0
+    lightweight_good_outcomes: int = 0
 
     def as_dict(self) -> dict[str, int | float]:
         """The statistics as a plain dict (for JSON)."""
@@ -699,6 +703,10 @@ class Storage:
                     (r[0] for r in conn.execute("SELECT inference_time_us FROM routing_decisions")), np.float64)
                 candidates = conn.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
                 outcomes, good = conn.execute("SELECT COUNT(*), COALESCE(SUM(good), 0) FROM outcomes").fetchone()
+                light_outcomes, light_good = conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(o.good), 0) FROM outcomes o JOIN routing_decisions d"
+                    " ON d.request_id = o.request_id AND (o.candidate_id IS NULL OR o.candidate_id = d.candidate_id)"
+                    " WHERE d.use_lightweight = 1").fetchone()
             finally:
                 conn.execute("COMMIT")
         if times.size:
@@ -707,7 +715,8 @@ class Storage:
         else:
             avg = p50 = p95 = p99 = 0.0
         return RoutingStatistics(int(total), int(light), int(total - light), avg, p50, p95, p99, int(candidates),
-                                 int(outcomes), int(good), int(queries), int(fallbacks))
+                                 int(outcomes), int(good), int(queries), int(fallbacks), int(light_outcomes),
+                                 int(light_good))
 
     # -- lifetime --------------------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The ``tinydancer`` command line: ``demo``, ``route``, ``info``, ``bench``, ``train``, ``eval`` and ``stats``.
+"""The ``tinydancer`` command line: ``demo``, ``route``, ``info``, ``bench``, ``train``, ``calibrate``, ``eval`` and
+``stats``.
 
 Each command is a module of this package with ``HELP`` and ``DESCRIPTION`` (its help texts),
 ``add_arguments(parser)`` (its options) and ``run(args)`` (what it does, returning the exit status). The
@@ -23,13 +24,14 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from tinydancer import __version__
-from tinydancer.cli import bench, demo, eval, info, route, stats, train
+from tinydancer.cli import bench, calibrate, demo, eval, info, route, stats, train
 from tinydancer.errors import TinyDancerError
 
 __all__ = ["build_parser", "main"]
 
 # In the order ``tinydancer --help`` lists them.
-_COMMANDS = {"demo": demo, "route": route, "info": info, "bench": bench, "train": train, "eval": eval, "stats": stats}
+_COMMANDS = {"demo": demo, "route": route, "info": info, "bench": bench, "train": train, "calibrate": calibrate,
+             "eval": eval, "stats": stats}
 
 # What a shell reports for a command killed by SIGPIPE (1 where there is no SIGPIPE).
 _BROKEN_PIPE_STATUS = 128 + int(getattr(signal, "SIGPIPE", -127))

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "probability", "fraction"]
+__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "probability", "fraction",
+           "open_fraction"]
 
 
 def _int(text: str) -> int:
@@ -79,4 +80,12 @@ def fraction(text: str) -> float:
     number = _float(text)
     if not 0.0 <= number < 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not a number in [0, 1)")
+    return number
+
+
+def open_fraction(text: str) -> float:
+    """A number in (0, 1), both ends excluded (a target quality, a risk level, a share held out)."""
+    number = _float(text)
+    if not 0.0 < number < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number in (0, 1)")
     return number

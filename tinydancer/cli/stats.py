@@ -46,10 +46,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     total = stats.total_routes
     share = stats.lightweight_routes / total if total else 0.0
-    print(f"{args.database}: {total} routing decisions, {stats.total_candidates} stored candidates")
+    print(f"{args.database}: {total} routing decisions ({total - stats.query_routes} of candidates, "
+          f"{stats.query_routes} of queries), {stats.total_candidates} stored candidates")
     print(f"  lightweight  {stats.lightweight_routes:>10}  ({share:.1%})")
-    print(f"  powerful     {stats.powerful_routes:>10}")
+    print(f"  powerful     {stats.powerful_routes:>10}  (of them {stats.fallback_routes} fallbacks without the model)")
     print(f"  outcomes reported: {stats.outcomes}, the lightweight answer good enough in {stats.good_outcomes}")
+    if stats.lightweight_outcomes:
+        bad = stats.lightweight_outcomes - stats.lightweight_good_outcomes
+        print(f"  of the decisions sent to the lightweight model: {stats.lightweight_outcomes} outcomes, "
+              f"{bad} bad ({bad / stats.lightweight_outcomes:.1%})")
     print(f"  inference time, us: mean {stats.avg_inference_time_us:.2f}, p50 {stats.p50_inference_time_us:.2f}, "
           f"p95 {stats.p95_inference_time_us:.2f}, p99 {stats.p99_inference_time_us:.2f}")
     print(f"  estimated saving against the powerful model alone: {saving:.1%} (costs per call: powerful "

@@ -1,5 +1,10 @@
 """``tinydancer train``: train a FastGRNN from a ``.npz`` or ``.csv`` file, optionally compress it (IHT
-pruning, retraining, int8), and write it as a ``.safetensors`` model file with an optional JSON report."""
+pruning, retraining, int8), and write it as a ``.safetensors`` model file with an optional JSON report.
+
+With ``--from-db``, the examples are a routing database's logged decisions that have an outcome
+(:mod:`tinydancer.feedback`), less the held-out share that ``tinydancer calibrate --from-db`` certifies on:
+``--kind candidate`` trains a candidate model on the logged features, ``--kind query`` a query router
+(:class:`~tinydancer.query_router.QueryRouter`) on the logged query embeddings."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tinydancer.cli.options import (
     fraction,
     non_negative_float,
+    open_fraction,
     non_negative_int,
     positive_float,
     positive_int,
@@ -25,14 +31,25 @@ from tinydancer.cli.options import (
 if TYPE_CHECKING:
     from tinydancer.training import TrainingMetrics
 
-HELP = "train a FastGRNN model from a .npz or .csv file"
+HELP = "train a FastGRNN model from a .npz or .csv file, or from a routing database's outcomes"
 DESCRIPTION = ("Train a FastGRNN (optionally compressed: IHT pruning, retraining, int8) and "
-               "write it as a .safetensors model file.")
+               "write it as a .safetensors model file. With --from-db, retrain from the decisions a router "
+               "logged and the outcomes reported for them.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's options to its subparser; option types refuse bad values with a usage error."""
-    parser.add_argument("data", help=".npz (X, y[, soft_targets, X_val, y_val]) or .csv (features, label column)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("data", nargs="?",
+                        help=".npz (X, y[, soft_targets, X_val, y_val]) or .csv (features, label column)")
+    source.add_argument("--from-db", metavar="DATABASE",
+                        help="train on a routing database's logged decisions with outcomes instead")
+    parser.add_argument("--kind", choices=("candidate", "query"), default="candidate",
+                        help="with --from-db: a candidate model (the five features) or a query router (the "
+                             "query embeddings; a 4-member ensemble of --hidden units each) (default %(default)s)")
+    parser.add_argument("--holdout", type=open_fraction, default=0.3,
+                        help="with --from-db: the share of requests left out for `tinydancer calibrate --from-db`, "
+                             "by a hash of the request id (default %(default)s)")
     parser.add_argument("-o", "--out", required=True, help="model file to write (.safetensors)")
     parser.add_argument("--report", help="also write a JSON training report here (default: none)")
     parser.add_argument("--label-column", default="label", help="CSV label column (default: %(default)s)")
@@ -130,7 +147,13 @@ def run(args: argparse.Namespace) -> int:
         report_target, _ = check_writable(args.report, OutputFileError)
         if report_target == model_target:
             raise OutputFileError(f"{args.report}: --report names the model file {args.out}")
-    data = load_training_data(args.data, label_column=args.label_column, timesteps=args.timesteps)
+    if args.from_db is not None:
+        _check_from_db_options(args)
+        if args.kind == "query":
+            return _train_query_router(args)
+        data = _logged_training_data(args)
+    else:
+        data = load_training_data(args.data, label_column=args.label_column, timesteps=args.timesteps)
     input_dim = int(data.X.shape[-1])
     model = FastGRNN(FastGRNNConfig(input_dim=input_dim, hidden_dim=args.hidden, output_dim=args.classes,
                                     timesteps=args.timesteps, w_rank=args.w_rank, u_rank=args.u_rank), seed=args.seed)
@@ -143,8 +166,11 @@ def run(args: argparse.Namespace) -> int:
     totals = stage_epochs(args.epochs) if args.sparsity is not None else {"train": args.epochs}
     progress = _Progress(totals, args.quiet)
     start = time.perf_counter()
-    report: dict[str, Any] = {"data": os.path.abspath(args.data), "examples": int(data.X.shape[0]),
+    source = args.data if args.from_db is None else args.from_db
+    report: dict[str, Any] = {"data": os.path.abspath(source), "examples": int(data.X.shape[0]),
                               "model_config": model.config.to_dict(), "training_config": asdict(config)}
+    if args.from_db is not None:
+        report.update(kind="candidate", holdout=args.holdout)
     if args.sparsity is not None:
         result = compress(model, data.X, data.y, target_sparsity=args.sparsity, config=config,
                           X_val=data.X_val, y_val=data.y_val, quantize=not args.no_quantize, callback=progress)
@@ -172,5 +198,74 @@ def run(args: argparse.Namespace) -> int:
           f"{report['seconds']:.1f} s")
     if args.report is not None:
         write_atomic(args.report, (json.dumps(_finite_or_none(report), indent=2) + "\n").encode("utf-8"))
+        print(f"wrote {args.report}")
+    return 0
+
+
+def _check_from_db_options(args: argparse.Namespace) -> None:
+    """Refuse the options that do not apply to training from a routing database."""
+    from tinydancer.errors import ConfigError
+
+    if args.timesteps != 1 or args.classes != 1:
+        raise ConfigError("--from-db trains on one timestep and one output (--timesteps 1, --classes 1)")
+    if args.distill_alpha > 0:
+        raise ConfigError("--from-db has no teacher targets: --distill-alpha does not apply")
+    if args.kind == "query":
+        given = [name for name, value in (("--sparsity", args.sparsity), ("--w-rank", args.w_rank),
+                                          ("--u-rank", args.u_rank)) if value is not None]
+        if given or args.quantize or args.no_quantize:
+            raise ConfigError(f"--kind query trains a query router ensemble (always int8): "
+                              f"{', '.join(given) or '--quantize/--no-quantize'} does not apply")
+
+
+def _logged_examples(args: argparse.Namespace) -> Any:
+    """The training part of the database's labelled decisions of ``--kind``."""
+    from tinydancer.errors import InvalidInputError
+    from tinydancer.feedback import logged_examples
+
+    everything = logged_examples(args.from_db, args.kind)
+    train, held = everything.split(args.holdout)
+    if len(train) < 2:
+        raise InvalidInputError(
+            f"{args.from_db}: {len(everything)} logged {args.kind} decisions have an outcome, {len(train)} of them "
+            f"outside the held-out share ({args.holdout}); training needs at least 2 (record outcomes first)")
+    print(f"{args.from_db}: {len(everything)} {args.kind} decisions with an outcome; training on {len(train)}, "
+          f"{len(held)} held out for calibration")
+    return train
+
+
+def _logged_training_data(args: argparse.Namespace) -> Any:
+    """TrainingData of the candidate decisions with outcomes, outside the held-out share."""
+    import numpy as np
+
+    from tinydancer.training import TrainingData
+
+    train = _logged_examples(args)
+    return TrainingData(train.inputs, train.good.astype(np.float32))
+
+
+def _train_query_router(args: argparse.Namespace) -> int:
+    """``--from-db --kind query``: fit a query router on the logged embeddings (uncalibrated) and save it."""
+    from tinydancer.atomic_files import write_atomic
+    from tinydancer.query_router import QueryRouter
+    from tinydancer.query_router.ensemble import EnsembleConfig
+
+    train = _logged_examples(args)
+    config = EnsembleConfig(hidden=args.hidden, epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
+                            l2_reg=args.l2, patience=args.patience, validation_split=args.validation_split)
+    start = time.perf_counter()
+    router = QueryRouter.fit(train.inputs, train.good, prompt_length=train.prompt_length, seed=args.seed,
+                             config=config)
+    router.save(args.out)
+    seconds = time.perf_counter() - start
+    print(f"wrote {args.out}: a query router on {len(train)} logged queries "
+          f"({'with' if router.uses_prompt_length else 'without'} prompt length), {router.model.size_bytes()} "
+          f"bytes, not calibrated: run `tinydancer calibrate --from-db {args.from_db} --kind query` next; "
+          f"{seconds:.1f} s")
+    if args.report is not None:
+        report = {"data": os.path.abspath(args.from_db), "kind": "query", "examples": len(train),
+                  "holdout": args.holdout, "ensemble_config": asdict(config), "seconds": seconds,
+                  "size_bytes": router.model.size_bytes(), "prompt_length": router.uses_prompt_length}
+        write_atomic(args.report, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
         print(f"wrote {args.report}")
     return 0

@@ -477,7 +477,8 @@ class QueryRouter:
 
     def calibrate(self, embeddings: ArrayLike, labels: ArrayLike | None = None, target: float = 0.9,
                   delta: float = 0.1, *, risk: str = "lightweight_error", strong: ArrayLike | None = None,
-                  weak: ArrayLike | None = None, prompt_length: ArrayLike | None = None) -> Calibration:
+                  weak: ArrayLike | None = None, prompt_length: ArrayLike | None = None,
+                  min_routed: int = 1) -> Calibration:
         """Certify a threshold on held-out queries (not the training ones) and use it from now on.
 
         Args:
@@ -493,6 +494,8 @@ class QueryRouter:
                 on expected gain, lowest first: the order that keeps the most quality per strong call;
                 needs ``strong`` and ``weak``).
             prompt_length: the queries' prompt lengths, when the model reads them.
+            min_routed: for ``lightweight_error``, pass over thresholds that route fewer calibration
+                queries (see :func:`~tinydancer.calibration.calibrate_lightweight_error`).
 
         Returns:
             The :class:`~tinydancer.calibration.Calibration`; when nothing could be certified its
@@ -507,7 +510,8 @@ class QueryRouter:
         n = score.shape[0]
         if risk == "lightweight_error":
             kind, first, second = outcomes.as_outcomes(labels, strong, weak, n)
-            cal = calibrate_lightweight_error(score, outcomes.good_enough(kind, first, second), target, delta)
+            cal = calibrate_lightweight_error(score, outcomes.good_enough(kind, first, second), target, delta,
+                                              min_routed=min_routed)
         else:
             if labels is not None:
                 raise InvalidInputError("risk 'quality_loss' needs strong and weak, not labels")
