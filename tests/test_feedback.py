@@ -605,30 +605,27 @@ def test_an_uncertified_calibration_routes_nothing(tmp_path, rng):
 def test_the_calibration_comes_from_the_same_file_version_as_the_model(tmp_path, rng, monkeypatch, trained):
     """The router reads the model and its calibration from one version of the file: a new version renamed
     over it while the router loads (what watch_model and atomic deploys do) must not pair the old model with
-    the new version's calibration, or the reverse.
-
-    Fails at the time of writing: Router._load reads the file twice, load_model(where) and then
-    feedback.read_calibration(where), so a replacement between the two reads pairs the first version's model
-    with the second version's calibration (here: none, so the certified threshold is lost; the other way
-    round, a model gets a threshold certified for another model)."""
+    the new version's calibration, or the reverse: the file is read once, and the replacement lands right
+    after the model was built from what was read."""
     model, cal = trained
     path = tmp_path / "serving.safetensors"
     feedback.save_candidate_model(model, cal, path)
     replacement = tmp_path / "next.safetensors"
     feedback.save_candidate_model(FastGRNN(FastGRNNConfig(input_dim=5, hidden_dim=8), seed=7), None, replacement)
-    real_load = router_module.load_model
+    real_build = router_module.model_from_record
 
-    def load_then_replace(where):
-        loaded = real_load(where)
+    def build_then_replace(record):
+        built = real_build(record)
         if replacement.exists():
-            os.replace(replacement, where)  # the next version lands right after the model was read
-        return loaded
+            os.replace(replacement, path)  # the next version lands right after the model was built
+        return built
 
-    monkeypatch.setattr(router_module, "load_model", load_then_replace)
+    monkeypatch.setattr(router_module, "model_from_record", build_then_replace)
     router = Router(RouterConfig(model_path=path, enable_quantization=False), clock=FakeClock(NOW))
     X = synthetic_features(rng, 50)
     np.testing.assert_array_equal(router.model.forward_batch(X), model.forward_batch(X))  # the first version...
     assert router.calibration == cal and router.threshold == cal.threshold  # ...with its own calibration
+    assert not replacement.exists()  # the replacement did land
     router.close()
 
 

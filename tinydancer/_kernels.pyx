@@ -16,7 +16,7 @@ the cell), ``_scoring.pxi`` (feature weights, candidate columns, the feature and
 
 cimport numpy as cnp
 from libc.float cimport FLT_MAX
-from libc.math cimport INFINITY, isfinite, isnan
+from libc.math cimport INFINITY, isfinite, isnan, nextafterf
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 from libc.string cimport memcpy
 

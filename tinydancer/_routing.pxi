@@ -206,7 +206,11 @@ cdef class RoutePass:
             self.ascending = np.ascontiguousarray(values)
             self.failure_count = failure_count
         self.model, self.weights = model, weights
-        self.threshold, self.max_uncertainty = <float>confidence_threshold, <float>max_uncertainty
+        # the float32 at or above the threshold, so that p >= it exactly when p >= confidence_threshold
+        self.threshold = <float>confidence_threshold
+        if self.threshold < confidence_threshold:
+            self.threshold = nextafterf(self.threshold, INFINITY)
+        self.max_uncertainty = <float>max_uncertainty
         if calibrated:
             self.max_uncertainty = 1.0
 

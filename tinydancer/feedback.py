@@ -37,7 +37,7 @@ from tinydancer.model import FastGRNN, files
 from tinydancer.storage import Storage
 
 __all__ = ["CALIBRATION_KEY", "DEFAULT_HOLDOUT", "MIN_ROUTED_SHARE", "LoggedExamples", "calibrate_candidates",
-           "logged_examples", "min_routed", "read_calibration", "save_candidate_model"]
+           "calibration_of", "logged_examples", "min_routed", "read_calibration", "save_candidate_model"]
 
 DEFAULT_HOLDOUT = 0.3
 """The share of requests held out for calibration (by a hash of the request id)."""
@@ -185,7 +185,15 @@ def read_calibration(path: files.PathArg) -> Calibration | None:
     Raises:
         ModelError: the file cannot be read, or its calibration is malformed.
     """
-    record = files.load_file(path)
+    return calibration_of(files.load_file(path))
+
+
+def calibration_of(record: files.ModelRecord) -> Calibration | None:
+    """The calibration in a candidate model file's record (read once with the model), or None.
+
+    Raises:
+        ModelSchemaError: the calibration is malformed or of another risk than ``lightweight_error``.
+    """
     text = record.metadata.get(CALIBRATION_KEY)
     if text is None:
         return None

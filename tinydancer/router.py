@@ -31,7 +31,7 @@ from tinydancer.errors import (ConfigError, InvalidInputError, ModelError, Model
                                TinyDancerError)
 from tinydancer.features import FeatureConfig
 from tinydancer.metadata import metadata_overlap
-from tinydancer.model import FastGRNN, load_model
+from tinydancer.model import FastGRNN, files, model_from_record
 from tinydancer import feedback
 from tinydancer.calibration import Calibration
 from tinydancer.decision_log import CANDIDATES as _CANDIDATES
@@ -242,7 +242,8 @@ class Router:
             ModelError: the file cannot be loaded, is not a candidate model, carries a bad calibration, or
                 scores a probe as NaN or Inf (:class:`~tinydancer.errors.ModelValueError`).
         """
-        model = load_model(where)
+        record = files.load_file(where)  # read once: the model and its calibration come from one version
+        model = model_from_record(record)
         if not isinstance(model, FastGRNN):
             raise ModelSchemaError(f"{where}: a {type(model).__name__} cannot route candidates; the router needs a "
                                    "tinydancer FastGRNN (train one on its outputs with `tinydancer train`)")
@@ -258,7 +259,7 @@ class Router:
             except InvalidInputError:
                 raise ModelValueError(f"{where}: the model scores the raw features {probe} (with this router's "
                                       "feature weights) as a non-finite value; it was not loaded") from None
-        return model, feedback.read_calibration(where)
+        return model, feedback.calibration_of(record)
 
     def _bind(self, model: FastGRNN, calibration: Calibration | None) -> _Serving:
         """The model with its calibration, routing pass and logged threshold: swapped together, so a request

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from tinydancer.model.compression import magnitude_mask, quantize_rows
 from tinydancer.model.crate import CrateFastGRNN
-from tinydancer.model.fastgrnn import FastGRNN, FastGRNNConfig, load_model
+from tinydancer.model.fastgrnn import FastGRNN, FastGRNNConfig, load_model, model_from_record
 from tinydancer.model.files import (
     CRATE_FORMAT,
     FORMAT,
@@ -35,6 +35,7 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_TENSORS",
     "load_model",
+    "model_from_record",
     "magnitude_mask",
     "quantize_rows",
 ]

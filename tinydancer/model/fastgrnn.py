@@ -442,5 +442,10 @@ def load_model(path: files.PathArg) -> FastGRNN | CrateFastGRNN:
         ModelSchemaError: the config, metadata, tensor names, dtypes or shapes are wrong.
         ModelValueError: a weight is NaN or infinite.
     """
-    record = files.load_file(path)
+    return model_from_record(files.load_file(path))
+
+
+def model_from_record(record: files.ModelRecord) -> FastGRNN | CrateFastGRNN:
+    """The model of a record read by :func:`~tinydancer.model.files.load_file`, of either format (see
+    :func:`load_model`)."""
     return _READERS[record.format](record)
