@@ -611,6 +611,7 @@ def test_a_full_queue_drops_and_counts_without_blocking(tmp_path, rng, gate, cle
     assert count_rows(path) == (41 - 36) * 3
     logged = {row["request_id"] for row in decision_rows(path)}
     assert logged == {first.request_id, *(resp.request_id for resp in responses[:4])}
+    assert all(resp.request_id is None for resp in responses[4:])  # dropped: no id to report outcomes under
     assert r.metrics()["log_dropped"] == 36
 
 

@@ -45,7 +45,9 @@ __all__ = ["DecisionLog", "EMBEDDING_DTYPE"]
 
 EMBEDDING_DTYPE = "float16"
 """The precision of the query embeddings a query router logs: half precision, 2 bytes a value (768 bytes
-for a 384-d MiniLM embedding). A unit-norm embedding's values change by at most 2**-12 of their size."""
+for a 384-d MiniLM embedding); each value changes by at most 2**-11 of its size (half an ulp), or 2**-25
+below float16's normal range. An embedding with a value beyond float16's range (65504) is logged in
+float32, and its row says so (``embedding_dtype``)."""
 
 _log = logging.getLogger(__name__)
 _LIVE: weakref.WeakSet[DecisionLog] = weakref.WeakSet()
@@ -97,11 +99,11 @@ class DecisionLog:
             if self._owns:
                 self._storage.close()
             raise ConfigError(f"{self._storage.path}: a routing log needs a database opened for writing")
-        self._drop_lock = threading.Lock()
         self._dropped = 0
         self._written = 0  # rows committed
         self._requests = 0  # requests written
         self._failed = 0  # rows the database refused
+        self._reported = 0  # of those, the ones a flush has raised for
         self._last_error: str | None = None
         self._warned = False
         self._closed = False
@@ -111,14 +113,19 @@ class DecisionLog:
 
     def _start(self) -> None:
         self._pid = os.getpid()
-        self._prefix = os.urandom(6).hex() + "-"
-        self._numbers = itertools.count()
-        self._queue: deque[Any] = deque()
+        self._fresh_state()
         self._wake = threading.Event()
         self._stop = False
         self._slow = False  # put() takes the slow path: closed, or in a child after fork()
         self._thread = threading.Thread(target=self._run, name="tinydancer-decision-log", daemon=True)
         self._thread.start()
+
+    def _fresh_state(self) -> None:
+        """A new id prefix, an empty queue and new locks (at start, and in a child right after fork())."""
+        self._prefix = os.urandom(6).hex() + "-"
+        self._numbers = itertools.count()
+        self._queue: deque[Any] = deque()
+        self._drop_lock = threading.Lock()
 
     # -- the hot path ---------------------------------------------------------------------------------------
 
@@ -225,7 +232,6 @@ class DecisionLog:
             return
         if self._slow:
             self._slow_path()
-        before = self._failed
         marker = _Marker()
         self._queue.append(marker)
         self._wake.set()
@@ -233,8 +239,10 @@ class DecisionLog:
             if not self._thread.is_alive():  # the writer is gone (interpreter exit): write here
                 while self._queue:
                     self._write_some(self._queue)
-        if marker.failed > before:
-            raise StorageError(f"{marker.failed - before} logged decisions could not be written "
+        with self._drop_lock:
+            reported, self._reported = self._reported, max(self._reported, marker.failed)
+        if marker.failed > reported:
+            raise StorageError(f"{marker.failed - reported} logged decisions could not be written "
                                f"(last error: {self._last_error})")
 
     def close(self) -> None:
@@ -244,6 +252,10 @@ class DecisionLog:
             StorageError: as :meth:`flush` (the log is closed all the same).
         """
         if self._closed:
+            return
+        if self._pid != os.getpid():  # inherited through fork() and never used here: nothing of ours to write
+            self._closed = self._slow = True
+            _LIVE.discard(self)
             return
         try:
             self.flush()
@@ -311,21 +323,30 @@ def _rows(item: tuple[Any, ...], out: list[tuple[Any, ...]]) -> None:
                         conf[i], None, threshold, int(light[i]), unc[i], fell_back, time_us, at))
     elif tag == QUERY:
         _, rid, embedding, length, d, time_us, at = item
-        out.append((rid, "query", None, embedding.astype(np.float16).tobytes(), EMBEDDING_DTYPE,
-                    int(embedding.shape[0]), None, length, d.confidence, d.expected_gain, d.threshold,
-                    int(d.use_lightweight), d.uncertainty, 0, time_us, at))
+        blob, dtype = _packed(embedding)
+        out.append((rid, "query", None, blob, dtype, int(embedding.shape[0]), None, length, d.confidence,
+                    d.expected_gain, d.threshold, int(d.use_lightweight), d.uncertainty, 0, time_us, at))
     else:
         _, rid, embeddings, lengths, ds, time_us, at = item
-        half = embeddings.astype(np.float16)
         dim = int(embeddings.shape[1])
-        n = half.shape[0]
+        n = embeddings.shape[0]
         each = time_us / n
         conf, gain = ds.confidence.tolist(), ds.expected_gain.tolist()
         use, unc = ds.use_lightweight.tolist(), ds.uncertainty.tolist()
         lens = [None] * n if lengths is None else lengths.tolist()
         for i in range(n):
-            out.append((f"{rid}.{i}", "query", None, half[i].tobytes(), EMBEDDING_DTYPE, dim, None, lens[i],
-                        conf[i], gain[i], ds.threshold, int(use[i]), unc[i], 0, each, at))
+            blob, dtype = _packed(embeddings[i])
+            out.append((f"{rid}.{i}", "query", None, blob, dtype, dim, None, lens[i], conf[i], gain[i], ds.threshold,
+                        int(use[i]), unc[i], 0, each, at))
+
+
+def _packed(embedding: np.ndarray) -> tuple[bytes, str]:
+    """An embedding's bytes in half precision, or in single precision when a value is beyond float16's
+    range (65504)."""
+    half = embedding.astype(np.float16)
+    if np.isfinite(half).all():
+        return half.tobytes(), EMBEDDING_DTYPE
+    return embedding.astype(np.float32).tobytes(), "float32"
 
 
 def _close_all() -> None:
@@ -338,7 +359,10 @@ def _close_all() -> None:
 
 
 def _forked() -> None:
+    """In the child after fork(): every log starts afresh (new ids, an empty queue, new locks); its
+    connection is opened on first use."""
     for log in list(_LIVE):
+        log._fresh_state()
         log._slow = True
 
 

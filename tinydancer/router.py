@@ -420,7 +420,8 @@ class Router:
             ``use_lightweight = confidence >= confidence_threshold and uncertainty <= max_uncertainty``
             (calibrated: ``confidence >= threshold``). On a model failure or an open circuit breaker, a
             fallback response: every candidate to the powerful model, ``fell_back`` True and
-            ``fallback_reason`` set. With a database, ``request_id`` is the id the decisions were logged under.
+            ``fallback_reason`` set. With a database, ``request_id`` is the id the decisions were logged under
+            (None when the log's queue was full and they were dropped).
 
         Raises:
             InvalidInputError: a malformed request (it does not count against the circuit breaker).
@@ -490,10 +491,10 @@ class Router:
             elapsed_us = (_perf_counter_ns() - start) / 1e3
             self._counters.count_routed(result.n, result.lightweight_count, elapsed_us)
             return _from_result(result, ids, elapsed_us, feature_us)
-        rid = log.new_id()
+        rid: str | None = log.new_id()
         elapsed_us = (_perf_counter_ns() - start) / 1e3
-        if result.n:
-            log.put((_CANDIDATES, rid, ids, result, False, threshold, elapsed_us, now))
+        if result.n and not log.put((_CANDIDATES, rid, ids, result, False, threshold, elapsed_us, now)):
+            rid = None  # dropped on a full queue (counted): no id, since nothing was logged under it
         self._counters.count_routed(result.n, result.lightweight_count, elapsed_us)
         return _from_result(result, ids, elapsed_us, feature_us, None, rid)
 
@@ -501,8 +502,9 @@ class Router:
                    now: float, *, rejected: bool = False, model_error: bool = False) -> RoutingResponse:
         rid = None if log is None else log.new_id()
         response = RoutingResponse.fallback(ids, reason, (_perf_counter_ns() - start) / 1e3, feature_us, rid)
-        if log is not None:
-            log.put((_CANDIDATES, rid, ids, response.result, True, None, response.inference_time_us, now))
+        if log is not None and not log.put((_CANDIDATES, rid, ids, response.result, True, None,
+                                            response.inference_time_us, now)):
+            response = RoutingResponse.fallback(ids, reason, response.inference_time_us, feature_us)  # dropped
         self._counters.count_fallback(len(ids), rejected, model_error)
         return response
 

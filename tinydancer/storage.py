@@ -154,6 +154,18 @@ _INSERT_DECISION = (f"INSERT INTO routing_decisions ({', '.join(DECISION_COLUMNS
 # Connections inherited through fork() are kept here, never closed: closing one in the child could
 # disturb the parent's use of the same file.
 _INHERITED: list[sqlite3.Connection] = []
+_OPEN: weakref.WeakSet[Storage] = weakref.WeakSet()
+
+
+def _forked() -> None:
+    """In the child after fork(): new locks for every Storage (a thread of the parent may have held one,
+    and it does not exist here), so that its use raises the fork error instead of waiting forever."""
+    for storage in list(_OPEN):
+        storage._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +264,7 @@ class Storage:
         self._last_seq = 0
         self._data_version: int | None = None
         self._logs: weakref.WeakSet[Any] = weakref.WeakSet()  # routers' logs writing here
+        _OPEN.add(self)
 
         given = path if isinstance(path, str) else os.fspath(path)
         if not isinstance(given, str):

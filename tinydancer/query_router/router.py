@@ -25,7 +25,7 @@ import json
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from os import PathLike
 from typing import Any
@@ -65,7 +65,7 @@ class QueryDecision:
         expected_gain: the strong model's expected quality gain over the lightweight one.
         certified: whether the threshold is certified (False: every query goes to the powerful model).
         request_id: the id the router logged the decision under (give it to ``record_outcome``); None when
-            the router logs nothing.
+            the router logs nothing, or when its log's queue was full and the decision was dropped.
     """
 
     use_lightweight: bool
@@ -405,8 +405,9 @@ class QueryRouter:
             d = _decision(bool(cal.use_lightweight(value)), score, cal.uncertainty(value), cal.threshold, gain,
                           cal.certified, rid)
         copy = np.array(embedding, dtype=np.float32)  # the caller may reuse its array
-        log.put((_QUERY, rid, copy, None if prompt_length is None else float(prompt_length), d,
-                 (_perf_counter_ns() - start) / 1e3, log.clock()))
+        if not log.put((_QUERY, rid, copy, None if prompt_length is None else float(prompt_length), d,
+                        (_perf_counter_ns() - start) / 1e3, log.clock())):
+            return replace(d, request_id=None)  # dropped on a full queue (counted): no id
         return d
 
     def route_batch(self, embeddings: ArrayLike, *, prompt_length: ArrayLike | None = None) -> QueryDecisions:
@@ -427,8 +428,9 @@ class QueryRouter:
             decisions = QueryDecisions(use, score, gain, cal, rid)
         if log is not None:
             lengths = None if prompt_length is None else np.array(prompt_length, dtype=np.float64).reshape(-1)
-            log.put((_QUERY_BATCH, rid, np.array(embeddings, dtype=np.float32), lengths, decisions,
-                     (_perf_counter_ns() - start) / 1e3, log.clock()))
+            if not log.put((_QUERY_BATCH, rid, np.array(embeddings, dtype=np.float32), lengths, decisions,
+                            (_perf_counter_ns() - start) / 1e3, log.clock())):
+                object.__setattr__(decisions, "_batch_id", None)  # dropped on a full queue (counted): no ids
         return decisions
 
     def route_text(self, text: str, *, embedder: Any = None) -> QueryDecision:
