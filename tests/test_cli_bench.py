@@ -313,11 +313,12 @@ def fake_sklearn(monkeypatch):
     return seen
 
 
-def test_query_and_text_are_group_choices(capsys):
+def test_query_text_and_storage_are_group_choices(capsys):
     assert bench.GROUPS == tuple(benchmarks.GROUPS) and "query" in bench.GROUPS and "text" in bench.GROUPS
+    assert "storage" in bench.GROUPS
     with pytest.raises(SystemExit):
         cli.main(["bench", "--help"])
-    assert "{routing,kernels,model,query,text}" in capsys.readouterr().out
+    assert "{routing,kernels,model,query,text,storage}" in capsys.readouterr().out
 
 
 def test_query_inputs_are_reproducible_unit_and_aligned():

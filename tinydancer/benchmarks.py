@@ -1,5 +1,6 @@
 """The benchmarks behind ``tinydancer bench`` and ``tinydancer info``: kernel, model, candidate-routing,
-query-routing and text-to-decision timings from Python, their runner, and the table they are printed as.
+query-routing, text-to-decision and storage timings from Python, their runner, and the table they are printed
+as (the storage group lives in :mod:`tinydancer.storage_benchmarks`).
 
 Each figure is the median over repeats of the mean time of a batch of calls, so a busy machine shows up
 as spread between repeats rather than as a wrong median. :func:`measure` times one benchmark on every ISA
@@ -9,10 +10,11 @@ prompts with :func:`text_prompts` and place their arrays with :func:`aligned_cop
 same calls.
 
 A benchmark's call may carry hooks that :func:`measure` honours: ``scope()`` (a context to time the row in,
-see :class:`OneThread`), ``timing(repeats)`` (its own way of timing instead of :func:`time_call`),
+see :class:`OneThread`), ``timing(repeats, target_s)`` (its own way of timing instead of :func:`time_call`),
 ``per_isa = False`` (it runs no tinydancer kernel: timed once, the figure shown in every ISA column) and
 ``describe(row)`` (the row's peer text, written from its measured timings). The text group's rows
-(:class:`PerCall`) use the last three.
+(:class:`PerCall`) use the last three; the storage group's rows time two calls in one loop (see
+:mod:`tinydancer.storage_benchmarks`).
 """
 
 from __future__ import annotations
@@ -73,6 +75,20 @@ def time_call(fn: Callable[[], object], *, repeats: int = 7, target_s: float = 0
         InvalidInputError: ``repeats`` or ``target_s`` is out of range.
     """
     repeats, target_s = _check_timing(repeats, target_s)
+    number = calls_per_batch(fn, target_s)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        for _ in range(number):
+            fn()
+        samples.append((time.perf_counter_ns() - start) / number)
+    return statistics.median(samples), min(samples), max(samples)
+
+
+def calls_per_batch(fn: Callable[[], object], target_s: float) -> int:
+    """How many calls of ``fn`` take about ``target_s`` seconds, >= 1: ``fn`` is called once to warm up, then
+    in batches growing fourfold until one takes a quarter of ``target_s`` (or 2**24 calls), and the count is
+    scaled from that batch. :func:`time_call` times batches of this size."""
     fn()  # warm up
     number = 1
     while True:  # grow the batch until one takes long enough to time well
@@ -83,14 +99,7 @@ def time_call(fn: Callable[[], object], *, repeats: int = 7, target_s: float = 0
         if elapsed >= target_s * 1e9 / 4 or number >= 1 << 24:
             break
         number *= 4
-    number = max(1, int(number * target_s * 1e9 / max(elapsed, 1)))
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter_ns()
-        for _ in range(number):
-            fn()
-        samples.append((time.perf_counter_ns() - start) / number)
-    return statistics.median(samples), min(samples), max(samples)
+    return max(1, int(number * target_s * 1e9 / max(elapsed, 1)))
 
 
 def time_each(calls: Sequence[Callable[[], object]], *, repeats: int = 7) -> tuple[float, float, float]:
@@ -453,8 +462,9 @@ class PerCall:
         for fn in self._calls():
             fn()
 
-    def timing(self, repeats: int) -> tuple[float, float, float]:
-        """(median, min, max) nanoseconds per call over ``repeats`` passes (see :func:`time_each`)."""
+    def timing(self, repeats: int, target_s: float = 0.02) -> tuple[float, float, float]:
+        """(median, min, max) nanoseconds per call over ``repeats`` passes (see :func:`time_each`; each call is
+        timed alone, so ``target_s`` does not apply)."""
         if self._warm is not None:
             self._warm()
         return time_each(self._calls(), repeats=repeats)
@@ -626,9 +636,20 @@ def _one_thread_scope() -> AbstractContextManager[object]:
     return ThreadpoolController().limit(limits=1)  # type: ignore[no-any-return]
 
 
+def storage_benchmarks(seed: int = 0) -> list[Benchmark]:
+    """What logging and the routing database cost: ``route()`` of 10 candidates with and without a database
+    (timed alternately), the background writer's decisions a second beside ``Storage.record_routing``'s rows
+    a second, and ``Storage.search`` top 10 of 10,000 and 100,000 stored 384-d candidates beside NumPy (see
+    :func:`tinydancer.storage_benchmarks.storage_benchmarks`, which also takes the sizes). Nothing is built
+    until a row is timed; the databases live in temporary folders, removed after each pair of rows."""
+    from tinydancer.storage_benchmarks import storage_benchmarks as build
+
+    return build(seed)
+
+
 GROUPS: dict[str, Callable[[], list[Benchmark]]] = {
     "routing": routing_benchmarks, "kernels": kernel_benchmarks, "model": model_benchmarks,
-    "query": query_benchmarks, "text": text_benchmarks,
+    "query": query_benchmarks, "text": text_benchmarks, "storage": storage_benchmarks,
 }
 
 
@@ -636,8 +657,8 @@ def make_benchmarks(groups: Iterable[str] = ("kernels",)) -> list[Benchmark]:
     """The benchmarks of ``groups``, in order, with their inputs built.
 
     Args:
-        groups: any of ``"routing"``, ``"kernels"``, ``"model"``, ``"query"`` and ``"text"`` (which has no
-            rows when the ``[embed]`` extra is not installed).
+        groups: any of ``"routing"``, ``"kernels"``, ``"model"``, ``"query"``, ``"text"`` (which has no
+            rows when the ``[embed]`` extra is not installed) and ``"storage"``.
 
     Raises:
         InvalidInputError: an unknown group.
@@ -697,8 +718,8 @@ def _rows(benchmarks: list[Benchmark], isas: list[str], repeats: int, target_s: 
                 for isa in isas if per_isa else isas[:1]:
                     if per_isa:  # else timed once, on the ISA that is active: it runs no kernel of ours
                         kernels.set_isa(isa)
-                    figures = timing(repeats) if timing is not None else time_call(fn, repeats=repeats,
-                                                                                    target_s=target_s)
+                    figures = (timing(repeats, target_s) if timing is not None
+                               else time_call(fn, repeats=repeats, target_s=target_s))
                     row.append(Timing(name, isa, *figures, reference))
         finally:
             kernels.set_isa(before)
@@ -718,7 +739,7 @@ def run(isas: list[str] | None = None, *, repeats: int = 7, target_s: float = 0.
     Args:
         isas: the ISAs to run on (default: all available).
         repeats, target_s: as for :func:`time_call`.
-        groups: any of ``"kernels"``, ``"model"``, ``"routing"``, ``"query"`` and ``"text"``.
+        groups: any of ``"kernels"``, ``"model"``, ``"routing"``, ``"query"``, ``"text"`` and ``"storage"``.
 
     Returns:
         One :class:`Timing` per benchmark and ISA, benchmark by benchmark, in the groups' order.

@@ -1,7 +1,7 @@
 """``tinydancer bench``: the benchmark table (candidate routing, kernels, model, query routing, text to
-decision) on every available ISA, and the time of one training epoch. Each row is printed as soon as it is
-measured on every ISA. The text group needs the ``[embed]`` extra; without it the group prints a note
-instead of its rows."""
+decision, storage) on every available ISA, and the time of one training epoch. Each row is printed as soon
+as it is measured on every ISA. The text group needs the ``[embed]`` extra; without it the group prints a
+note instead of its rows. The storage group's databases live in temporary folders, removed afterwards."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import argparse
 
 from tinydancer.cli.options import positive_float, positive_int
 
-HELP = "time routing, the kernels, the model, the query router and text to decision on every available ISA"
+HELP = ("time routing, the kernels, the model, the query router, text to decision and the routing database "
+        "on every available ISA")
 DESCRIPTION = None
 
 # Every ISA tinydancer knows (``kernels.set_isa`` accepts these names); one that this machine cannot run is
 # refused with its own error when the command runs. Listed here so that ``--help`` imports no kernels.
 ISA_NAMES = ("scalar", "avx2", "avx512", "neon")
-GROUPS = ("routing", "kernels", "model", "query", "text")
+GROUPS = ("routing", "kernels", "model", "query", "text", "storage")
 MISSING_EMBED = ('(the [embed] extra is not installed: no text-to-decision rows; '
                  'pip install "tinydancer[embed]")')
 
