@@ -123,6 +123,25 @@ def test_search_index_follows_inserts_and_other_connections(tmp_path, rng):
         assert len(a.search(q, 100)) == 23
 
 
+def test_an_index_loaded_in_chunks_is_the_whole_table(tmp_path, rng):
+    """A second connection loads 10,003 stored rows (more than two chunks of 4,096) and finds the same
+    top k as brute force over all of them, also after rows are added on top."""
+    path = tmp_path / "r.db"
+    emb = rng.standard_normal((10_003, DIM)).astype(np.float32)
+    with Storage(path) as writer, Storage(path) as reader:
+        writer.insert_candidates([Candidate(f"c{i}", e) for i, e in enumerate(emb)])
+        q = rng.standard_normal(DIM).astype(np.float32)
+        for _ in range(2):
+            sims = emb.astype(np.float64) @ q / (np.linalg.norm(emb.astype(np.float64), axis=1) * np.linalg.norm(q))
+            want = np.argsort(-sims, kind="stable")[:25]
+            got = reader.search(q, 25)
+            assert [c.id for c, _ in got] == [f"c{i}" for i in want]
+            assert len(reader.search(q, 20_000)) == emb.shape[0]
+            more = rng.standard_normal((5_000, DIM)).astype(np.float32)
+            writer.insert_candidates([Candidate(f"c{i}", e) for i, e in enumerate(more, start=emb.shape[0])])
+            emb = np.concatenate([emb, more])
+
+
 def test_search_reports_current_counts(rng):
     with Storage(":memory:") as st:
         st.insert_candidate(make(0, rng))

@@ -535,26 +535,29 @@ class Storage:
         self._data_version = version
 
     def _catch_up(self, conn: sqlite3.Connection, force: bool = False) -> None:
-        """Append the candidates stored after the index's last row (others' inserts)."""
+        """Append the candidates stored after the index's last row (others' inserts), read in chunks of
+        4,096 rows into a matrix sized once, so that loading holds little more than the index itself."""
         if not (self._index_loaded or force):
             return
-        rows = conn.execute(
-            "SELECT seq, embedding, dim FROM candidates WHERE seq > ? ORDER BY seq", (self._last_seq,)).fetchall()
+        count = conn.execute("SELECT COUNT(*) FROM candidates WHERE seq > ?", (self._last_seq,)).fetchone()[0]
+        cursor = conn.execute(
+            "SELECT seq, embedding, dim FROM candidates WHERE seq > ? ORDER BY seq", (self._last_seq,))
         self._index_loaded = True
-        if not rows:
-            return
-        dim = rows[0][2]
-        seqs = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        emb = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
-        self._append(seqs, emb, kernels.l2_norms(emb))
+        reserve = self._count + count
+        while rows := cursor.fetchmany(4096):
+            dim = rows[0][2]
+            seqs = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+            emb = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
+            self._append(seqs, emb, kernels.l2_norms(emb), reserve)
 
-    def _append(self, seqs: NDArray[np.int64], emb: NDArray[np.float32], norms: NDArray[np.float32]) -> None:
+    def _append(self, seqs: NDArray[np.int64], emb: NDArray[np.float32], norms: NDArray[np.float32],
+                reserve: int = 0) -> None:
         n, dim = self._count, emb.shape[1]
         need = n + emb.shape[0]
         if self._matrix.shape[1] != dim and n == 0:
             self._matrix = np.empty((0, dim), np.float32)
-        if need > self._matrix.shape[0]:  # grow by doubling
-            cap = max(need, 2 * self._matrix.shape[0], 64)
+        if need > self._matrix.shape[0]:  # grow by doubling (or to the size reserved)
+            cap = max(need, reserve, 2 * self._matrix.shape[0], 64)
             matrix = np.empty((cap, dim), np.float32)
             matrix[:n] = self._matrix[:n]
             self._matrix = matrix
