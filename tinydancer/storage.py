@@ -440,11 +440,11 @@ class Storage:
                 claimed = self._claim_dim(conn, dim, "candidates[0].embedding")
                 self._catch_up(conn)  # others' rows first, so ours follow them in the index
                 first = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM candidates").fetchone()[0] + 1
-                rows = [
+                rows = (  # made as SQLite takes them, so the embeddings are not all copied at once
                     (first + i, batch.ids[i], emb[i].tobytes(), dim, metadata[i], float(batch.created_at[i]),
                      int(batch.access_count[i]), float(batch.success_rate[i]))
                     for i in range(n)
-                ]
+                )
                 try:
                     conn.executemany(
                         f"INSERT INTO candidates (seq, {_CANDIDATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
