@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tinydancer import checks, kernels
+from tinydancer import checks, feedback, kernels
 from tinydancer.breaker import CircuitBreaker
 from tinydancer.candidates import CandidateBatch, RoutingRequest
 from tinydancer.errors import (ConfigError, InvalidInputError, ModelError, ModelSchemaError, ModelValueError,
@@ -32,7 +32,6 @@ from tinydancer.errors import (ConfigError, InvalidInputError, ModelError, Model
 from tinydancer.features import FeatureConfig
 from tinydancer.metadata import metadata_overlap
 from tinydancer.model import FastGRNN, files, model_from_record
-from tinydancer import feedback
 from tinydancer.calibration import Calibration
 from tinydancer.decision_log import CANDIDATES as _CANDIDATES
 from tinydancer.decision_log import DecisionLog
@@ -302,12 +301,16 @@ class Router:
 
         Returns:
             The :class:`~tinydancer.calibration.Calibration` now in use. When nothing could be certified,
-            no candidate goes to the lightweight model until the next calibration.
+            no candidate goes to the lightweight model until the next calibration. It stays with this model:
+            a reload serves the new file's calibration, or none (write a calibrated file with ``tinydancer
+            calibrate --from-db`` or :func:`~tinydancer.feedback.save_candidate_model`).
 
         Raises:
             InvalidInputError: bad settings, or no logged outcome in the held-out share.
             StorageError: the database cannot be read.
         """
+        if self._log is not None:  # what this router has queued counts too
+            self._log.flush()
         with self._reload_lock:
             model = self._serving[0]
             examples = feedback.logged_examples(database, "candidate").split(holdout)[1]
