@@ -460,7 +460,9 @@ class Router:
                     overlap = metadata_overlap(metadata, metadatas)
                 feature_us = (_perf_counter_ns() - start) / 1e3
             if not len(columns):
-                return self._respond(_NO_RESULT, ids, start, feature_us, log, 0.0, None)
+                if log is not None:
+                    return self._respond_logged(_NO_RESULT, ids, start, feature_us, log, 0.0, None)
+                return self._respond(_NO_RESULT, ids, start, feature_us)
             now = self._clock()
             if type(now) is not float or now - now != 0.0:  # a finite float passes inline; anything else is checked
                 now = checks.clock_reading(now)
@@ -469,7 +471,10 @@ class Router:
                 return self._fall_back(ids, "circuit breaker open", start, feature_us, log, now, rejected=True)
             serving = self._serving  # one read: this request sees one model, whatever reloads happen
             try:
-                result = serving[1].route(request.query_embedding, columns, now, overlap, log is not None)
+                if log is None:
+                    result = serving[1].route(request.query_embedding, columns, now, overlap)
+                else:  # the log keeps the model's input: the pass writes the features out
+                    result = serving[1].route(request.query_embedding, columns, now, overlap, True)
             except MODEL_FAILURES as exc:
                 if breaker is not None:
                     breaker.record_failure()
@@ -480,7 +485,9 @@ class Router:
                 raise
             if breaker is not None:
                 breaker.record_success()
-            return self._respond(result, ids, start, feature_us, log, now, serving[2])
+            if log is not None:
+                return self._respond_logged(result, ids, start, feature_us, log, now, serving[2])
+            return self._respond(result, ids, start, feature_us)
         except InvalidInputError:
             self._counters.count_invalid()
             raise
@@ -488,12 +495,13 @@ class Router:
             if buffers is not None and columns is not None:
                 buffers.append(columns)
 
-    def _respond(self, result: kernels.RouteResult, ids: Any, start: int, feature_us: float,
-                 log: DecisionLog | None, now: float, threshold: float | None) -> RoutingResponse:
-        if log is None:
-            elapsed_us = (_perf_counter_ns() - start) / 1e3
-            self._counters.count_routed(result.n, result.lightweight_count, elapsed_us)
-            return _from_result(result, ids, elapsed_us, feature_us)
+    def _respond(self, result: kernels.RouteResult, ids: Any, start: int, feature_us: float) -> RoutingResponse:
+        elapsed_us = (_perf_counter_ns() - start) / 1e3
+        self._counters.count_routed(result.n, result.lightweight_count, elapsed_us)
+        return _from_result(result, ids, elapsed_us, feature_us)
+
+    def _respond_logged(self, result: kernels.RouteResult, ids: Any, start: int, feature_us: float,
+                        log: DecisionLog, now: float, threshold: float | None) -> RoutingResponse:
         rid: str | None = log.new_id()
         elapsed_us = (_perf_counter_ns() - start) / 1e3
         if result.n and not log.put((_CANDIDATES, rid, ids, result, False, threshold, elapsed_us, now)):
