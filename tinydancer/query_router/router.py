@@ -271,15 +271,16 @@ class QueryRouter:
             InvalidInputError: the database stores embeddings of another dimension.
             StorageError: the database cannot be opened for writing.
         """
-        if self._log is not None:
-            raise TinyDancerError("this query router already logs to a database")
-        log = DecisionLog(database, capacity=queue_size, full_wait=full_wait)
-        try:
-            log.storage._reserve_dim(self._dim, "this query router's embeddings")
-        except BaseException:
-            log.close()
-            raise
-        self._log = log
+        with self._lock:
+            if self._log is not None:
+                raise TinyDancerError("this query router already logs to a database")
+            log = DecisionLog(database, capacity=queue_size, full_wait=full_wait)
+            try:
+                log.storage._reserve_dim(self._dim, "this query router's embeddings")
+            except BaseException:
+                log.close()
+                raise
+            self._log = log
 
     def record_outcome(self, request_id: str, good: bool) -> None:
         """Report whether the lightweight answer was good enough for a query this router logged; the
