@@ -120,7 +120,7 @@ def logged_examples(database: str | PathLike[str] | Storage, kind: str) -> Logge
     n = len(rows)
     width = 5
     inputs: list[NDArray[np.float32]] = []
-    for request_id, _, blob, dtype, *_ in rows:
+    for _, _, blob, dtype, *_ in rows:
         vector = np.frombuffer(blob, np.float16 if dtype == "float16" else np.float32).astype(np.float32)
         inputs.append(vector)
     if inputs:
