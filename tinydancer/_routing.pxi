@@ -203,7 +203,7 @@ cdef class RoutePass:
             if not np.isfinite(values).all() or failure_count < values.shape[0]:
                 raise InvalidInputError(f"failure_values must be finite and failure_count ({failure_count}) at "
                                         f"least their number ({values.shape[0]})")
-            self.ascending = np.ascontiguousarray(values)
+            self.ascending = values
             self.failure_count = failure_count
         self.model, self.weights = model, weights
         # the float32 at or above the threshold, so that p >= it exactly when p >= confidence_threshold

@@ -82,6 +82,11 @@ def time_call(fn: Callable[[], object], *, repeats: int = 7, target_s: float = 0
         for _ in range(number):
             fn()
         samples.append((time.perf_counter_ns() - start) / number)
+    return figures(samples)
+
+
+def figures(samples: Sequence[float]) -> tuple[float, float, float]:
+    """(median, min, max) of timing samples."""
     return statistics.median(samples), min(samples), max(samples)
 
 
@@ -126,7 +131,7 @@ def time_each(calls: Sequence[Callable[[], object]], *, repeats: int = 7) -> tup
             fn()
             samples.append(clock() - start)
         medians.append(statistics.median(samples))
-    return statistics.median(medians), min(medians), max(medians)
+    return figures(medians)
 
 
 def aligned_copy(a: np.ndarray, offset: int = 0) -> np.ndarray:

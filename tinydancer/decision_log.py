@@ -150,8 +150,6 @@ class DecisionLog:
         return True
 
     def _put_full(self, item: tuple[Any, ...]) -> bool:
-        if self._closed:
-            raise StorageError("the routing log is closed")
         deadline = time.monotonic() + self._full_wait
         self._wake.set()
         while time.monotonic() < deadline:
@@ -334,19 +332,21 @@ def _rows(item: tuple[Any, ...], out: list[tuple[Any, ...]]) -> None:
         conf, gain = ds.confidence.tolist(), ds.expected_gain.tolist()
         use, unc = ds.use_lightweight.tolist(), ds.uncertainty.tolist()
         lens = [None] * n if lengths is None else lengths.tolist()
+        half = embeddings.astype(np.float16)
+        fits = np.isfinite(half).all(axis=1).tolist()
         for i in range(n):
-            blob, dtype = _packed(embeddings[i])
+            blob, dtype = (half[i].tobytes(), EMBEDDING_DTYPE) if fits[i] else (embeddings[i].tobytes(), "float32")
             out.append((f"{rid}.{i}", "query", None, blob, dtype, dim, None, lens[i], conf[i], gain[i], ds.threshold,
                         int(use[i]), unc[i], 0, each, at))
 
 
 def _packed(embedding: np.ndarray) -> tuple[bytes, str]:
-    """An embedding's bytes in half precision, or in single precision when a value is beyond float16's
-    range (65504)."""
+    """A float32 embedding's bytes in half precision, or in single precision when a value is beyond
+    float16's range (65504)."""
     half = embedding.astype(np.float16)
     if np.isfinite(half).all():
         return half.tobytes(), EMBEDDING_DTYPE
-    return embedding.astype(np.float32).tobytes(), "float32"
+    return embedding.tobytes(), "float32"
 
 
 def _close_all() -> None:

@@ -38,7 +38,7 @@ from tinydancer.decision_log import DecisionLog
 from tinydancer.responses import RoutingResponse
 from tinydancer.storage import Storage
 
-__all__ = ["MODEL_FAILURES", "SMOKE_PROBES", "RouterConfig", "Router", "default_model_path"]
+__all__ = ["MODEL_FAILURES", "SMOKE_PROBES", "RouterConfig", "Router", "candidate_model", "default_model_path"]
 
 MODEL_FAILURES: tuple[type[BaseException], ...] = (ModelError,)
 """What counts as the model failing: the routing pass raises :class:`~tinydancer.errors.ModelError` when the
@@ -62,6 +62,23 @@ SMOKE_PROBES = np.array([
     [1.0, 0.0, 1.0, 0.0, 1.0],
     [0.0, 1.0, 0.0, 1.0, 0.0],
 ], dtype=np.float32)
+
+
+def candidate_model(model: object, where: str) -> FastGRNN:
+    """``model`` when it can score candidates: a tinydancer FastGRNN with input_dim 5, timesteps 1 and
+    output_dim 1.
+
+    Raises:
+        ModelSchemaError: anything else, naming ``where`` it came from.
+    """
+    if not isinstance(model, FastGRNN):
+        raise ModelSchemaError(f"{where}: a {type(model).__name__} cannot route candidates; the router needs a "
+                               "tinydancer FastGRNN (train one on its outputs with `tinydancer train`)")
+    c = model.config
+    if (c.input_dim, c.timesteps, c.output_dim) != (5, 1, 1):
+        raise ModelSchemaError(f"{where}: a candidate model has input_dim 5, timesteps 1 and output_dim 1, "
+                               f"not {c.input_dim}, {c.timesteps} and {c.output_dim}")
+    return model
 
 
 def default_model_path() -> str:
@@ -242,14 +259,7 @@ class Router:
                 scores a probe as NaN or Inf (:class:`~tinydancer.errors.ModelValueError`).
         """
         record = files.load_file(where)  # read once: the model and its calibration come from one version
-        model = model_from_record(record)
-        if not isinstance(model, FastGRNN):
-            raise ModelSchemaError(f"{where}: a {type(model).__name__} cannot route candidates; the router needs a "
-                                   "tinydancer FastGRNN (train one on its outputs with `tinydancer train`)")
-        c = model.config
-        if (c.input_dim, c.timesteps, c.output_dim) != (5, 1, 1):
-            raise ModelSchemaError(f"{where}: a candidate model has input_dim 5, timesteps 1 and output_dim 1, "
-                                   f"not {c.input_dim}, {c.timesteps} and {c.output_dim}")
+        model = candidate_model(model_from_record(record), where)
         if self.config.enable_quantization:
             model.quantize()
         for probe, weighted in zip(SMOKE_PROBES.tolist(), self._probes):

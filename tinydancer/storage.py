@@ -148,6 +148,9 @@ DECISION_COLUMNS = ("request_id", "kind", "candidate_id", "query_embedding", "em
                     "prompt_length", "confidence", "expected_gain", "threshold", "use_lightweight", "uncertainty",
                     "fell_back", "inference_time_us", "recorded_at")
 """The columns of a logged decision, in the order the routers' background writer gives them."""
+# Each outcome with the decisions it labels: its request's, or only its candidate's when it names one.
+_OUTCOME_JOIN = ("outcomes o JOIN routing_decisions d ON d.request_id = o.request_id"
+                 " AND (o.candidate_id IS NULL OR o.candidate_id = d.candidate_id)")
 _INSERT_DECISION = (f"INSERT INTO routing_decisions ({', '.join(DECISION_COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(DECISION_COLUMNS))})")
 
@@ -695,8 +698,7 @@ class Storage:
             try:
                 rows = conn.execute(
                     f"SELECT d.seq, d.request_id, d.candidate_id, {column}, {dtype}, d.prompt_length, d.confidence,"
-                    " d.use_lightweight, o.good FROM outcomes o JOIN routing_decisions d ON d.request_id = o.request_id"
-                    " AND (o.candidate_id IS NULL OR o.candidate_id = d.candidate_id)"
+                    f" d.use_lightweight, o.good FROM {_OUTCOME_JOIN}"
                     f" WHERE d.kind = ? AND {column} IS NOT NULL AND d.fell_back = 0 ORDER BY o.seq",
                     (kind,)).fetchall()
             finally:
@@ -720,9 +722,8 @@ class Storage:
                 candidates = conn.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
                 outcomes, good = conn.execute("SELECT COUNT(*), COALESCE(SUM(good), 0) FROM outcomes").fetchone()
                 light_outcomes, light_good = conn.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(o.good), 0) FROM outcomes o JOIN routing_decisions d"
-                    " ON d.request_id = o.request_id AND (o.candidate_id IS NULL OR o.candidate_id = d.candidate_id)"
-                    " WHERE d.use_lightweight = 1").fetchone()
+                    f"SELECT COUNT(*), COALESCE(SUM(o.good), 0) FROM {_OUTCOME_JOIN} WHERE d.use_lightweight = 1"
+                ).fetchone()
             finally:
                 conn.execute("COMMIT")
         if times.size:

@@ -31,7 +31,6 @@ timed and closed and removed after the pair's second row (or at once when timing
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tinydancer import checks, kernels
-from tinydancer.benchmarks import Benchmark, Timing, _one_thread_scope, aligned_copy, calls_per_batch, routing_inputs
+from tinydancer.benchmarks import (Benchmark, Timing, _one_thread_scope, aligned_copy, calls_per_batch, figures,
+                                   routing_inputs)
 from tinydancer.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -190,10 +190,6 @@ def numpy_top_k(normalised: np.ndarray, query: np.ndarray, k: int = SEARCH_K) ->
 # -- two rows timed in one loop ------------------------------------------------------------------------------------
 
 
-def _summary(samples: list[float]) -> Figures:
-    return statistics.median(samples), min(samples), max(samples)
-
-
 def _batch(fn: Callable[..., object], number: int, *args: object) -> float:
     """Nanoseconds per call of ``number`` calls of ``fn(*args)``."""
     clock = time.perf_counter_ns
@@ -215,7 +211,7 @@ def _alternate(first: Callable[[], float], second: Callable[[], float], repeats:
         else:
             b.append(second())
             a.append(first())
-    return _summary(a), _summary(b)
+    return figures(a), figures(b)
 
 
 class _Pair:

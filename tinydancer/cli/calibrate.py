@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         TinyDancerError: an unreadable database or model, no held-out outcomes, or an unwritable file.
     """
     from tinydancer.atomic_files import check_writable
-    from tinydancer.errors import InvalidInputError, ModelFileError, ModelSchemaError
+    from tinydancer.errors import InvalidInputError, ModelFileError
     from tinydancer.feedback import calibrate_candidates, logged_examples, min_routed, save_candidate_model
 
     check_writable(args.out, ModelFileError)
@@ -56,13 +56,10 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"{args.from_db}: no logged {args.kind} decision with an outcome in the held-out "
                                 f"share ({args.holdout}); record outcomes first")
     if args.kind == "candidate":
-        from tinydancer.model import FastGRNN, load_model
+        from tinydancer.model import load_model
+        from tinydancer.router import candidate_model
 
-        model = load_model(args.model)
-        if not isinstance(model, FastGRNN) or (model.config.input_dim, model.config.timesteps,
-                                               model.config.output_dim) != (5, 1, 1):
-            raise ModelSchemaError(f"{args.model}: not a candidate model (a FastGRNN with input 5, one timestep, "
-                                   "one output)")
+        model = candidate_model(load_model(args.model), args.model)
         calibration = calibrate_candidates(model, held, target=args.target, delta=args.delta)
         save_candidate_model(model, calibration, args.out)
     else:
