@@ -19,7 +19,9 @@ How the file is used:
 
 One :class:`Storage` may be shared by threads (a lock guards its connection), and several processes may
 write one file (SQLite's locks order them). A :class:`Storage` inherited by a child through ``fork()``
-refuses every use there: open a new one in the child.
+refuses every use there: open a new one in the child. ``fork()`` waits until no thread is using a
+:class:`Storage` (a commit in progress ends first, after at most the busy timeout), and the child starts by
+closing the inherited connections, so that SQLite in the child holds no state of the parent's.
 """
 
 from __future__ import annotations
@@ -154,21 +156,45 @@ _OUTCOME_JOIN = ("outcomes o JOIN routing_decisions d ON d.request_id = o.reques
 _INSERT_DECISION = (f"INSERT INTO routing_decisions ({', '.join(DECISION_COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(DECISION_COLUMNS))})")
 
-# Connections inherited through fork() are kept here, never closed: closing one in the child could
-# disturb the parent's use of the same file.
-_INHERITED: list[sqlite3.Connection] = []
 _OPEN: weakref.WeakSet[Storage] = weakref.WeakSet()
+_HELD_AT_FORK: list[Storage] = []
 
 
-def _forked() -> None:
-    """In the child after fork(): new locks for every Storage (a thread of the parent may have held one,
-    and it does not exist here), so that its use raises the fork error instead of waiting forever."""
+# SQLite keeps, per process, what each open file's connections hold (locks, the WAL index's mutexes), and
+# fork() copies that state into the child although the parent's locks and threads stay behind. A
+# connection the child opened beside an inherited one would share that state: it could wait forever on a
+# mutex a parent's thread held at fork(), or write without any lock of its own, so that the parent, closing
+# the file, deletes the WAL the child still commits to. Hence every Storage's lock is taken across fork()
+# (no thread of ours is then inside SQLite), and the child closes the inherited connections, idle as they
+# are, before anything of its own runs.
+def _before_fork() -> None:
+    pid = os.getpid()
+    for storage in list(_OPEN):
+        if storage._pid == pid:
+            storage._lock.acquire()
+            _HELD_AT_FORK.append(storage)
+
+
+def _after_fork_in_parent() -> None:
+    while _HELD_AT_FORK:
+        _HELD_AT_FORK.pop()._lock.release()
+
+
+def _after_fork_in_child() -> None:
+    _HELD_AT_FORK.clear()
     for storage in list(_OPEN):
         storage._lock = threading.RLock()
+        conn = getattr(storage, "_conn", None)
+        if conn is not None:
+            try:
+                conn.close()  # idle: no transaction open, so nothing is written
+            except sqlite3.Error:
+                pass
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +294,10 @@ class Storage:
         self._data_version: int | None = None
         self._logs: weakref.WeakSet[Any] = weakref.WeakSet()  # routers' logs writing here
         _OPEN.add(self)
+        with self._lock:  # fork() waits for the opening to finish
+            self._open(path)
 
+    def _open(self, path: PathArg) -> None:
         given = path if isinstance(path, str) else os.fspath(path)
         if not isinstance(given, str):
             raise ConfigError(f"path must be a str or os.PathLike[str], got {type(path).__name__}")
@@ -763,8 +792,8 @@ class Storage:
 
     def close(self) -> None:
         """Flush the routers' logs to it, then close the connection. Calling it again does nothing. In a
-        child process after ``fork()`` the inherited connection is left untouched (closing it could disturb
-        the parent's)."""
+        child process after ``fork()`` there is nothing left to close: the inherited connection was closed
+        when the child started, without writing anything."""
         if not self._closed and os.getpid() == self._pid:
             with self._lock:
                 logs = list(self._logs)
@@ -778,8 +807,7 @@ class Storage:
                 return
             self._closed = True
             if os.getpid() != self._pid:
-                _INHERITED.append(self._conn)
-                return
+                return  # the inherited connection was closed right after fork()
             self._conn.close()
 
     @property
