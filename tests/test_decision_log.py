@@ -1111,6 +1111,49 @@ def test_a_childs_commits_survive_the_parent_closing_the_file(tmp_path, rng, cle
     assert count_rows(path) == 3 * 3, "a commit of the child was lost when the parent closed the database"
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_two_threads_forking_at_once(tmp_path, cleanup):
+    """fork() holds every Storage's lock until it returns in the parent; two threads forking at once take
+    turns, each child opens the files on its own, and the parent's Storages are left with no lock held."""
+    paths = [tmp_path / "a.db", tmp_path / "b.db"]
+    stores = [Storage(p) for p in paths]
+    cleanup.closers.extend(st.close for st in stores)
+    q = np.ones(DIM, np.float32)
+    for st in stores:
+        st.record_routing("parent", q, 0.5, True, 0.1, 1.0)
+    results: list[tuple[bytes | None, int | None]] = []
+    barrier = threading.Barrier(2)
+
+    def fork_once() -> None:
+        read_fd, write_fd = os.pipe()
+        barrier.wait()
+        pid = os.fork()
+        if pid == 0:
+            def child() -> int:
+                os.close(read_fd)
+                for p in paths:
+                    with Storage(p) as own:
+                        own.record_routing("child", q, 0.5, True, 0.1, 1.0)
+                os.write(write_fd, b"ok")
+                return 0
+            _in_child(child)
+        os.close(write_fd)
+        results.append(_wait_child(pid, read_fd))
+
+    threads = [threading.Thread(target=fork_once) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert results == [(b"ok", 0)] * 2
+    for st, p in zip(stores, paths):
+        writer = threading.Thread(target=st.record_routing, args=("parent", q, 0.5, True, 0.1, 1.0))
+        writer.start()
+        writer.join(TIMEOUT)
+        assert not writer.is_alive(), "a lock taken for fork() was left held in the parent"
+        assert count_rows(p) == 4
+
+
 # -- 12. bad input writes nothing -----------------------------------------------------------------------------
 
 def test_bad_input_writes_nothing(tmp_path, rng, cleanup):

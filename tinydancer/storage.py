@@ -158,6 +158,7 @@ _INSERT_DECISION = (f"INSERT INTO routing_decisions ({', '.join(DECISION_COLUMNS
 
 _OPEN: weakref.WeakSet[Storage] = weakref.WeakSet()
 _HELD_AT_FORK: list[Storage] = []
+_FORK_LOCK = threading.Lock()  # one fork() at a time takes the Storages' locks
 
 
 # SQLite keeps, per process, what each open file's connections hold (locks, the WAL index's mutexes), and
@@ -168,6 +169,7 @@ _HELD_AT_FORK: list[Storage] = []
 # (no thread of ours is then inside SQLite), and the child closes the inherited connections, idle as they
 # are, before anything of its own runs.
 def _before_fork() -> None:
+    _FORK_LOCK.acquire()
     pid = os.getpid()
     for storage in list(_OPEN):
         if storage._pid == pid:
@@ -178,9 +180,12 @@ def _before_fork() -> None:
 def _after_fork_in_parent() -> None:
     while _HELD_AT_FORK:
         _HELD_AT_FORK.pop()._lock.release()
+    _FORK_LOCK.release()
 
 
 def _after_fork_in_child() -> None:
+    global _FORK_LOCK
+    _FORK_LOCK = threading.Lock()
     _HELD_AT_FORK.clear()
     for storage in list(_OPEN):
         storage._lock = threading.RLock()
