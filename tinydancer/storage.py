@@ -192,7 +192,7 @@ def _after_fork_in_child() -> None:
         conn = getattr(storage, "_conn", None)
         if conn is not None:
             try:
-                conn.close()  # idle: no transaction open, so nothing is written
+                conn.close()  # idle: no transaction to roll back into the parent's file
             except sqlite3.Error:
                 pass
 
@@ -798,7 +798,7 @@ class Storage:
     def close(self) -> None:
         """Flush the routers' logs to it, then close the connection. Calling it again does nothing. In a
         child process after ``fork()`` there is nothing left to close: the inherited connection was closed
-        when the child started, without writing anything."""
+        when the child started (idle, as ``fork()`` waits for every use of it to end)."""
         if not self._closed and os.getpid() == self._pid:
             with self._lock:
                 logs = list(self._logs)
