@@ -16,7 +16,7 @@ from os import PathLike
 
 from tinydancer.errors import OutputFileError, TinyDancerError
 
-__all__ = ["check_writable", "write_atomic"]
+__all__ = ["check_writable", "describe_kind", "write_atomic"]
 
 PathArg = str | bytes | PathLike[str] | PathLike[bytes]
 
@@ -36,7 +36,8 @@ def _umask() -> int:
     return 0o022
 
 
-def _kind(mode: int) -> str:
+def describe_kind(mode: int) -> str:
+    """What a file that is not a regular one is, from its ``st_mode``: "a folder", "a FIFO", ..."""
     for test, name in _KINDS:
         if test(mode):
             return name
@@ -63,7 +64,7 @@ def check_writable(path: PathArg, error: type[TinyDancerError] = OutputFileError
         raise error(f"{given}: cannot be checked ({exc.strerror})") from None
     else:
         if not stat.S_ISREG(st.st_mode):
-            raise error(f"{given}: is {_kind(st.st_mode)}, not a regular file; it was left untouched")
+            raise error(f"{given}: is {describe_kind(st.st_mode)}, not a regular file; it was left untouched")
         mode = stat.S_IMODE(st.st_mode)
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):

@@ -35,7 +35,7 @@ import time
 import urllib.parse
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from os import PathLike
@@ -46,6 +46,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from tinydancer import checks, kernels
+from tinydancer.atomic_files import describe_kind
 from tinydancer.candidates import Candidate, CandidateBatch
 from tinydancer.errors import (
     ConfigError,
@@ -844,11 +845,6 @@ class Storage:
 
 # -- helpers ---------------------------------------------------------------------------------------------------
 
-_KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
-    (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
 def _check_path(path: str) -> bool:
     """Whether ``path`` exists (as a regular file); raise StorageError for anything else that cannot be opened."""
     try:
@@ -861,8 +857,7 @@ def _check_path(path: str) -> bool:
     except OSError as exc:
         raise StorageError(f"{path}: cannot be checked ({exc.strerror})") from None
     if not stat.S_ISREG(st.st_mode):
-        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
-        raise StorageError(f"{path}: is {kind}, not a regular file; it was left untouched")
+        raise StorageError(f"{path}: is {describe_kind(st.st_mode)}, not a regular file; it was left untouched")
     return True
 
 
