@@ -633,25 +633,29 @@ class Storage:
         elif not isinstance(request_id, str) or not request_id:
             raise InvalidInputError(f"request_id must be a non-empty str or None, got {request_id!r}")
         query = kernels.as_vector(query_embedding, "query_embedding")
-        row = (
+        dim = int(query.shape[0])
+        row = (  # DECISION_COLUMNS order; no features, prompt length, expected gain or threshold
+            request_id,
+            "candidate",
             candidate_id,
             query.tobytes(),
-            int(query.shape[0]),
+            "float32",
+            dim,
+            None,
+            None,
             checks.unit_interval(confidence, "confidence"),
+            None,
+            None,
             int(checks.flag(use_lightweight, "use_lightweight", error=InvalidInputError)),
             checks.unit_interval(uncertainty, "uncertainty"),
+            0,
             checks.real(inference_time_us, "inference_time_us", 0.0, error=InvalidInputError),
             time.time(),
-            request_id,
         )
         with self._lock:
             with self._writing() as conn:
-                claimed = self._claim_dim(conn, row[2], "query_embedding")
-                conn.execute(
-                    "INSERT INTO routing_decisions (candidate_id, query_embedding, dim, confidence, use_lightweight,"
-                    " uncertainty, inference_time_us, recorded_at, request_id, kind, embedding_dtype, fell_back)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'candidate', 'float32', 0)",
-                    row)
+                claimed = self._claim_dim(conn, dim, "query_embedding")
+                conn.execute(_INSERT_DECISION, row)
             if claimed is not None:
                 self._dim = claimed
         return request_id
