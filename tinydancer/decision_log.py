@@ -321,7 +321,7 @@ def _rows(item: tuple[Any, ...], out: list[tuple[Any, ...]]) -> None:
                         conf[i], None, threshold, int(light[i]), unc[i], fell_back, time_us, at))
     elif tag == QUERY:
         _, rid, embedding, length, d, time_us, at = item
-        blob, dtype = _packed(embedding)
+        [(blob, dtype)] = _packed(embedding[None])
         out.append((rid, "query", None, blob, dtype, int(embedding.shape[0]), None, length, d.confidence,
                     d.expected_gain, d.threshold, int(d.use_lightweight), d.uncertainty, 0, time_us, at))
     else:
@@ -332,21 +332,20 @@ def _rows(item: tuple[Any, ...], out: list[tuple[Any, ...]]) -> None:
         conf, gain = ds.confidence.tolist(), ds.expected_gain.tolist()
         use, unc = ds.use_lightweight.tolist(), ds.uncertainty.tolist()
         lens = [None] * n if lengths is None else lengths.tolist()
-        half = embeddings.astype(np.float16)
-        fits = np.isfinite(half).all(axis=1).tolist()
+        packed = _packed(embeddings)
         for i in range(n):
-            blob, dtype = (half[i].tobytes(), EMBEDDING_DTYPE) if fits[i] else (embeddings[i].tobytes(), "float32")
+            blob, dtype = packed[i]
             out.append((f"{rid}.{i}", "query", None, blob, dtype, dim, None, lens[i], conf[i], gain[i], ds.threshold,
                         int(use[i]), unc[i], 0, each, at))
 
 
-def _packed(embedding: np.ndarray) -> tuple[bytes, str]:
-    """A float32 embedding's bytes in half precision, or in single precision when a value is beyond
-    float16's range (65504)."""
-    half = embedding.astype(np.float16)
-    if np.isfinite(half).all():
-        return half.tobytes(), EMBEDDING_DTYPE
-    return embedding.tobytes(), "float32"
+def _packed(embeddings: np.ndarray) -> list[tuple[bytes, str]]:
+    """Each row of a float32 matrix of embeddings as (bytes, dtype): in half precision, or in single
+    precision when one of its values is beyond float16's range (65504). The matrix is converted at once."""
+    half = embeddings.astype(np.float16)
+    fits = np.isfinite(half).all(axis=1).tolist()
+    return [(half[i].tobytes(), EMBEDDING_DTYPE) if fit else (embeddings[i].tobytes(), "float32")
+            for i, fit in enumerate(fits)]
 
 
 def _close_all() -> None:
