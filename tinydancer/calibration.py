@@ -41,7 +41,6 @@ from __future__ import annotations
 import bisect
 import math
 import numbers
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -150,7 +149,7 @@ class Calibration:
         if type(values) is float and math.isfinite(values):  # one number: no array (a route() call)
             return np.bool_(values >= self.threshold if self.risk == RISK_LIGHTWEIGHT_ERROR
                             else values <= self.threshold)
-        v = _as_reals(values, "values")
+        v = checks.real_array(values, "values")
         return v >= self.threshold if self.risk == RISK_LIGHTWEIGHT_ERROR else v <= self.threshold
 
     def uncertainty(self, values: Any) -> float | np.ndarray:
@@ -192,7 +191,7 @@ class Calibration:
                 beyond = bisect.bisect_right(ascending, values)
             count = total if beyond >= kept else beyond * (total - 1) // max(kept - 1, 1)
             return (1.0 + count) / (1.0 + total)
-        v = _as_reals(values, "values")
+        v = checks.real_array(values, "values")
         if total == 0:
             result = np.ones(v.shape)
         else:
@@ -302,24 +301,9 @@ def _checked(values: dict[str, Any], name: Callable[[str], str]) -> dict[str, An
 # ---------------------------------------------------------------------------------------------- the inputs
 
 
-def _as_reals(value: Any, name: str) -> np.ndarray:
-    """``value`` as a float64 array of any shape; non-numbers, complex numbers, NaN and Inf raise."""
-    if value is None:
-        raise InvalidInputError(f"{name} is required")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", np.exceptions.ComplexWarning)
-            a = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError, np.exceptions.ComplexWarning):
-        raise InvalidInputError(f"{name} must hold real numbers") from None
-    if not np.isfinite(a).all():
-        raise InvalidInputError(f"{name} contains NaN or Inf")
-    return a
-
-
 def _as_vector(value: Any, name: str, n: int | None = None) -> np.ndarray:
     """``value`` as a non-empty 1-D float64 array of finite numbers (of length ``n`` when given)."""
-    a = _as_reals(value, name)
+    a = checks.real_array(value, name)
     if a.ndim != 1:
         raise InvalidInputError(f"{name} must be 1-D, got shape {a.shape}")
     if a.size == 0:
@@ -445,7 +429,7 @@ def binomial_tail(k: Any, n: Any, p: float) -> float | np.ndarray:
     p = _as_level(p, "p")
     arrays = []
     for value, name in ((k, "k"), (n, "n")):
-        a = _as_reals(value, name)
+        a = checks.real_array(value, name)
         if (a != np.round(a)).any() or (np.abs(a) > 2.0**53).any():
             raise InvalidInputError(f"{name} must hold integers")
         arrays.append(a.astype(np.int64))

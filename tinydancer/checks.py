@@ -1,7 +1,8 @@
 """Checks of single values: configuration fields, options and per-object fields.
 
 Arrays are checked by the compiled kernels (``tinydancer._kernels``); everything that is one number, one
-flag or one count is checked here, once, with a message that names the value. Each check takes the
+flag or one count is checked here, once, with a message that names the value, as is the conversion of an
+argument to a float64 array (:func:`real_array`). Each check takes the
 exception class to raise, so a configuration field raises :class:`~tinydancer.errors.ConfigError` and a
 request field :class:`~tinydancer.errors.InvalidInputError` with the same wording.
 """
@@ -11,11 +12,14 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import warnings
 from typing import Any
+
+import numpy as np
 
 from tinydancer.errors import ConfigError, InvalidInputError
 
-__all__ = ["real", "integer", "flag", "unit_interval", "clock_reading"]
+__all__ = ["real", "integer", "flag", "unit_interval", "clock_reading", "real_array", "all_finite"]
 
 _INT64_MAX = 2**63 - 1
 
@@ -83,3 +87,28 @@ def clock_reading(value: Any) -> float:
     if type(value) is float and value - value == 0.0:  # a finite float, the usual case
         return value
     return real(value, "the clock's reading (unix seconds)", error=ConfigError)
+
+
+def real_array(value: Any, name: str, *, required: bool = True, finite: bool = True,
+               wording: str = "must hold real numbers", error: type[Exception] = InvalidInputError) -> np.ndarray:
+    """``value`` as a float64 array of any shape, or raise ``error`` naming ``name``.
+
+    None raises "is required" when ``required``; complex numbers and non-numbers raise ``name`` followed by
+    ``wording``; NaN and Inf raise when ``finite`` (else see :func:`all_finite`).
+    """
+    if required and value is None:
+        raise error(f"{name} is required")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", np.exceptions.ComplexWarning)
+            a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, np.exceptions.ComplexWarning):
+        raise error(f"{name} {wording}") from None
+    return all_finite(a, name, error=error) if finite else a
+
+
+def all_finite(a: np.ndarray, name: str, *, error: type[Exception] = InvalidInputError) -> np.ndarray:
+    """``a`` itself when it holds no NaN or Inf, else raise ``error`` naming ``name``."""
+    if not np.isfinite(a).all():
+        raise error(f"{name} contains NaN or Inf")
+    return a

@@ -9,12 +9,12 @@ error: :func:`one_class_message` says so, and the trainer warns with :class:`Tra
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from tinydancer import checks
 from tinydancer.errors import InvalidInputError
 from tinydancer.model import FastGRNN, FastGRNNConfig
 
@@ -40,6 +40,9 @@ MIN_TRAINING_EXAMPLES = 2
 """The fewest examples training runs on (after the validation split): one example teaches nothing."""
 
 
+_WORDING = "must be an array of real numbers"
+
+
 class TrainingDataWarning(UserWarning):
     """The training data trains without error but cannot teach the model much (every label the same)."""
 
@@ -55,16 +58,6 @@ def check_model(model: Any) -> FastGRNN:
     return model
 
 
-def _as_float(value: Any, name: str) -> np.ndarray:
-    """``value`` as a float64 array; complex numbers and non-numbers raise InvalidInputError."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", np.exceptions.ComplexWarning)
-            return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError, np.exceptions.ComplexWarning):
-        raise InvalidInputError(f"{name} must be an array of real numbers") from None
-
-
 def as_inputs(X: Any, name: str, config: FastGRNNConfig) -> np.ndarray:
     """Model inputs as float64 (N, T, I).
 
@@ -77,9 +70,7 @@ def as_inputs(X: Any, name: str, config: FastGRNNConfig) -> np.ndarray:
         InvalidInputError: missing, not real numbers, the wrong shape, empty, NaN/Inf, or a magnitude
             beyond :data:`MAX_FEATURE_MAGNITUDE`.
     """
-    if X is None:
-        raise InvalidInputError(f"{name} is required")
-    a = _as_float(X, name)
+    a = checks.real_array(X, name, finite=False, wording=_WORDING)
     steps, inputs = config.timesteps, config.input_dim
     expected = f"(N, {inputs})" if steps == 1 else f"(N, {steps}, {inputs})"
     if steps == 1 and a.ndim == 2:
@@ -88,8 +79,7 @@ def as_inputs(X: Any, name: str, config: FastGRNNConfig) -> np.ndarray:
         raise InvalidInputError(f"{name} must have shape {expected} for this model, got {np.shape(X)}")
     if a.shape[0] == 0:
         raise InvalidInputError(f"{name} is empty")
-    if not np.isfinite(a).all():
-        raise InvalidInputError(f"{name} contains NaN or Inf")
+    checks.all_finite(a, name)
     peak = float(np.abs(a).max())
     if peak > MAX_FEATURE_MAGNITUDE:
         raise InvalidInputError(f"{name} holds values up to {peak:.3g} in magnitude; beyond "
@@ -112,15 +102,12 @@ def as_labels(y: Any, name: str, n: int, output_dim: int) -> np.ndarray:
     Raises:
         InvalidInputError: missing, the wrong shape, NaN/Inf, or out of range.
     """
-    if y is None:
-        raise InvalidInputError(f"{name} is required")
-    a = _as_float(y, name)
+    a = checks.real_array(y, name, finite=False, wording=_WORDING)
     if output_dim == 1 and a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
     if a.shape != (n,):
         raise InvalidInputError(f"{name} must have shape ({n},), one label per example, got {a.shape}")
-    if not np.isfinite(a).all():
-        raise InvalidInputError(f"{name} contains NaN or Inf")
+    checks.all_finite(a, name)
     if output_dim == 1:
         if ((a < 0.0) | (a > 1.0)).any():
             raise InvalidInputError(f"{name} must hold labels in [0, 1]")
@@ -145,14 +132,13 @@ def as_soft(soft: Any, name: str, n: int, output_dim: int) -> np.ndarray:
     Raises:
         InvalidInputError: the wrong shape, NaN/Inf, out of [0, 1], or rows not summing to 1.
     """
-    a = _as_float(soft, name)
+    a = checks.real_array(soft, name, required=False, finite=False, wording=_WORDING)
     if output_dim == 1 and a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
     shape = (n,) if output_dim == 1 else (n, output_dim)
     if a.shape != shape:
         raise InvalidInputError(f"{name} must have shape {shape}, one entry per example, got {a.shape}")
-    if not np.isfinite(a).all():
-        raise InvalidInputError(f"{name} contains NaN or Inf")
+    checks.all_finite(a, name)
     if ((a < 0.0) | (a > 1.0)).any():
         raise InvalidInputError(f"{name} must hold probabilities in [0, 1]")
     if output_dim > 1:
