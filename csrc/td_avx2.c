@@ -422,25 +422,6 @@ static inline __m256 fastgrnn_cell_avx2(__m256 a_f32x8, __m256 bz_f32x8, __m256 
     return _mm256_fmadd_ps(z_f32x8, h_f32x8, _mm256_mul_ps(g_f32x8, c_f32x8));
 }
 
-/* Unrolls the short loops over examples, blocks and partial sums of the grouped FastGRNN kernels before the
- * compiler decides where their accumulator arrays live: without it GCC kept one such array on the stack and
- * stored every accumulator on each pass over the columns (AVX-512, hidden 16, input 385: 100 -> 188 ns an
- * item). */
-#if defined(__GNUC__) || defined(__clang__)
-#define TD_UNROLL _Pragma("GCC unroll 4")
-#else
-#define TD_UNROLL
-#endif
-
-/* Keeps a grouped kernel out of line: inlined into its caller, it has fewer registers for its accumulators
- * (the constants of the caller's loop hold some), and one accumulator on the stack made every pass over the
- * columns wait on a store (AVX2, hidden 8, input 385: 96 -> 185 ns an item). */
-#if defined(_MSC_VER) && !defined(__clang__)
-#define TD_NOINLINE static __declspec(noinline)
-#else
-#define TD_NOINLINE static __attribute__((noinline))
-#endif
-
 /* p[0 .. n) as f32 for n in [1, 7], zeros in the other lanes, with one 8-byte load inside [lo, lo + size)
  * where size >= 16 and [p, p + n) lies inside: the 8 bytes ending at p + n, or near lo the 8 from p, then
  * shifted and masked into place (no library call in the loop around it). */
@@ -716,11 +697,11 @@ static inline __m256 small_apply_avx2(const td_matrix *mat, const float *x) {
 
 /* td_fastgrnn_output_ with vector logits: logit_o = (sum of the 8 lanes of one FMA chain over the blocks of
  * 8 hidden units, lane l taking w_out[o, i] h[i] for i = l mod 8) + b_out[o]. The sigmoid (output_dim 1) and
- * the softmax are td_fastgrnn_output_'s, with libm expf. The scalar dot products took about 60 ns an item at
+ * the softmax are td_fastgrnn_probs_. The scalar dot products took about 60 ns an item at
  * hidden 32 and output_dim 4. h: hidden floats. */
 static void fastgrnn_output_avx2(const td_fastgrnn *m, const float *h, float *out) {
     const size_t hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
-    float logits[TD_FASTGRNN_MAX_DIM], top = -INFINITY, sum = 0.0f;
+    float logits[TD_FASTGRNN_MAX_DIM];
     for (size_t o = 0; o < outputs; ++o) {
         const float *row = m->w_out + o * hidden;
         __m256 dot_f32x8 = _mm256_setzero_ps();
@@ -729,16 +710,7 @@ static void fastgrnn_output_avx2(const td_fastgrnn *m, const float *h, float *ou
                                         dot_f32x8);
         logits[o] = hsum_f32x8_avx2(dot_f32x8) + m->b_out[o];
     }
-    if (outputs == 1) {
-        out[0] = td_sigmoid_f32_(logits[0]);
-        return;
-    }
-    for (size_t o = 0; o < outputs; ++o) top = logits[o] > top ? logits[o] : top;
-    for (size_t o = 0; o < outputs; ++o) {
-        out[o] = expf(logits[o] - top);
-        sum += out[o];
-    }
-    for (size_t o = 0; o < outputs; ++o) out[o] /= sum;
+    td_fastgrnn_probs_(logits, outputs, out);
 }
 
 /* Sets lane n % 8 of *logits to v (v holds the logit of item n in every lane). When that group of 8 items

@@ -458,24 +458,6 @@ TD_FORCE_INLINE __m512 load_col_avx512(const float *w32, const int8_t *w8, int i
     return is_i8 ? cvt_i8_f32x16_avx512(_mm_maskz_loadu_epi8(mask, w8 + off)) : _mm512_maskz_loadu_ps(mask, w32 + off);
 }
 
-/* Unrolls the short loops over examples, blocks and partial sums of the grouped FastGRNN kernels before the
- * compiler decides where their accumulator arrays live: without it GCC kept one such array on the stack and
- * stored every accumulator on each pass over the columns (hidden 16, input 385: 100 -> 188 ns an item). */
-#if defined(__GNUC__) || defined(__clang__)
-#define TD_UNROLL _Pragma("GCC unroll 4")
-#else
-#define TD_UNROLL
-#endif
-
-/* Keeps a grouped kernel out of line: inlined into its caller, it has fewer registers for its accumulators
- * (the constants of the caller's loop hold some), and one accumulator on the stack made every pass over the
- * columns wait on a store (seen in the AVX2 kernel: hidden 8, input 385, 96 -> 185 ns an item). */
-#if defined(_MSC_VER) && !defined(__clang__)
-#define TD_NOINLINE static __declspec(noinline)
-#else
-#define TD_NOINLINE static __attribute__((noinline))
-#endif
-
 /* sum_j M[rows i.., j] x_e[j] for E examples (E <= 4, x_e = x + e x_stride) and one block of up to 16 rows
  * (lanes in mask) of a column-major matrix; out[e] receives example e. Each column is loaded (and converted)
  * once for all E examples. The order of the sums is the same for every E and any alignment: four partial
@@ -603,11 +585,6 @@ TD_FORCE_INLINE __m512 apply_small_avx512(const td_matrix *mat, const float *x, 
     }
 }
 
-/* The dense forms of W, for which a batch of one-step sequences takes W x in groups (dense_w_group_avx512). */
-TD_FORCE_INLINE int is_dense_avx512(const td_matrix *mat) {
-    return mat->kind == TD_MATRIX_DENSE_F32 || mat->kind == TD_MATRIX_DENSE_I8;
-}
-
 /* How many examples dense_w_group_avx512 takes at once. */
 #define TD_GROUP_AVX512 4
 
@@ -660,11 +637,11 @@ TD_FORCE_INLINE __m512 fastgrnn_cell_avx512(__m512 a_f32x16, __m512 bz_f32x16, _
 
 /* td_fastgrnn_output_ with vector logits: logit_o = (sum of the 16 lanes of one FMA chain over the blocks of
  * 16 hidden units, lane l taking w_out[o, i] h[i] for i = l mod 16) + b_out[o]. The sigmoid (output_dim 1) and
- * the softmax are td_fastgrnn_output_'s, with libm expf. The scalar dot products took about 60 ns an item at
+ * the softmax are td_fastgrnn_probs_. The scalar dot products took about 60 ns an item at
  * hidden 32 and output_dim 4, a third of a one-step item with input 385. h: hidden floats. */
 static void fastgrnn_output_avx512(const td_fastgrnn *m, const float *h, float *out) {
     size_t hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
-    float logits[TD_FASTGRNN_MAX_DIM], top = -INFINITY, sum = 0.0f;
+    float logits[TD_FASTGRNN_MAX_DIM];
     for (size_t o = 0; o < outputs; ++o) {
         const float *row = m->w_out + o * hidden;
         __m512 dot_f32x16 = _mm512_setzero_ps();
@@ -675,16 +652,7 @@ static void fastgrnn_output_avx512(const td_fastgrnn *m, const float *h, float *
         }
         logits[o] = _mm512_reduce_add_ps(dot_f32x16) + m->b_out[o];
     }
-    if (outputs == 1) {
-        out[0] = td_sigmoid_f32_(logits[0]);
-        return;
-    }
-    for (size_t o = 0; o < outputs; ++o) top = logits[o] > top ? logits[o] : top;
-    for (size_t o = 0; o < outputs; ++o) {
-        out[o] = expf(logits[o] - top);
-        sum += out[o];
-    }
-    for (size_t o = 0; o < outputs; ++o) out[o] /= sum;
+    td_fastgrnn_probs_(logits, outputs, out);
 }
 
 /* W x_e for TD_GROUP_AVX512 examples (x_e = x + e x_stride) and a W of at most 16 rows (lanes in mask), dense f32
@@ -713,7 +681,7 @@ static void fastgrnn_small_avx512(const td_fastgrnn *m, const float *x, size_t b
     __m512 wout_f32x16 = load_lanes_avx512(m->w_out, mask), logit_f32x16 = _mm512_setzero_ps();
     float hbuf[16], tmp[16 + TD_FASTGRNN_MAX_DIM];
     __m512 group_f32x16[TD_GROUP_AVX512];
-    size_t grouped_end = m->timesteps == 1 && is_dense_avx512(&m->w) ? batch - batch % TD_GROUP_AVX512 : 0;
+    size_t grouped_end = m->timesteps == 1 && td_matrix_is_dense_(&m->w) ? batch - batch % TD_GROUP_AVX512 : 0;
     for (size_t n = 0; n < batch; ++n) {
         const float *xn = x + n * step;
         __m512 h_f32x16 = _mm512_setzero_ps(); /* h_0 = 0 */
@@ -746,7 +714,7 @@ static void fastgrnn_large_avx512(const td_fastgrnn *m, const float *x, size_t b
     size_t step = (size_t)m->timesteps * inputs;
     float group[TD_GROUP_AVX512 * TD_FASTGRNN_MAX_DIM], uh[TD_FASTGRNN_MAX_DIM], h[TD_FASTGRNN_MAX_DIM];
     float tmp[TD_FASTGRNN_MAX_DIM];
-    int grouped = m->timesteps == 1 && is_dense_avx512(&m->w);
+    int grouped = m->timesteps == 1 && td_matrix_is_dense_(&m->w);
     for (size_t n = 0; n < batch; ++n) {
         const float *xn = x + n * step;
         float *a = grouped ? group + n % TD_GROUP_AVX512 * hidden : group;

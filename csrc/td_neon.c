@@ -458,15 +458,6 @@ static void matrix_apply_neon(const td_matrix *m, const float *x, float *y) {
     }
 }
 
-/* Unrolls the short loops over examples, blocks and partial sums of the grouped FastGRNN kernels before the
- * compiler decides where their accumulator arrays live: without it GCC kept one such array on the stack and
- * stored every accumulator on each pass over the columns (seen in the AVX-512 kernel: 100 -> 188 ns an item). */
-#if defined(__GNUC__) || defined(__clang__)
-#define TD_UNROLL _Pragma("GCC unroll 4")
-#else
-#define TD_UNROLL
-#endif
-
 /* Rows i .. i + 4R - 1 (R = 4 or 1 vectors of 4 rows, all inside the matrix) of a_e = M x_e (times the row
  * scales for int8) for E examples (E <= 4, x_e = x + e x_stride, a_e = a + e a_stride), M column-major f32
  * (w32) or int8 (w8). Each column is loaded (and converted) once for all E examples. Each row is one FMA
@@ -598,7 +589,7 @@ void td_fastgrnn_batch_neon(const td_fastgrnn *m, const float *x, size_t batch, 
     size_t step = (size_t)m->timesteps * (size_t)m->input_dim, hidden = (size_t)m->hidden_dim;
     size_t outputs = (size_t)m->output_dim;
     float group[TD_GROUP_NEON * TD_FASTGRNN_MAX_DIM];
-    if (m->timesteps == 1 && (m->w.kind == TD_MATRIX_DENSE_F32 || m->w.kind == TD_MATRIX_DENSE_I8)) {
+    if (m->timesteps == 1 && td_matrix_is_dense_(&m->w)) {
         for (size_t n = 0; n < batch; n += TD_GROUP_NEON) {
             size_t count = batch - n < TD_GROUP_NEON ? batch - n : TD_GROUP_NEON;
             dense_w_group_neon(&m->w, x + n * step, step, count, group, hidden);

@@ -129,17 +129,8 @@ static void matrix_apply_scalar(const td_matrix *m, const float *x, float *y) {
     }
 }
 
-/* Writes output_dim probabilities from the final hidden state. Shared by every ISA (it is tiny). */
-void td_fastgrnn_output_(const td_fastgrnn *m, const float *h, float *out) {
-    size_t hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
-    float logits[TD_FASTGRNN_MAX_DIM];
+void td_fastgrnn_probs_(const float *logits, size_t outputs, float *out) {
     float top = -INFINITY, sum = 0.0f;
-    for (size_t o = 0; o < outputs; ++o) {
-        const float *row = m->w_out + o * hidden;
-        float acc = m->b_out[o];
-        for (size_t i = 0; i < hidden; ++i) acc += row[i] * h[i];
-        logits[o] = acc;
-    }
     if (outputs == 1) {
         out[0] = td_sigmoid_f32_(logits[0]);
         return;
@@ -150,6 +141,19 @@ void td_fastgrnn_output_(const td_fastgrnn *m, const float *h, float *out) {
         sum += out[o];
     }
     for (size_t o = 0; o < outputs; ++o) out[o] /= sum;
+}
+
+/* Writes output_dim probabilities from the final hidden state. */
+void td_fastgrnn_output_(const td_fastgrnn *m, const float *h, float *out) {
+    size_t hidden = (size_t)m->hidden_dim, outputs = (size_t)m->output_dim;
+    float logits[TD_FASTGRNN_MAX_DIM];
+    for (size_t o = 0; o < outputs; ++o) {
+        const float *row = m->w_out + o * hidden;
+        float acc = m->b_out[o];
+        for (size_t i = 0; i < hidden; ++i) acc += row[i] * h[i];
+        logits[o] = acc;
+    }
+    td_fastgrnn_probs_(logits, outputs, out);
 }
 
 static void fastgrnn_one_scalar(const td_fastgrnn *m, const float *x, float *out) {
