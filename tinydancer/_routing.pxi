@@ -77,8 +77,15 @@ cdef class RouteResult:
         return r
 
     @staticmethod
+    cdef inline Py_ssize_t _scratch_at(Py_ssize_t n) noexcept:
+        return (13 * n + 3) & ~3
+
+    @staticmethod
     cdef inline Py_ssize_t _features_at(Py_ssize_t n) noexcept:
-        return ((13 * n + 3) & ~3) + (4 * n if n > 32 else 0)
+        return RouteResult._scratch_at(n) + (4 * n if n > 32 else 0)
+
+    cdef inline int32_t *_scratch(self) noexcept:
+        return <int32_t *>(self._data() + RouteResult._scratch_at(self.n)) if self.n > 32 else NULL
 
     cdef inline float *_features(self) noexcept:
         return <float *>(self._data() + RouteResult._features_at(self.n)) if self.has_features else NULL
@@ -248,8 +255,7 @@ cdef class RoutePass:
                                        c.norms_p, <size_t>n, c.created_p, c.counts_p, c.success_p, r.overlap_p, r.now,
                                        self.threshold, self.max_uncertainty, <float *>b, <float *>(b + 4 * n), flags,
                                        <int32_t *>(b + 8 * n),
-                                       <int32_t *>(b + ((13 * n + 3) & ~3)) if n > 32 else NULL,
-                                       result._features())
+                                       result._scratch(), result._features())
         _reacquire(state)
         if rc != 0:
             r.explain_nan()

@@ -246,7 +246,7 @@ cdef class CandidateColumns:
 
     cdef object _column(self, cnp.ndarray a, int typenum):
         if a is None:  # a buffer never filled
-            return np.empty(0, dtype=_TYPE_NAMES[typenum])
+            return np.empty(0, dtype=_KIND_NAMES[typenum])
         return _view(a, cnp.PyArray_DATA(a), typenum, 1, self.n, 0)
 
     def __len__(self):
@@ -254,9 +254,6 @@ cdef class CandidateColumns:
 
     def __repr__(self):
         return f"CandidateColumns(n={self.n}, dim={self.dim})"
-
-
-_TYPE_NAMES = {cnp.NPY_FLOAT32: "float32", cnp.NPY_FLOAT64: "float64", cnp.NPY_INT64: "int64"}
 
 
 cdef inline str _label(str name, Py_ssize_t i, bint single):
@@ -349,9 +346,8 @@ def gather_candidates(candidates, CandidateColumns into not None, str name="cand
     cdef double *cr = <double *>cnp.PyArray_DATA(into.created)
     cdef int64_t *co = <int64_t *>cnp.PyArray_DATA(into.counts)
     cdef float *su = _out_f32(into.success)
-    cdef double tv, rv, latest = -INFINITY
+    cdef double tv, rv
     cdef long long cv
-    cdef Py_ssize_t latest_row = 0
     for i in range(n):
         c = candidates[i]
         try:
@@ -394,12 +390,10 @@ def gather_candidates(candidates, CandidateColumns into not None, str name="cand
                 raise InvalidInputError(f"{_label(name, i, single)}.metadata must be a dict, got "
                                         f"{type(md).__name__}{_id_note((cid,), 0)}")
             metas[i] = md
-        if tv > latest:
-            latest, latest_row = tv, i
         cr[i] = tv
         co[i] = cv
         su[i] = <float>rv
-    into.latest, into.latest_row = latest, latest_row
+    into._find_latest(cr, n)
     ids = tuple(ids_list)
     into.ids = ids
     if n:
