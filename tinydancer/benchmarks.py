@@ -675,7 +675,7 @@ def make_benchmarks(groups: Iterable[str] = ("kernels",)) -> list[Benchmark]:
     return [benchmark for group in groups for benchmark in GROUPS[group]()]
 
 
-def _check_isas(isas: Sequence[str] | None) -> list[str]:
+def check_isas(isas: Sequence[str] | None) -> list[str]:
     """``isas`` (default: every available ISA), each one available here, else ConfigError from set_isa."""
     isas = list(isas) if isas else kernels.available_isas()
     before = kernels.active_isa()
@@ -708,7 +708,7 @@ def measure(benchmarks: Iterable[Benchmark], isas: Sequence[str] | None = None, 
         ConfigError: an ISA that is unknown or not available here.
     """
     repeats, target_s = _check_timing(repeats, target_s)
-    return _rows(list(benchmarks), _check_isas(isas), repeats, target_s)
+    return _rows(list(benchmarks), check_isas(isas), repeats, target_s)
 
 
 def _rows(benchmarks: list[Benchmark], isas: list[str], repeats: int, target_s: float) -> Iterator[list[Timing]]:
@@ -754,7 +754,7 @@ def run(isas: list[str] | None = None, *, repeats: int = 7, target_s: float = 0.
         ConfigError: an ISA that is unknown or not available here.
     """
     repeats, target_s = _check_timing(repeats, target_s)
-    isas = _check_isas(isas)
+    isas = check_isas(isas)
     return [t for row in _rows(make_benchmarks(groups), isas, repeats, target_s) for t in row]
 
 

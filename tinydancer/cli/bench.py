@@ -40,14 +40,9 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         TinyDancerError: an ``--isa`` that is not available on this machine.
     """
-    from tinydancer import __version__, benchmarks, kernels
-    from tinydancer.errors import TinyDancerError
+    from tinydancer import __version__, benchmarks
 
-    available = kernels.available_isas()
-    isas = list(dict.fromkeys(args.isa)) if args.isa else available
-    for isa in isas:
-        if isa not in available:
-            raise TinyDancerError(f"ISA {isa!r} is not available here (available: {', '.join(available)})")
+    isas = benchmarks.check_isas(list(dict.fromkeys(args.isa)) if args.isa else None)
     groups = tuple(dict.fromkeys(args.group)) if args.group else GROUPS
     print(f"tinydancer {__version__}, {benchmarks.cpu_name()}, median of {args.repeats} repeats per figure",
           flush=True)
