@@ -25,7 +25,14 @@ from tinydancer.model.compression import prune_matrix, quantize_matrix
 from tinydancer.model.crate import CrateFastGRNN
 from tinydancer.model.storage import STORAGE, TensorSpec
 
-__all__ = ["FastGRNNConfig", "FastGRNN", "load_model"]
+__all__ = ["FastGRNNConfig", "FastGRNN", "load_model", "zero_share"]
+
+
+def zero_share(matrices: tuple[KernelMatrix, ...]) -> float:
+    """The fraction of zero entries in ``matrices`` together."""
+    total = sum(m.shape[0] * m.shape[1] for m in matrices)
+    zeros = sum(int(np.count_nonzero(m.to_dense() == 0)) for m in matrices)
+    return zeros / total
 
 
 @dataclass(frozen=True)
@@ -277,10 +284,7 @@ class FastGRNN:
     @property
     def sparsity(self) -> float:
         """The fraction of zero entries in W and U together (0.0 for a dense model)."""
-        cell = self._cell
-        total = cell.W.shape[0] * cell.W.shape[1] + cell.U.shape[0] * cell.U.shape[1]
-        zeros = sum(int(np.count_nonzero(m.to_dense() == 0)) for m in (cell.W, cell.U))
-        return zeros / total
+        return zero_share((self._cell.W, self._cell.U))
 
     def quantize(self) -> FastGRNN:
         """Convert W and U to int8, symmetric per output row with a float32 scale; inference then runs the

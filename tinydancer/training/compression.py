@@ -17,6 +17,7 @@ import numpy as np
 from tinydancer import checks
 from tinydancer.errors import ConfigError, InvalidInputError, ModelError
 from tinydancer.model import FastGRNN, magnitude_mask
+from tinydancer.model.fastgrnn import zero_share
 from tinydancer.training.config import TrainingConfig, TrainingMetrics
 from tinydancer.training.inputs import PreparedData, TrainingDataWarning, check_model, one_class_message, prepare
 from tinydancer.training.metrics import evaluate
@@ -96,10 +97,7 @@ def counted_sparsity(model: FastGRNN) -> float:
     """The fraction of zero weights in W and U together, as :attr:`FastGRNN.sparsity`, except that with one
     timestep only W counts: U multiplies h0 = 0 there, so no weight of it matters or trains."""
     cell = model.cell
-    matrices = (cell.W,) if model.config.timesteps == 1 else (cell.W, cell.U)
-    total = sum(m.shape[0] * m.shape[1] for m in matrices)
-    zeros = sum(int(np.count_nonzero(m.to_dense() == 0)) for m in matrices)
-    return zeros / total
+    return zero_share((cell.W,) if model.config.timesteps == 1 else (cell.W, cell.U))
 
 
 def _epochs(value: Any, name: str, default: int) -> int:
