@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from tinydancer import checks
-from tinydancer.errors import ConfigError, InvalidInputError, ModelError
+from tinydancer.errors import ConfigError, ModelError
 from tinydancer.model import FastGRNN, magnitude_mask
 from tinydancer.model.fastgrnn import zero_share
 from tinydancer.training.config import TrainingConfig, TrainingMetrics
 from tinydancer.training.inputs import PreparedData, TrainingDataWarning, check_model, one_class_message, prepare
 from tinydancer.training.metrics import evaluate
-from tinydancer.training.trainer import Projection, Trainer
+from tinydancer.training.trainer import Projection, Trainer, _check_hooks
 
 __all__ = ["StageReport", "CompressionReport", "compress", "stage_epochs", "counted_sparsity"]
 
@@ -219,8 +219,7 @@ def compress(model: FastGRNN, X: Any, y: Any, *, target_sparsity: float, config:
     iht_n = _epochs(iht_epochs, "iht_epochs", shares["iht"])
     retrain_n = _epochs(retrain_epochs, "retrain_epochs", shares["retrain"])
     checks.flag(quantize, "quantize")
-    if callback is not None and not callable(callback):
-        raise InvalidInputError("callback must be callable")
+    _check_hooks(callback, None)
 
     data = prepare(model.config, cfg.validation_split, np.random.default_rng(cfg.seed), X, y, None,
                    X_val, y_val, None)
