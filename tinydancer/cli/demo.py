@@ -74,7 +74,7 @@ def _query_demo() -> None:
 
     from tinydancer.benchmarks import format_ns, time_call
     from tinydancer.errors import MissingExtraError
-    from tinydancer.evaluation.metrics import GPT4_PRICE, MIXTRAL_PRICE
+    from tinydancer.evaluation.metrics import GPT4_PRICE, MIXTRAL_PRICE, cost_saving
     from tinydancer.query_router import QueryRouter
 
     data = json.loads((resources.files("tinydancer") / "models" / "demo_prompts.json").read_text("utf-8"))
@@ -106,7 +106,7 @@ def _query_demo() -> None:
     strong = np.array([p["strong_correct"] for p in prompts], dtype=float)
     weak = np.array([p["weak_correct"] for p in prompts], dtype=float)
     n, k = len(prompts), int(cheap.sum())
-    cost = ((n - k) * GPT4_PRICE + k * MIXTRAL_PRICE) / (n * GPT4_PRICE)
+    cost = 1.0 - cost_saving((n - k) / n)  # the bill as a share of sending all to GPT-4
     kept = np.where(cheap, weak, strong).sum()
     print(f"\n{k} of {n} prompts to the cheap model: {cost:.0%} of the bill of sending all to GPT-4 (RouteLLM's "
           f"prices, ${GPT4_PRICE} and ${MIXTRAL_PRICE} per million tokens); right answers {kept:.0f} of {n}, "
