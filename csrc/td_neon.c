@@ -547,12 +547,12 @@ static inline float32x4_t fastgrnn_cell_neon(float32x4_t a_f32x4, float32x4_t bz
     return vfmaq_f32(vmulq_f32(coef_f32x4, c_f32x4), z_f32x4, prev_f32x4);
 }
 
-/* One sequence x; wx, when not NULL, is W x_0 already computed (a one-step model). */
-static void fastgrnn_one_neon(const td_fastgrnn *m, const float *x, const float *wx, float *out) {
+/* One sequence x; wx, when not NULL, is W x_0 already computed (a one-step model). zeta and nu: the
+ * sigmoids of the model's gate scalars in every lane. */
+static void fastgrnn_one_neon(const td_fastgrnn *m, const float *x, const float *wx, float32x4_t zeta_f32x4,
+                              float32x4_t nu_f32x4, float *out) {
     size_t hidden = (size_t)m->hidden_dim, inputs = (size_t)m->input_dim;
     float h[TD_FASTGRNN_MAX_DIM], a[TD_FASTGRNN_MAX_DIM], b[TD_FASTGRNN_MAX_DIM];
-    float32x4_t zeta_f32x4 = vdupq_n_f32(td_sigmoid_f32_(m->zeta));
-    float32x4_t nu_f32x4 = vdupq_n_f32(td_sigmoid_f32_(m->nu));
     for (int32_t t = 0; t < m->timesteps; ++t) {
         if (wx && t == 0)
             memcpy(a, wx, hidden * sizeof(float));
@@ -589,16 +589,20 @@ void td_fastgrnn_batch_neon(const td_fastgrnn *m, const float *x, size_t batch, 
     size_t step = (size_t)m->timesteps * (size_t)m->input_dim, hidden = (size_t)m->hidden_dim;
     size_t outputs = (size_t)m->output_dim;
     float group[TD_GROUP_NEON * TD_FASTGRNN_MAX_DIM];
+    float32x4_t zeta_f32x4 = vdupq_n_f32(td_sigmoid_f32_(m->zeta));
+    float32x4_t nu_f32x4 = vdupq_n_f32(td_sigmoid_f32_(m->nu));
     if (m->timesteps == 1 && td_matrix_is_dense_(&m->w)) {
         for (size_t n = 0; n < batch; n += TD_GROUP_NEON) {
             size_t count = batch - n < TD_GROUP_NEON ? batch - n : TD_GROUP_NEON;
             dense_w_group_neon(&m->w, x + n * step, step, count, group, hidden);
             for (size_t e = 0; e < count; ++e)
-                fastgrnn_one_neon(m, x + (n + e) * step, group + e * hidden, out + (n + e) * outputs);
+                fastgrnn_one_neon(m, x + (n + e) * step, group + e * hidden, zeta_f32x4, nu_f32x4,
+                                  out + (n + e) * outputs);
         }
         return;
     }
-    for (size_t n = 0; n < batch; ++n) fastgrnn_one_neon(m, x + n * step, NULL, out + n * outputs);
+    for (size_t n = 0; n < batch; ++n)
+        fastgrnn_one_neon(m, x + n * step, NULL, zeta_f32x4, nu_f32x4, out + n * outputs);
 }
 
 void td_recency_frequency_neon(double decay, double now, const double *created_at,
