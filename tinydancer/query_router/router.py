@@ -234,14 +234,17 @@ class QueryRouter:
         if not isinstance(config, EnsembleConfig):
             raise InvalidInputError(f"config must be an EnsembleConfig, got {type(config).__name__}")
         seed = checks.integer(seed, "seed", 0, error=InvalidInputError)
-        E = _matrix(embeddings, "embeddings", None)
+        X = E = _matrix(embeddings, "embeddings")
         n, dim = E.shape
         kind, first, second = outcomes.as_outcomes(labels, strong, weak, n)
         length = None
         if prompt_length is not None:
             logs = np.log(_lengths(prompt_length, n))
             length = (float(logs.mean()), float(max(logs.std(), 1e-6)))
-        X = _with_length(E, prompt_length, length, n)
+            # the standardised log prompt length is the model's last input column
+            X = np.empty((n, dim + 1), np.float32)
+            X[:, :-1] = E
+            X[:, -1] = (logs - length[0]) / length[1]
         members = train_ensemble(X, outcomes.encode(kind, first, second), len(outcomes.CLASSES[kind]), config, seed)
         model = merge(members)
         if config.quantize:
@@ -636,8 +639,8 @@ def _read_metadata(meta: Any, model: FastGRNN, failures: NDArray[Any] | None,
     return kind, dim, length, calibration
 
 
-def _matrix(value: ArrayLike, name: str, dim: int | None) -> NDArray[np.float32]:
-    """``value`` as a C-contiguous float32 (N, D) matrix, N >= 1, finite, D = ``dim`` when given."""
+def _matrix(value: ArrayLike, name: str) -> NDArray[np.float32]:
+    """``value`` as a C-contiguous float32 (N, D) matrix, N >= 1, D >= 1, finite."""
     try:
         a = np.asarray(value)
     except (TypeError, ValueError):
@@ -648,8 +651,6 @@ def _matrix(value: ArrayLike, name: str, dim: int | None) -> NDArray[np.float32]
         raise InvalidInputError(f"{name} must be 2-D (N, D), got shape {a.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise InvalidInputError(f"{name} is empty (shape {a.shape})")
-    if dim is not None and a.shape[1] != dim:
-        raise InvalidInputError(f"{name} must have {dim} columns, got {a.shape[1]}")
     a = np.ascontiguousarray(a, dtype=np.float32)
     if not np.isfinite(a).all():
         bad = np.argwhere(~np.isfinite(a))[0]
@@ -667,18 +668,3 @@ def _lengths(value: Any, n: int) -> NDArray[np.float64]:
     if not (np.isfinite(a).all() and (a > 0).all()):
         raise InvalidInputError("prompt_length must be finite and > 0 (characters)")
     return a
-
-
-def _with_length(E: NDArray[np.float32], prompt_length: Any, length: tuple[float, float] | None,
-                 n: int) -> NDArray[np.float32]:
-    """The model's inputs: the embeddings, with the standardised log prompt length as a last column when
-    the model reads it."""
-    if length is None:
-        return E
-    if prompt_length is None:
-        raise InvalidInputError("this model reads the prompt length: pass prompt_length (characters)")
-    column = (np.log(_lengths(prompt_length, n)) - length[0]) / length[1]
-    X = np.empty((E.shape[0], E.shape[1] + 1), np.float32)
-    X[:, :-1] = E
-    X[:, -1] = column
-    return X
