@@ -51,6 +51,25 @@ def _read_bytes(source: str, limit: int) -> bytes:
         return f.read(limit + 1)
 
 
+def _read_text(source: str, limit: int, too_large: str, not_utf8: str) -> str:
+    """``source`` (as for :func:`_read_bytes`) decoded as UTF-8, a leading BOM dropped.
+
+    Raises:
+        InvalidInputError: ``too_large`` when ``source`` holds more than ``limit`` bytes; ``not_utf8``
+            followed by the first bad byte and its offset when it is not UTF-8.
+        OSError: ``source`` cannot be read.
+    """
+    from tinydancer.errors import InvalidInputError
+
+    raw = _read_bytes(source, limit)
+    if len(raw) > limit:
+        raise InvalidInputError(too_large)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{not_utf8} (byte {raw[exc.start]:#04x} at offset {exc.start})") from None
+
+
 def _id_note(candidate: Any) -> str:
     """`` (candidate id 'x')`` when the candidate is an object whose id is a string, as the router says it."""
     cid = candidate.get("id") if isinstance(candidate, dict) else None
@@ -78,17 +97,11 @@ def read_request(source: str, max_bytes: int = MAX_REQUEST_BYTES) -> RoutingRequ
 
     where = "standard input" if source == "-" else source
     try:
-        raw = _read_bytes(source, max_bytes)
+        text = _read_text(source, max_bytes, f"{where}: the request is larger than {max_bytes} bytes "
+                                             f"(--max-request-bytes raises the limit)",
+                          f"{where}: the request is not UTF-8 text")
     except OSError as exc:
         raise InvalidInputError(f"{source}: cannot be read ({exc.strerror or exc})") from None
-    if len(raw) > max_bytes:
-        raise InvalidInputError(f"{where}: the request is larger than {max_bytes} bytes "
-                                f"(--max-request-bytes raises the limit)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"{where}: the request is not UTF-8 text (byte {raw[exc.start]:#04x} at "
-                                f"offset {exc.start})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -148,14 +161,8 @@ def read_prompts(limit: int) -> list[str]:
     """
     from tinydancer.errors import InvalidInputError
 
-    raw = _read_bytes("-", limit)
-    if len(raw) > limit:
-        raise InvalidInputError(f"standard input: more than {limit} bytes (--max-request-bytes raises the limit)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"standard input is not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
-                                f"{exc.start})") from None
+    text = _read_text("-", limit, f"standard input: more than {limit} bytes (--max-request-bytes raises the limit)",
+                      "standard input is not UTF-8 text")
     prompts = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
