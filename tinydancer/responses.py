@@ -107,8 +107,8 @@ class RoutingResponse:
     _decisions: list[RoutingDecision] | None
     _request_id: str | None
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         ids: Sequence[str] | NDArray[Any],
         confidence: NDArray[np.float32],
         uncertainty: NDArray[np.float32],
@@ -118,14 +118,10 @@ class RoutingResponse:
         feature_time_us: float,
         fallback_reason: str | None = None,
         request_id: str | None = None,
-    ) -> None:
-        self._result = RouteResult.from_arrays(confidence, uncertainty, use_lightweight, order)
-        self._ids = ids
-        self._inference_time_us = inference_time_us
-        self._feature_time_us = feature_time_us
-        self._fallback_reason = fallback_reason
-        self._decisions = None
-        self._request_id = request_id
+    ) -> RoutingResponse:
+        # from_result is the one place the slots are set; it stays a single call on the router's path
+        return cls.from_result(RouteResult.from_arrays(confidence, uncertainty, use_lightweight, order), ids,
+                               inference_time_us, feature_time_us, fallback_reason, request_id)
 
     @classmethod
     def from_result(

@@ -525,7 +525,8 @@ class Router:
         response = RoutingResponse.fallback(ids, reason, (_perf_counter_ns() - start) / 1e3, feature_us, rid)
         if log is not None and not log.put((_CANDIDATES, rid, ids, response.result, True, None,
                                             response.inference_time_us, now)):
-            response = RoutingResponse.fallback(ids, reason, response.inference_time_us, feature_us)  # dropped
+            response = _from_result(response.result, ids, response.inference_time_us, feature_us,
+                                    response.fallback_reason, None)  # dropped on a full queue: no id
         self._counters.count_fallback(len(ids), rejected, model_error)
         return response
 
