@@ -56,6 +56,14 @@ cdef class QueryPass:
             raise InvalidInputError(f"{name} must be finite and > 0 (characters), got {chars!r}")
         return (log(chars) - self.log_mean) / self.log_std
 
+    cdef inline float _score(self, const float *p) noexcept:
+        """P(the cheap answer is good enough) from one query's probabilities."""
+        return 1.0 - p[self.bad]
+
+    cdef inline float _gain(self, const float *p) noexcept:
+        """The expected gain of the strong model from one query's probabilities."""
+        return p[self.plus] - p[self.minus] if self.minus >= 0 else p[self.plus]
+
     cdef int _raise_nonfinite(self, const float *src, Py_ssize_t i, Py_ssize_t j) except -1:
         raise InvalidInputError(f"embeddings holds a non-finite value ({src[i * self.dim + j]}) at [{i}, {j}]")
 
@@ -94,9 +102,7 @@ cdef class QueryPass:
         ck.td_fastgrnn_forward(&self.model.m, inputs, p)
         if _first_nonfinite_f32(p, self.model.m.output_dim) >= 0:
             raise InvalidInputError("embedding overflows float32 inside the model; the inputs are too large")
-        cdef float score = 1.0 - p[self.bad]
-        cdef float gain = p[self.plus] - p[self.minus] if self.minus >= 0 else p[self.plus]
-        return score, gain
+        return self._score(p), self._gain(p)
 
     def scores_batch(self, embeddings, prompt_length=None):
         """``(score, gain)`` of N queries: (N, D) embeddings and, when the model reads them, N prompt
@@ -146,8 +152,8 @@ cdef class QueryPass:
         cdef float *g = _out_f32(gains)
         cdef const float *p = _f32p(probabilities)
         for i in range(n):
-            s[i] = 1.0 - p[i * outputs + self.bad]
-            g[i] = p[i * outputs + self.plus] - p[i * outputs + self.minus] if self.minus >= 0 else p[i * outputs + self.plus]
+            s[i] = self._score(p + i * outputs)
+            g[i] = self._gain(p + i * outputs)
         return scores, gains
 
     def __repr__(self):
