@@ -111,8 +111,7 @@ class _Knots:
     def pgr(self) -> np.ndarray:
         """PGR at the knots: 0 at no strong calls, 1 at all, exactly."""
         gap = self.q_strong - self.q_weak
-        # equal up to rounding (graded scores whose sums differ in the last bit) counts as equal
-        if abs(gap) <= 1e-12 * max(abs(self.q_strong), abs(self.q_weak)):
+        if _no_gap(self.q_strong, self.q_weak):
             raise InvalidInputError(
                 f"PGR is undefined: the strong and the weak model have the same mean quality "
                 f"({self.q_strong:.6g}) on these rows (strong, weak)")
@@ -333,6 +332,12 @@ def random_score(n: int) -> np.ndarray:
     return np.zeros(integer(n, "n", 1, error=InvalidInputError))
 
 
+def _no_gap(q_strong: Any, q_weak: Any) -> Any:
+    """Where PGR is undefined: the strong and the weak mean quality are equal up to rounding (graded scores
+    whose sums differ in the last bit count as equal)."""
+    return np.abs(q_strong - q_weak) <= 1e-12 * np.maximum(np.abs(q_strong), np.abs(q_weak))
+
+
 def _resamples(rng: np.random.Generator, n: int, n_boot: int) -> Iterator[np.ndarray]:
     """Row indices of ``n_boot`` resamples with replacement, a block of rows at a time."""
     step = max(1, _BOOT_CELLS // n)
@@ -356,8 +361,7 @@ def _apgr_counted(arrays: list[np.ndarray], indices: np.ndarray) -> np.ndarray:
     w_cum = np.concatenate((zero, np.cumsum(w_sum, axis=1)), axis=1)
     quality = (s_cum + (w_cum[:, -1:] - w_cum)) / n
     gap = quality[:, -1:] - quality[:, :1]
-    scale = np.maximum(np.abs(quality[:, -1:]), np.abs(quality[:, :1]))
-    undefined = np.abs(gap) <= 1e-12 * scale
+    undefined = _no_gap(quality[:, -1:], quality[:, :1])
     with np.errstate(divide="ignore", invalid="ignore"):  # the undefined rows, set to NaN below
         pgr = (quality - quality[:, :1]) / gap
         area = np.sum(size * (pgr[:, :-1] + pgr[:, 1:]), axis=1) / (2 * n)
