@@ -359,7 +359,7 @@ def sklearn_peer(seed: int = 0) -> object | None:
     score = X @ rng.standard_normal(X.shape[1])
     score += rng.standard_normal(score.shape[0]) * score.std()  # not separable: lbfgs stops on its own
     y = np.searchsorted(np.quantile(score, [0.25, 0.5, 0.75]), score)
-    with warnings.catch_warnings(), _one_thread_scope():  # one thread: 1 s, where two took 13 s on a busy VM
+    with warnings.catch_warnings(), one_thread_scope():  # one thread: 1 s, where two took 13 s on a busy VM
         warnings.simplefilter("ignore")  # a ConvergenceWarning changes nothing about the timing
         return LogisticRegression(max_iter=500).fit(X, y)
 
@@ -604,41 +604,43 @@ def text_benchmarks(seed: int = 0, *, prompts: int = TEXT_PROMPTS, batch: int = 
 
 
 class OneThread:
-    """A call that is timed with BLAS and OpenMP held to one thread (through threadpoolctl's ``controller``).
+    """A call that is timed with BLAS and OpenMP held to one thread (see :func:`one_thread_scope`).
 
     The query router runs on one core, so its peer is timed on one core too; and on a small busy machine a
     BLAS thread pool waits for a core now and then (scikit-learn's ``predict_proba`` of 1,000 rows read 8 ms
     with two threads on a shared two-core VM, 0.3 ms with one).
     """
 
-    def __init__(self, fn: Callable[[], object], controller: object) -> None:
+    def __init__(self, fn: Callable[[], object]) -> None:
         self._fn = fn
-        self._controller = controller
 
     def __call__(self) -> object:
         return self._fn()
 
     def scope(self) -> AbstractContextManager[object]:
         """The context that holds the thread pools to one thread while a row is timed."""
-        return self._controller.limit(limits=1)  # type: ignore[attr-defined, no-any-return]
+        return one_thread_scope()
 
 
 def one_thread(fn: Callable[[], object]) -> Callable[[], object]:
-    """``fn`` as a :class:`OneThread` when threadpoolctl (a scikit-learn dependency) is importable, else as is."""
+    """``fn`` as a :class:`OneThread` when threadpoolctl is importable, else as is."""
+    return fn if thread_controller() is None else OneThread(fn)
+
+
+def thread_controller() -> type | None:
+    """threadpoolctl's ``ThreadpoolController`` class, or None when threadpoolctl (a scikit-learn dependency)
+    cannot be imported."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
-        return fn
-    return OneThread(fn, ThreadpoolController())
+        return None
+    return ThreadpoolController  # type: ignore[no-any-return]
 
 
-def _one_thread_scope() -> AbstractContextManager[object]:
+def one_thread_scope() -> AbstractContextManager[object]:
     """A context holding BLAS and OpenMP to one thread, or one that does nothing without threadpoolctl."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return nullcontext()
-    return ThreadpoolController().limit(limits=1)  # type: ignore[no-any-return]
+    controller = thread_controller()
+    return nullcontext() if controller is None else controller().limit(limits=1)  # type: ignore[no-any-return]
 
 
 def storage_benchmarks(seed: int = 0) -> list[Benchmark]:

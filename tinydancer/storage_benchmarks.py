@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tinydancer import checks, kernels
-from tinydancer.benchmarks import (Benchmark, Timing, _one_thread_scope, aligned_copy, calls_per_batch, figures,
-                                   routing_inputs)
+from tinydancer.benchmarks import (Benchmark, Timing, aligned_copy, calls_per_batch, figures, one_thread_scope,
+                                   routing_inputs, thread_controller)
 from tinydancer.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -432,14 +432,12 @@ BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THR
 
 def _blas_note() -> str:
     """How many threads NumPy's BLAS ran on, as far as this process knows."""
-    try:
-        import threadpoolctl  # noqa: F401
-    except ImportError:
-        told = [f"{name}={os.environ[name]}" for name in BLAS_THREAD_VARIABLES if os.environ.get(name)]
-        if told:
-            return f"NumPy's BLAS threads as {', '.join(told)} sets them (no threadpoolctl)"
-        return f"NumPy's BLAS on its default threads, up to {os.cpu_count()} (no threadpoolctl to hold it to one)"
-    return "NumPy's BLAS held to 1 thread"
+    if thread_controller() is not None:
+        return "NumPy's BLAS held to 1 thread"
+    told = [f"{name}={os.environ[name]}" for name in BLAS_THREAD_VARIABLES if os.environ.get(name)]
+    if told:
+        return f"NumPy's BLAS threads as {', '.join(told)} sets them (no threadpoolctl)"
+    return f"NumPy's BLAS on its default threads, up to {os.cpu_count()} (no threadpoolctl to hold it to one)"
 
 
 class _SearchPair(_Pair):
@@ -459,7 +457,7 @@ class _SearchPair(_Pair):
         self.normalised, self.query = inputs.normalised, inputs.query  # the stored copy is not kept
 
     def scope(self) -> AbstractContextManager[object]:
-        return _one_thread_scope()  # NumPy's BLAS; the search's kernels run on one thread anyway
+        return one_thread_scope()  # NumPy's BLAS; the search's kernels run on one thread anyway
 
     def _search(self) -> object:
         return self.storage.search(self.query, SEARCH_K)
