@@ -42,7 +42,7 @@ import numpy as np
 
 from tinydancer import checks, kernels
 from tinydancer.benchmarks import (Benchmark, Timing, aligned_copy, calls_per_batch, figures, one_thread_scope,
-                                   routing_inputs, thread_controller)
+                                   routing_inputs, thread_controller, time_batch)
 from tinydancer.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -188,15 +188,6 @@ def numpy_top_k(normalised: np.ndarray, query: np.ndarray, k: int = SEARCH_K) ->
 
 
 # -- two rows timed in one loop ------------------------------------------------------------------------------------
-
-
-def _batch(fn: Callable[..., object], number: int, *args: object) -> float:
-    """Nanoseconds per call of ``number`` calls of ``fn(*args)``."""
-    clock = time.perf_counter_ns
-    start = clock()
-    for _ in range(number):
-        fn(*args)
-    return (clock() - start) / number
 
 
 def _alternate(first: Callable[[], float], second: Callable[[], float], repeats: int) -> tuple[Figures, Figures]:
@@ -350,11 +341,11 @@ class _RoutePair(_Pair):
 
         def logged() -> float:
             flush()  # nothing queued: it restarts the writer's wait, which outlasts the batch
-            ns = _batch(on, number, request)
+            ns = time_batch(lambda: on(request), number)
             flush()  # untimed: the batch is written before the next timed batch
             return ns
 
-        figures = _alternate(lambda: _batch(off, number, request), logged, repeats)
+        figures = _alternate(lambda: time_batch(lambda: off(request), number), logged, repeats)
         metrics = self.on.metrics()
         self.dropped, self.failed = metrics["log_dropped"], metrics["log_failed"]
         return figures
@@ -410,7 +401,7 @@ class _WriterPair(_Pair):
     def _measure(self, repeats: int, target_s: float) -> tuple[Figures, Figures]:
         self._write()  # warm up
         number = calls_per_batch(self._record, target_s)
-        figures = _alternate(self._write, lambda: _batch(self._record, number), repeats)
+        figures = _alternate(self._write, lambda: time_batch(self._record, number), repeats)
         self.dropped = self.log.metrics()["log_dropped"]
         return figures
 
@@ -471,7 +462,8 @@ class _SearchPair(_Pair):
     def _measure(self, repeats: int, target_s: float) -> tuple[Figures, Figures]:
         searches = calls_per_batch(self._search, target_s)  # the first call reads the embeddings into memory
         products = calls_per_batch(self._numpy, target_s)
-        return _alternate(lambda: _batch(self._search, searches), lambda: _batch(self._numpy, products), repeats)
+        return _alternate(lambda: time_batch(self._search, searches), lambda: time_batch(self._numpy, products),
+                          repeats)
 
     def describe_search(self, row: list[Timing]) -> str:
         return f"reads the {SEARCH_K} candidates from SQLite too; timed alternately with the next row"
