@@ -5,10 +5,9 @@ policies, and print RouteLLM's metrics with bootstrap intervals."""
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING, Any
 
-from tinydancer.cli.options import non_negative_int, positive_int
+from tinydancer.cli.options import non_negative_int, positive_int, write_json
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     """
     import numpy as np
 
-    from tinydancer.atomic_files import check_writable, write_atomic
+    from tinydancer.atomic_files import check_writable
     from tinydancer.errors import OutputFileError
     from tinydancer.evaluation import (Report, cross_dataset, load_embeddings, out_of_fold_scores, plot_quality,
                                        quality_curve, reference_scores, stratified_kfold,
@@ -118,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json is not None:
         payload = {"tables": [r.to_dict() for r, _, _ in reports]}
-        write_atomic(args.json, (json.dumps(payload, indent=2) + "\n").encode("utf-8"), OutputFileError)
+        write_json(args.json, payload)
         print(f"wrote {args.json}")
     if args.plot is not None:
         first, rows, scores = reports[0]

@@ -7,6 +7,8 @@ before any work starts::
     parser.add_argument("--epochs", type=positive_int, default=100)
 
 Numbers must be finite: ``nan`` and ``inf`` are refused by every float type here.
+
+:func:`write_json` writes the JSON files the commands produce (``--report``, ``--json``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import argparse
 import math
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "probability", "fraction",
-           "open_fraction"]
+           "open_fraction", "write_json"]
 
 
 def _int(text: str) -> int:
@@ -89,3 +91,17 @@ def open_fraction(text: str) -> float:
     if not 0.0 < number < 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not a number in (0, 1)")
     return number
+
+
+def write_json(path: str, obj: object) -> None:
+    """Write ``obj`` to ``path`` as JSON indented by 2 with a final newline, atomically (see
+    :func:`tinydancer.atomic_files.write_atomic`).
+
+    Raises:
+        OutputFileError: ``path`` cannot be written; it is then left as it was.
+    """
+    import json
+
+    from tinydancer.atomic_files import write_atomic
+
+    write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))

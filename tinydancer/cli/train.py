@@ -9,7 +9,6 @@ With ``--from-db``, the examples are a routing database's logged decisions that 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -26,6 +25,7 @@ from tinydancer.cli.options import (
     positive_float,
     positive_int,
     probability,
+    write_json,
 )
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         TinyDancerError: unreadable or bad data, a bad setting, diverging training, or an unwritable file.
     """
-    from tinydancer.atomic_files import check_writable, write_atomic
+    from tinydancer.atomic_files import check_writable
     from tinydancer.errors import ModelFileError, OutputFileError
     from tinydancer.model import FastGRNN, FastGRNNConfig
     from tinydancer.training import Trainer, TrainingConfig, compress, evaluate, load_training_data
@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
           f"{where} loss {final['loss']:.4f}, accuracy {final['accuracy']:.4f}{auc}; "
           f"{report['seconds']:.1f} s")
     if args.report is not None:
-        write_atomic(args.report, (json.dumps(_finite_or_none(report), indent=2) + "\n").encode("utf-8"))
+        write_json(args.report, _finite_or_none(report))
         print(f"wrote {args.report}")
     return 0
 
@@ -246,7 +246,6 @@ def _logged_training_data(args: argparse.Namespace) -> Any:
 
 def _train_query_router(args: argparse.Namespace) -> int:
     """``--from-db --kind query``: fit a query router on the logged embeddings (uncalibrated) and save it."""
-    from tinydancer.atomic_files import write_atomic
     from tinydancer.query_router import QueryRouter
     from tinydancer.query_router.ensemble import EnsembleConfig
 
@@ -266,6 +265,6 @@ def _train_query_router(args: argparse.Namespace) -> int:
         report = {"data": os.path.abspath(args.from_db), "kind": "query", "examples": len(train),
                   "holdout": args.holdout, "ensemble_config": asdict(config), "seconds": seconds,
                   "size_bytes": router.model.size_bytes(), "prompt_length": router.uses_prompt_length}
-        write_atomic(args.report, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+        write_json(args.report, report)
         print(f"wrote {args.report}")
     return 0
