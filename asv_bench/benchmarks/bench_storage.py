@@ -51,9 +51,16 @@ def _resources() -> tuple[ExitStack, str]:
 
 
 class _Owned:
-    """A suite that owns a stack of resources: preparing again closes the previous ones first."""
+    """A suite that owns a stack of resources and a temporary folder on it (``folder``): preparing closes
+    the previous ones first, then makes new ones."""
 
     stack: ExitStack | None = None
+    folder = ""
+
+    def prepare(self, *params):
+        super().prepare(*params)
+        self.release()
+        self.stack, self.folder = _resources()
 
     def release(self) -> None:
         """Close the databases and remove the folder now (tests; asv leaves it to process exit)."""
@@ -77,10 +84,8 @@ class RouteLogging(_Owned, IsaSuite):
         from tinydancer.router import Router, RouterConfig
 
         super().prepare(isa, log)
-        self.release()
-        self.stack, folder = _resources()
         self.request = routing_inputs(ROUTE_CANDIDATES).columnar
-        config = (RouterConfig(database_path=os.path.join(folder, "route.db"), log_queue_size=4 * self.batch + 4)
+        config = (RouterConfig(database_path=os.path.join(self.folder, "route.db"), log_queue_size=4 * self.batch + 4)
                   if log == "on" else RouterConfig())
         self.router = self.stack.enter_context(Router(config))
 
@@ -106,10 +111,8 @@ class Writer(_Owned, Suite):
 
     def prepare(self):
         super().prepare()
-        self.release()
-        self.stack, folder = _resources()
-        self.logged = logged_requests(os.path.join(folder, "routed.db"))
-        self.log = writer_log(os.path.join(folder, "writer.db"), self.requests)
+        self.logged = logged_requests(os.path.join(self.folder, "routed.db"))
+        self.log = writer_log(os.path.join(self.folder, "writer.db"), self.requests)
         self.stack.callback(self.log.close)
 
     def setup(self):
@@ -137,9 +140,7 @@ class RecordRouting(_Owned, Suite):
         from tinydancer.storage import Storage
 
         super().prepare()
-        self.release()
-        self.stack, folder = _resources()
-        self.storage = self.stack.enter_context(Storage(os.path.join(folder, "record.db")))
+        self.storage = self.stack.enter_context(Storage(os.path.join(self.folder, "record.db")))
         self.query = routing_inputs(ROUTE_CANDIDATES).query
 
     def time_record_routing(self):
@@ -160,11 +161,9 @@ class Search(_Owned, IsaSuite):
         from tinydancer.storage import Storage
 
         super().prepare(isa, n)
-        self.release()
-        self.stack, folder = _resources()
         inputs = search_inputs(n)
         self.query = inputs.query
-        self.storage = self.stack.enter_context(Storage(os.path.join(folder, "search.db")))
+        self.storage = self.stack.enter_context(Storage(os.path.join(self.folder, "search.db")))
         store_candidates(self.storage, inputs.embeddings)
         self.storage.search(self.query, SEARCH_K)
 
