@@ -290,6 +290,7 @@ class Storage:
         self._pid = os.getpid()
         self._closed = False
         self._dim: int | None = None  # the database's embedding dimension, once one is stored
+        self._dim_claimed: int | None = None  # stored by the open write; becomes _dim when it commits
         # The in-memory search index: rows [0, _count) of _matrix/_norms hold candidates _seqs[:_count].
         self._index_loaded = False
         self._matrix = np.empty((0, 0), np.float32)
@@ -415,8 +416,11 @@ class Storage:
                     yield self._conn
                     self._conn.execute("COMMIT")
                 except BaseException:
+                    self._dim_claimed = None
                     self._rollback()
                     raise
+                if self._dim_claimed is not None:
+                    self._dim, self._dim_claimed = self._dim_claimed, None
             except sqlite3.Error as exc:
                 raise _storage_error(exc, self._path) from exc
 
@@ -434,16 +438,15 @@ class Storage:
                 self._dim = int(row[0])
         return self._dim
 
-    def _claim_dim(self, conn: sqlite3.Connection, dim: int, name: str) -> int | None:
-        """Check ``dim`` against the database's dimension (inside a write); when none is stored yet, store
-        ``dim`` and return it (to be remembered once the transaction commits)."""
+    def _claim_dim(self, conn: sqlite3.Connection, dim: int, name: str) -> None:
+        """Check ``dim`` against the database's dimension (inside :meth:`_writing`); when none is stored yet,
+        store ``dim`` (remembered as the dimension once the transaction commits)."""
         stored = self._stored_dim(conn)
         if stored is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('dim', ?)", (str(dim),))
-            return dim
-        if dim != stored:
+            self._dim_claimed = dim
+        elif dim != stored:
             raise InvalidInputError(f"{name} has dimension {dim}, but this database stores dimension {stored}")
-        return None
 
     # -- candidates ----------------------------------------------------------------------------------------
 
@@ -475,7 +478,7 @@ class Storage:
         dim = batch.dim
         with self._lock:  # the index must take our rows before another thread's catch-up could
             with self._writing() as conn:
-                claimed = self._claim_dim(conn, dim, "candidates[0].embedding")
+                self._claim_dim(conn, dim, "candidates[0].embedding")
                 self._catch_up(conn)  # others' rows first, so ours follow them in the index
                 first = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM candidates").fetchone()[0] + 1
                 rows = (  # made as SQLite takes them, so the embeddings are not all copied at once
@@ -489,8 +492,6 @@ class Storage:
                 except sqlite3.IntegrityError:
                     taken = _already_stored(conn, batch.ids)
                     raise InvalidInputError(f"candidate id {taken!r} is already stored") from None
-            if claimed is not None:
-                self._dim = claimed
             if self._index_loaded:
                 self._append(np.arange(first, first + n, dtype=np.int64), emb, batch.norms)
 
@@ -652,12 +653,9 @@ class Storage:
             checks.real(inference_time_us, "inference_time_us", 0.0, error=InvalidInputError),
             time.time(),
         )
-        with self._lock:
-            with self._writing() as conn:
-                claimed = self._claim_dim(conn, dim, "query_embedding")
-                conn.execute(_INSERT_DECISION, row)
-            if claimed is not None:
-                self._dim = claimed
+        with self._writing() as conn:
+            self._claim_dim(conn, dim, "query_embedding")
+            conn.execute(_INSERT_DECISION, row)
         return request_id
 
     def record_outcome(self, request_id: str, good: bool, *, candidate_id: str | None = None) -> None:
@@ -698,9 +696,7 @@ class Storage:
             if self._stored_dim_now() == dim:
                 return
             with self._writing() as conn:
-                claimed = self._claim_dim(conn, dim, name)
-            if claimed is not None:
-                self._dim = claimed
+                self._claim_dim(conn, dim, name)
 
     def _stored_dim_now(self) -> int | None:
         with self._reading() as conn:
