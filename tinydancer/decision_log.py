@@ -343,7 +343,7 @@ def _packed(embeddings: np.ndarray) -> list[tuple[bytes, str]]:
     """Each row of a float32 matrix of embeddings as (bytes, dtype): in half precision, or in single
     precision when one of its values is beyond float16's range (65504). The matrix is converted at once."""
     half = embeddings.astype(np.float16)
-    fits = np.isfinite(half).all(axis=1).tolist()
+    fits = np.all(np.isfinite(half), axis=1).tolist()
     return [(half[i].tobytes(), EMBEDDING_DTYPE) if fit else (embeddings[i].tobytes(), "float32")
             for i, fit in enumerate(fits)]
 
